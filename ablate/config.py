@@ -1,0 +1,264 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+The YAML files in conf/ hold the values; these dataclasses hold the types, so a wrong
+type or an unknown key fails when Hydra composes the config. Range checks that a type
+cannot express live in `check()`, which runs before any compute starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+def config_dir() -> Path:
+    """conf/ inside an installed wheel, else the checkout's top-level conf/."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A config value that is well typed but not allowed; its message is one line."""
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Schedule(Enum):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+class WandbMode(Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+# ---------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    """`_target_` is the optimizer class; every other key except `name` is a keyword to it."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    betas: Tuple[float, float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+
+
+# ---------------------------------------------------------------- the rest
+@dataclass
+class TogglesConfig:
+    """Component switches. `None` means "the optimizer's own form" (component on)."""
+
+    fused_backward: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    arch: str = MISSING  # llama | gpt2
+    vocab_size: int = MISSING
+    hidden_size: int = MISSING
+    intermediate_size: int = MISSING
+    num_layers: int = MISSING
+    num_heads: int = MISSING
+    max_seq_len: int = MISSING
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    vocab_size: int = MISSING  # size of the BPE vocabulary trained on the training text
+    cache_dir: str = MISSING  # tokenizer and token ids are cached here, keyed by content
+
+
+@dataclass
+class LocalTaskConfig(TaskConfig):
+    """Python's standard-library sources: a real corpus present on every machine."""
+
+    include: List[str] = MISSING  # globs relative to the stdlib directory
+    heldout_every: int = MISSING  # every k-th file (sorted by path) is held out
+
+
+@dataclass
+class HubTaskConfig(TaskConfig):
+    """A `datasets` corpus loaded by name (downloads; never used in tests)."""
+
+    path: str = MISSING
+    config_name: Optional[str] = None
+    data_files: Optional[Any] = None
+    train_split: str = MISSING
+    eval_split: str = MISSING
+    text_field: str = MISSING
+    streaming: bool = MISSING
+    max_train_docs: int = MISSING
+    max_eval_docs: int = MISSING
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = MISSING
+    batch_size: int = MISSING
+    seq_len: int = MISSING
+    grad_accum_steps: int = MISSING
+    lr: float = MISSING  # peak learning rate of the schedule
+    schedule: Schedule = MISSING
+    warmup_steps: int = MISSING
+    min_lr_ratio: float = MISSING  # final lr = lr * min_lr_ratio (cosine and linear)
+    clip_grad_norm: Optional[float] = None  # global norm; fused backward then needs two passes
+    eval_interval: int = MISSING  # 0: evaluate only at the end
+    eval_batches: int = MISSING
+    log_interval: int = MISSING
+    tgs_warmup_steps: int = MISSING  # steps left out of the TGS measurement
+    seed: int = MISSING
+    device: Device = MISSING
+    precision: Precision = MISSING
+    progress: bool = MISSING  # progress bar (only drawn on a TTY)
+
+
+@dataclass
+class WandbConfig:
+    mode: WandbMode = MISSING
+    project: str = MISSING
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = MISSING
+
+
+@dataclass
+class Config:
+    optimizer: Any = MISSING
+    toggles: TogglesConfig = MISSING
+    model: ModelConfig = MISSING
+    task: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    # Kept out of the option groups so that `optimizer=...` lists only real choices.
+    cs.store(group="schema/optimizer", name="adamw", node=AdamWConfig)
+    cs.store(group="schema/optimizer", name="sgd", node=SGDConfig)
+    cs.store(group="schema/task", name="local", node=LocalTaskConfig)
+    cs.store(group="schema/task", name="hub", node=HubTaskConfig)
+
+
+# ---------------------------------------------------------------- checks
+def optimizer_class(cfg: DictConfig) -> type:
+    return get_class(cfg.optimizer._target_)
+
+
+def optimizer_kwargs(cfg: DictConfig) -> dict:
+    """Keywords for the optimizer class: its config minus bookkeeping, plus the toggles it takes."""
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items()
+              if k not in ("_target_", "name")}
+    for key, value in OmegaConf.to_container(cfg.toggles, resolve=True).items():
+        if key != "fused_backward" and value is not None:
+            kwargs[key] = value
+    return kwargs
+
+
+def unsupported_toggles(cfg: DictConfig) -> List[str]:
+    """Toggles set in the config that the chosen optimizer's constructor does not take."""
+    accepted = inspect.signature(optimizer_class(cfg)).parameters
+    return [key for key, value in cfg.toggles.items()
+            if key != "fused_backward" and value is not None and key not in accepted]
+
+
+def _positive(cfg: DictConfig, *keys: str) -> None:
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value <= 0:
+            raise ConfigError(f"{key}={value}: must be > 0")
+
+
+def check(cfg: DictConfig) -> None:
+    """Reject values that the schema's types admit but training cannot use (one-line errors)."""
+    _positive(cfg, "trainer.batch_size", "trainer.seq_len", "trainer.grad_accum_steps",
+              "trainer.lr", "trainer.eval_batches", "trainer.log_interval",
+              "model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
+              "model.intermediate_size", "task.vocab_size")
+    t = cfg.trainer
+    for key in ("max_steps", "warmup_steps", "eval_interval", "tgs_warmup_steps"):
+        if t[key] < 0:
+            raise ConfigError(f"trainer.{key}={t[key]}: must be >= 0")
+    if not 0.0 <= t.min_lr_ratio <= 1.0:
+        raise ConfigError(f"trainer.min_lr_ratio={t.min_lr_ratio}: must be in [0, 1]")
+    if t.clip_grad_norm is not None:
+        if t.clip_grad_norm <= 0:
+            raise ConfigError(f"trainer.clip_grad_norm={t.clip_grad_norm}: must be > 0 or null")
+        if cfg.toggles.fused_backward and t.grad_accum_steps > 1:
+            raise ConfigError("trainer.clip_grad_norm with toggles.fused_backward=true needs "
+                              f"trainer.grad_accum_steps=1 (got {t.grad_accum_steps})")
+    if t.seq_len > cfg.model.max_seq_len:
+        raise ConfigError(f"trainer.seq_len={t.seq_len}: must be <= model.max_seq_len="
+                          f"{cfg.model.max_seq_len} for model {cfg.model.name}")
+    if cfg.model.arch not in ("llama", "gpt2"):
+        raise ConfigError(f"model.arch={cfg.model.arch}: allowed are llama, gpt2")
+    if cfg.model.hidden_size % cfg.model.num_heads:
+        raise ConfigError(f"model.hidden_size={cfg.model.hidden_size}: must be divisible by "
+                          f"model.num_heads={cfg.model.num_heads}")
+    if cfg.task.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be <= model.vocab_size="
+                          f"{cfg.model.vocab_size} for model {cfg.model.name}")
+    bad = unsupported_toggles(cfg)
+    if bad:
+        accepted = inspect.signature(optimizer_class(cfg)).parameters
+        supported = ["fused_backward"] + [k for k in cfg.toggles if k in accepted]
+        raise ConfigError(f"toggle {', '.join(f'toggles.{k}' for k in bad)} is not supported by "
+                          f"optimizer={cfg.optimizer.name} (it supports: {', '.join(supported)})")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of a job: the resolved config minus paths (outputs are not in it; the
+    tokenizer cache location does not change the result), hashed."""
+    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    tree["task"].pop("cache_dir")
+    text = json.dumps(tree, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compose(overrides: list[str] = ()) -> DictConfig:
+    """The job config `python -m ablate OVERRIDES` would run (for tests and notebooks)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))

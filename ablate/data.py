@@ -1,0 +1,126 @@
+"""Text corpora, a byte-level BPE tokenizer trained on them, and deterministic batches.
+
+A corpus is tokenized once into two flat streams of ids (train, held-out), with an
+end-of-text id between documents, and cached under `task.cache_dir` keyed by a hash of
+the texts and the vocabulary size, so every run on the same text sees the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+EOT = "<|endoftext|>"
+
+
+@dataclass
+class Corpus:
+    train: torch.Tensor  # 1-D int32 token ids
+    heldout: torch.Tensor
+    tokenizer: Tokenizer
+    fingerprint: str  # hash of the texts and the vocabulary size
+
+
+def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str]]:
+    """Train and held-out texts: the stdlib files matching `task.include`, sorted by path."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted({p.relative_to(root).as_posix() for pattern in task.include
+                    for p in root.glob(pattern) if p.is_file() and "site-packages" not in p.parts})
+    if not files:
+        raise ValueError(f"task.include={list(task.include)}: matches no file under {root}")
+    texts = [(root / f).read_text(encoding="utf-8", errors="replace") for f in files]
+    k = task.heldout_every
+    train = [t for i, t in enumerate(texts) if (i + 1) % k]
+    heldout = [t for i, t in enumerate(texts) if (i + 1) % k == 0]
+    return train, heldout
+
+
+def hub_texts(task: DictConfig) -> tuple[list[str], list[str]]:
+    """The first `max_*_docs` non-empty documents of each split, loaded through `datasets`."""
+    import datasets  # imported here: slow to import, and only hub tasks need it
+
+    def take(split: str, limit: int) -> list[str]:
+        ds = datasets.load_dataset(task.path, task.config_name, split=split,
+                                   data_files=task.data_files, streaming=task.streaming)
+        texts = []
+        for row in ds:
+            text = row[task.text_field]
+            if text.strip():
+                texts.append(text)
+                if len(texts) == limit:
+                    break
+        return texts
+
+    return take(task.train_split, task.max_train_docs), take(task.eval_split, task.max_eval_docs)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def encode(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
+    eot = tokenizer.token_to_id(EOT)
+    ids: list[int] = []
+    for encoding in tokenizer.encode_batch(texts):
+        ids.extend(encoding.ids)
+        ids.append(eot)
+    return torch.tensor(ids, dtype=torch.int32)
+
+
+def load_corpus(task: DictConfig) -> Corpus:
+    train_texts, heldout_texts = stdlib_texts(task) if "include" in task else hub_texts(task)
+    digest = hashlib.sha256(str(task.vocab_size).encode())
+    for text in train_texts + [EOT] + heldout_texts:
+        digest.update(text.encode("utf-8", errors="replace"))
+    fingerprint = digest.hexdigest()[:16]
+    cache = Path(task.cache_dir) / f"{task.name}-{fingerprint}"
+    if not (cache / "heldout.pt").exists():
+        tokenizer = train_tokenizer(train_texts, task.vocab_size)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache.parent))  # rename makes the cache appear whole
+        tokenizer.save(str(tmp / "tokenizer.json"))
+        torch.save(encode(tokenizer, train_texts), tmp / "train.pt")
+        torch.save(encode(tokenizer, heldout_texts), tmp / "heldout.pt")
+        try:
+            os.rename(tmp, cache)
+        except OSError:  # another process cached it first
+            pass
+    return Corpus(train=torch.load(cache / "train.pt"), heldout=torch.load(cache / "heldout.pt"),
+                  tokenizer=Tokenizer.from_file(str(cache / "tokenizer.json")),
+                  fingerprint=fingerprint)
+
+
+def train_batch(stream: torch.Tensor, step: int, rows: int, seq_len: int, seed: int):
+    """Random windows for one optimizer step; a pure function of (seed, step), so a resumed
+    run sees the same data, and k micro-batches of b rows are one batch of k*b rows."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    starts = torch.randint(0, len(stream) - seq_len - 1, (rows,), generator=g)
+    windows = torch.stack([stream[s:s + seq_len + 1] for s in starts.tolist()]).long()
+    return windows[:, :-1], windows[:, 1:]
+
+
+def eval_batches(stream: torch.Tensor, n_batches: int, rows: int, seq_len: int):
+    """Fixed, evenly spaced windows of the held-out stream: the same for every run."""
+    n = n_batches * rows
+    if len(stream) < n * (seq_len + 1):
+        raise ValueError(f"held-out split has {len(stream)} tokens, fewer than "
+                         f"trainer.eval_batches x batch_size x (seq_len+1) = {n * (seq_len + 1)}")
+    starts = torch.linspace(0, len(stream) - seq_len - 1, n).long().tolist()
+    windows = torch.stack([stream[s:s + seq_len + 1] for s in starts]).long()
+    for i in range(n_batches):
+        chunk = windows[i * rows:(i + 1) * rows]
+        yield chunk[:, :-1], chunk[:, 1:]

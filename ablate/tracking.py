@@ -1,0 +1,62 @@
+"""Weights & Biases: one run per job, never allowed to break training.
+
+A failing `wandb.init` (no network, no key, a bad key) falls back to offline, then to no
+W&B at all, with a warning; the local files are written either way.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class WandbRun:
+    def __init__(self, settings: dict, run_dir: Path, config: dict, name: str,
+                 job_type: str | None = None, tags: list[str] | None = None):
+        self.run = None
+        modes = {"online": ["online", "offline"], "offline": ["offline"], "disabled": []}
+        for mode in modes[settings["mode"]]:
+            try:
+                import wandb
+
+                self.run = wandb.init(
+                    mode=mode, project=settings["project"], entity=settings["entity"],
+                    group=settings["group"], job_type=job_type, name=name,
+                    tags=[*settings["tags"], *(tags or [])], config=flatten(config),
+                    dir=str(run_dir), reinit="create_new", settings=wandb.Settings(quiet=True),
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - W&B must never kill a run
+                then = "trying offline" if mode == "online" else "going on without W&B"
+                warnings.warn(f"W&B init in {mode} mode failed ({type(exc).__name__}: {exc}); "
+                              f"{then}", stacklevel=2)
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self.run is not None:
+            try:
+                self.run.log(metrics, step=step)
+            except Exception as exc:  # noqa: BLE001
+                warnings.warn(f"W&B log failed: {exc}", stacklevel=2)
+
+    def finish(self, summary: dict[str, Any], failed: bool) -> None:
+        if self.run is None:
+            return
+        try:
+            for key, value in flatten(summary).items():
+                self.run.summary[key] = value
+            self.run.finish(exit_code=1 if failed else 0)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"W&B finish failed: {exc}", stacklevel=2)
+        self.run = None

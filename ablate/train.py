@@ -1,0 +1,177 @@
+"""The training loop of one job: model, data, optimizer (fused into backward or not), metrics."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import set_seed
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from .config import optimizer_class, optimizer_kwargs
+from .data import eval_batches, load_corpus, train_batch
+from .fused import OptimizerInBackward
+from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
+from .models import build_model, count_params
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module):
+    """The configured optimizer over all trainable parameters, stepped in backward when
+    `toggles.fused_backward` is on (one instance per parameter) or by `step()` otherwise."""
+    cls, kwargs = optimizer_class(cfg), optimizer_kwargs(cfg)
+
+    def make(named_params: list) -> torch.optim.Optimizer:
+        return cls(named_params, lr=cfg.trainer.lr, **kwargs)
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return OptimizerInBackward(named, make) if cfg.toggles.fused_backward else make(named)
+
+
+def lr_at(step: int, t: DictConfig) -> float:
+    """Linear warm-up to `lr`, then cosine or linear decay to `lr * min_lr_ratio`, or constant."""
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+    if t.schedule.value == "cosine":
+        factor = t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    elif t.schedule.value == "linear":
+        factor = 1 - (1 - t.min_lr_ratio) * progress
+    else:
+        factor = 1.0
+    return t.lr * factor
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.t = cfg.trainer
+        self.device = pick_device(self.t.device.value)
+        reset_peak(self.device)
+        set_seed(self.t.seed)
+        self.corpus = load_corpus(cfg.task)
+        self.model = build_model(cfg.model, self.device)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.fused = isinstance(self.optimizer, OptimizerInBackward)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                       enabled=self.t.precision.value == "bf16")
+        self.step = 0
+        self.params_m = count_params(self.model) / 1e6
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean next-token cross-entropy, and the logits."""
+        with self.autocast:
+            logits = self.model(input_ids=x).logits
+        logits = logits.float()
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)), logits
+
+    def train_step(self) -> float:
+        """One optimizer step over `grad_accum_steps` micro-batches; returns the mean loss
+        (NaN or inf stops before any update from that micro-batch)."""
+        t, k, b = self.t, self.t.grad_accum_steps, self.t.batch_size
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, t)
+        x, y = train_batch(self.corpus.train, self.step, b * k, t.seq_len, t.seed)
+        total = 0.0
+        for i in range(k):
+            loss = self.loss(x[i * b:(i + 1) * b].to(self.device),
+                             y[i * b:(i + 1) * b].to(self.device))[0] / k
+            value = loss.item()
+            if not math.isfinite(value):
+                return value
+            total += value
+            if self.fused:
+                self.optimizer.accumulating = i < k - 1
+                if t.clip_grad_norm is not None:
+                    self.optimizer.norm_pass(loss, t.clip_grad_norm)
+            loss.backward()
+        if not self.fused:
+            if t.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out loss, perplexity = exp(loss), and next-token top-1 accuracy."""
+        self.model.eval()
+        loss_sum, correct, count = 0.0, 0, 0
+        for x, y in eval_batches(self.corpus.heldout, self.t.eval_batches, self.t.batch_size,
+                                 self.t.seq_len):
+            x, y = x.to(self.device), y.to(self.device)
+            loss, logits = self.loss(x, y)
+            loss_sum += loss.item() * y.numel()
+            correct += (logits.argmax(-1) == y).sum().item()
+            count += y.numel()
+        self.model.train()
+        eval_loss = loss_sum / count
+        return {"eval_loss": eval_loss,
+                "eval_perplexity": torch.tensor(eval_loss, dtype=torch.float64).exp().item(),
+                "eval_accuracy": correct / count}
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def fit(self, log: Callable[[dict], None]) -> dict:
+        """Train to `max_steps`; `log` receives each metrics record. Returns the results."""
+        t = self.t
+        tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps
+        timed_steps, timed_s, all_s = 0, 0.0, 0.0
+        status, loss = "completed", float("nan")
+        start = time.perf_counter()
+        bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (t.progress and sys.stderr.isatty()))
+        while self.step < t.max_steps:
+            began = time.perf_counter()
+            loss = self.train_step()
+            self.sync()
+            took = time.perf_counter() - began
+            if not math.isfinite(loss):
+                status = "diverged"
+                log({"step": self.step + 1, "loss": loss, "diverged": True})
+                break
+            all_s += took
+            if self.step > t.tgs_warmup_steps:
+                timed_steps, timed_s = timed_steps + 1, timed_s + took
+            tgs = (tokens_per_step * timed_steps / timed_s if timed_steps
+                   else tokens_per_step * self.step / all_s)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if self.step % t.log_interval == 0 or self.step == t.max_steps:
+                log({"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, t),
+                     "tokens": self.step * tokens_per_step, "tgs": tgs,
+                     "elapsed": time.perf_counter() - start})
+            if t.eval_interval and self.step % t.eval_interval == 0 and self.step < t.max_steps:
+                log({"step": self.step, **self.evaluate()})
+        bar.close()
+        results = {"status": status, "final_train_loss": loss}
+        if status == "completed":
+            evaluation = self.evaluate()
+            log({"step": self.step, **evaluation})
+            results.update(evaluation)
+        else:
+            results.update(eval_loss=float("nan"), eval_perplexity=float("nan"),
+                           eval_accuracy=float("nan"))
+        results.update(
+            peak_memory_gb=peak_bytes(self.device) / GB,
+            optimizer_state_gb=optimizer_state_bytes(self.optimizer) / GB,
+            tgs=(tokens_per_step * timed_steps / timed_s if timed_steps
+                 else tokens_per_step * self.step / all_s if all_s else 0.0),
+            steps=self.step, tokens=self.step * tokens_per_step,
+            train_s=all_s, params_m=self.params_m, device=str(self.device),
+            memory_kind="cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
+        )
+        return results
