@@ -15,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
+import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -187,9 +188,10 @@ def optimizer_class(cfg: DictConfig) -> type:
 
 def optimizer_kwargs(cfg: DictConfig) -> dict:
     """Keywords for the optimizer class: its config minus bookkeeping, plus the toggles it takes."""
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items()
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True,
+                                                        enum_to_str=True).items()
               if k not in ("_target_", "name")}
-    for key, value in OmegaConf.to_container(cfg.toggles, resolve=True).items():
+    for key, value in OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True).items():
         if key != "fused_backward" and value is not None:
             kwargs[key] = value
     return kwargs
@@ -244,6 +246,21 @@ def check(cfg: DictConfig) -> None:
         supported = ["fused_backward"] + [k for k in cfg.toggles if k in accepted]
         raise ConfigError(f"toggle {', '.join(f'toggles.{k}' for k in bad)} is not supported by "
                           f"optimizer={cfg.optimizer.name} (it supports: {', '.join(supported)})")
+    if t.device.value == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda: no CUDA device is available (allowed: auto, cpu)")
+    _check_optimizer_builds(cfg)
+
+
+def _check_optimizer_builds(cfg: DictConfig) -> None:
+    """Build the model on the meta device (no memory) and the optimizer over it, so that a
+    bad hyper-parameter (the constructor's ValueError) is reported before any compute."""
+    from .models import build_model
+    from .train import build_optimizer
+
+    try:
+        build_optimizer(cfg, build_model(cfg.model, "meta"))
+    except ValueError as exc:
+        raise ConfigError(f"optimizer={cfg.optimizer.name}: {exc}") from exc
 
 
 def config_hash(cfg: DictConfig) -> str:
