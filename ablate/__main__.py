@@ -14,7 +14,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import ConfigError, check, config_dir, register_configs
+from .config import ConfigError, check, config_dir, register_configs, typed
 from .job import run_job
 
 register_configs()
@@ -22,6 +22,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
+    cfg = typed(cfg)
     hc = HydraConfig.get()
     try:
         check(cfg)

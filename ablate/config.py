@@ -140,6 +140,7 @@ class TrainerConfig:
     eval_interval: int = MISSING  # 0: evaluate only at the end
     eval_batches: int = MISSING
     log_interval: int = MISSING
+    checkpoint_every: int = MISSING  # 0: no checkpoints; else a resumable one every k steps
     tgs_warmup_steps: int = MISSING  # steps left out of the TGS measurement
     seed: int = MISSING
     device: Device = MISSING
@@ -163,6 +164,7 @@ class LoggerConfig:
 
 @dataclass
 class Config:
+    outputs_dir: str = MISSING  # run and sweep directories go under it
     optimizer: Any = MISSING
     toggles: TogglesConfig = MISSING
     model: ModelConfig = MISSING
@@ -218,7 +220,8 @@ def check(cfg: DictConfig) -> None:
               "model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
               "model.intermediate_size", "task.vocab_size")
     t = cfg.trainer
-    for key in ("max_steps", "warmup_steps", "eval_interval", "tgs_warmup_steps"):
+    for key in ("max_steps", "warmup_steps", "eval_interval", "tgs_warmup_steps",
+                "checkpoint_every"):
         if t[key] < 0:
             raise ConfigError(f"trainer.{key}={t[key]}: must be >= 0")
     if not 0.0 <= t.min_lr_ratio <= 1.0:
@@ -263,13 +266,26 @@ def _check_optimizer_builds(cfg: DictConfig) -> None:
         raise ConfigError(f"optimizer={cfg.optimizer.name}: {exc}") from exc
 
 
+# Keys that say where things are written or shown, not what is trained.
+NOT_IN_HASH = ("outputs_dir", "logger", "task.cache_dir", "trainer.progress")
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """Identity of a job: the resolved config minus paths (outputs are not in it; the
-    tokenizer cache location does not change the result), hashed."""
+    """Identity of a job: its resolved config minus NOT_IN_HASH, hashed."""
     tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    tree["task"].pop("cache_dir")
-    text = json.dumps(tree, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    for key in NOT_IN_HASH:
+        *parents, leaf = key.split(".")
+        node = tree
+        for parent in parents:
+            node = node[parent]
+        node.pop(leaf)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def typed(cfg: DictConfig) -> DictConfig:
+    """A job config under the root schema: a saved `.hydra/config.yaml` (no defaults list)
+    gets the same types as a freshly composed one."""
+    return OmegaConf.merge(OmegaConf.structured(Config), cfg)
 
 
 def compose(overrides: list[str] = ()) -> DictConfig:

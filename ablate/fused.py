@@ -9,6 +9,7 @@ per-tensor update as one optimizer's `step()`; from outside they look like one o
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Iterable
 
 import torch
@@ -23,20 +24,24 @@ class OptimizerInBackward:
         self.clip_coef: torch.Tensor | None = None  # set by the norm pass, used by the next
         self._sq_norms: list[torch.Tensor] | None = None  # collecting during a norm pass
         for name, p in named_params:
-            opt = make_optimizer([(name, p)])
-            self.optimizers[name] = opt
-            self._handles.append(p.register_post_accumulate_grad_hook(self._hook(opt)))
+            self.optimizers[name] = make_optimizer([(name, p)])
+            self._handles.append(p.register_post_accumulate_grad_hook(self._hook(name)))
 
-    def _hook(self, opt: torch.optim.Optimizer):
+    def _hook(self, name: str):
+        # The hook lives on the tensor, which autograd's garbage collector cannot see into:
+        # a strong reference back to the optimizers (which hold the tensor) would leak both.
+        owner = weakref.ref(self)
+
         def hook(p: torch.Tensor) -> None:
-            if self.accumulating:
+            self = owner()
+            if self is None or self.accumulating:
                 return
             if self._sq_norms is not None:
                 self._sq_norms.append(p.grad.detach().float().pow(2).sum())
             else:
                 if self.clip_coef is not None:
                     p.grad.mul_(self.clip_coef)
-                opt.step()
+                self.optimizers[name].step()
             p.grad = None
         return hook
 

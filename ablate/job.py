@@ -4,7 +4,8 @@ Files in the run directory:
 - `metrics.jsonl`: one JSON object per log step (and per evaluation), flushed as written,
   so a killed run keeps what it logged;
 - `summary.json`: the outcome (`status` completed | failed | diverged | skipped);
-- `traceback.txt`: only when the job raised.
+- `traceback.txt`: only when the job raised;
+- `checkpoint.pt`: with `trainer.checkpoint_every=k`, the latest of every k steps.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import config_hash
@@ -58,6 +60,7 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved,
                          name=run_dir.name)
+    summary["wandb_file"] = wandb_run.file
     began = time.perf_counter()
     try:
         with open(run_dir / "metrics.jsonl", "a", buffering=1) as metrics:
@@ -66,7 +69,13 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
                 wandb_run.log({k: v for k, v in record.items() if k != "step"}, record["step"])
 
             trainer = Trainer(cfg)
-            summary.update(trainer.fit(log))
+
+            def checkpoint() -> None:
+                tmp = run_dir / "checkpoint.pt.tmp"
+                torch.save(trainer.state_dict(), tmp)
+                tmp.replace(run_dir / "checkpoint.pt")
+
+            summary.update(trainer.fit(log, checkpoint))
     except Exception as exc:
         summary.update(error_type=type(exc).__name__, error=str(exc))
         (run_dir / "traceback.txt").write_text(traceback.format_exc())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 from pathlib import Path
 
@@ -14,11 +16,16 @@ def reset_peak(device: torch.device) -> None:
     """Start a fresh peak, so jobs in one process do not inherit each other's peaks."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:  # Linux: "5" resets the peak RSS (VmHWM) to the current RSS
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass  # elsewhere the peak is the process's, since it started
+        return
+    gc.collect()  # the previous job's tensors, and hand freed heap back to the OS (glibc)
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:  # Linux: "5" resets the peak RSS (VmHWM) to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak is the process's, since it started
 
 
 def peak_bytes(device: torch.device) -> int:

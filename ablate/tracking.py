@@ -43,6 +43,11 @@ class WandbRun:
                 warnings.warn(f"W&B init in {mode} mode failed ({type(exc).__name__}: {exc}); "
                               f"{then}", stacklevel=2)
 
+    @property
+    def file(self) -> str | None:
+        """The run's transaction log (`run-*.wandb`), what `wandb sync` uploads."""
+        return self.run.settings.sync_file if self.run is not None else None
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if self.run is not None:
             try:
@@ -54,8 +59,7 @@ class WandbRun:
         if self.run is None:
             return
         try:
-            for key, value in flatten(summary).items():
-                self.run.summary[key] = value
+            self.run.summary.update(flatten(summary))
             self.run.finish(exit_code=1 if failed else 0)
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"W&B finish failed: {exc}", stacklevel=2)

@@ -65,8 +65,10 @@ class Trainer:
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                        enabled=self.t.precision.value == "bf16")
-        self.step = 0
         self.params_m = count_params(self.model) / 1e6
+        self.tokens_per_step = self.t.batch_size * self.t.seq_len * self.t.grad_accum_steps
+        self.step = 0
+        self.timed_steps, self.timed_s, self.train_s = 0, 0.0, 0.0
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean next-token cross-entropy, and the logits."""
@@ -125,13 +127,32 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def fit(self, log: Callable[[dict], None]) -> dict:
-        """Train to `max_steps`; `log` receives each metrics record. Returns the results."""
+    def tgs(self) -> float:
+        """Trained tokens per second on this device, over the steps after the warm-up."""
+        steps, seconds = (self.timed_steps, self.timed_s) if self.timed_steps else (self.step,
+                                                                                   self.train_s)
+        return self.tokens_per_step * steps / seconds if seconds else 0.0
+
+    def state_dict(self) -> dict:
+        """Everything a killed run needs to end as if it had never stopped (the data
+        position is the step: batches are a pure function of seed and step)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.step, "rng": torch.get_rng_state(),
+                "timing": (self.timed_steps, self.timed_s, self.train_s)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        torch.set_rng_state(state["rng"])
+        self.timed_steps, self.timed_s, self.train_s = state["timing"]
+
+    def fit(self, log: Callable[[dict], None],
+            checkpoint: Callable[[], None] | None = None) -> dict:
+        """Train to `max_steps`; `log` receives each metrics record, `checkpoint` is called
+        every `checkpoint_every` steps. Returns the results for the summary."""
         t = self.t
-        tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps
-        timed_steps, timed_s, all_s = 0, 0.0, 0.0
         status, loss = "completed", float("nan")
-        start = time.perf_counter()
         bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (t.progress and sys.stderr.isatty()))
         while self.step < t.max_steps:
@@ -141,37 +162,32 @@ class Trainer:
             took = time.perf_counter() - began
             if not math.isfinite(loss):
                 status = "diverged"
-                log({"step": self.step + 1, "loss": loss, "diverged": True})
+                log({"step": self.step + 1, "loss": loss})
                 break
-            all_s += took
+            self.train_s += took
             if self.step > t.tgs_warmup_steps:
-                timed_steps, timed_s = timed_steps + 1, timed_s + took
-            tgs = (tokens_per_step * timed_steps / timed_s if timed_steps
-                   else tokens_per_step * self.step / all_s)
+                self.timed_steps, self.timed_s = self.timed_steps + 1, self.timed_s + took
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             if self.step % t.log_interval == 0 or self.step == t.max_steps:
                 log({"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, t),
-                     "tokens": self.step * tokens_per_step, "tgs": tgs,
-                     "elapsed": time.perf_counter() - start})
+                     "tokens": self.step * self.tokens_per_step, "tgs": self.tgs(),
+                     "elapsed": self.train_s})
             if t.eval_interval and self.step % t.eval_interval == 0 and self.step < t.max_steps:
                 log({"step": self.step, **self.evaluate()})
+            if checkpoint and t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                checkpoint()
         bar.close()
-        results = {"status": status, "final_train_loss": loss}
+        nan = float("nan")
+        evaluation = (self.evaluate() if status == "completed"
+                      else {"eval_loss": nan, "eval_perplexity": nan, "eval_accuracy": nan})
         if status == "completed":
-            evaluation = self.evaluate()
             log({"step": self.step, **evaluation})
-            results.update(evaluation)
-        else:
-            results.update(eval_loss=float("nan"), eval_perplexity=float("nan"),
-                           eval_accuracy=float("nan"))
-        results.update(
-            peak_memory_gb=peak_bytes(self.device) / GB,
-            optimizer_state_gb=optimizer_state_bytes(self.optimizer) / GB,
-            tgs=(tokens_per_step * timed_steps / timed_s if timed_steps
-                 else tokens_per_step * self.step / all_s if all_s else 0.0),
-            steps=self.step, tokens=self.step * tokens_per_step,
-            train_s=all_s, params_m=self.params_m, device=str(self.device),
-            memory_kind="cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
-        )
-        return results
+        return {
+            "status": status, "final_train_loss": loss, **evaluation,
+            "peak_memory_gb": peak_bytes(self.device) / GB,
+            "optimizer_state_gb": optimizer_state_bytes(self.optimizer) / GB,
+            "tgs": self.tgs(), "steps": self.step, "tokens": self.step * self.tokens_per_step,
+            "train_s": self.train_s, "params_m": self.params_m, "device": str(self.device),
+            "memory_kind": "cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
+        }
