@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 EOT = "<|endoftext|>"
@@ -47,9 +47,13 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str]]:
     """The first `max_*_docs` non-empty documents of each split, loaded through `datasets`."""
     import datasets  # imported here: slow to import, and only hub tasks need it
 
+    data_files = task.data_files  # a path, a list, or {split: path(s)}
+    if OmegaConf.is_config(data_files):
+        data_files = OmegaConf.to_container(data_files)
+
     def take(split: str, limit: int) -> list[str]:
         ds = datasets.load_dataset(task.path, task.config_name, split=split,
-                                   data_files=task.data_files, streaming=task.streaming)
+                                   data_files=data_files, streaming=task.streaming)
         texts = []
         for row in ds:
             text = row[task.text_field]

@@ -1,0 +1,115 @@
+"""The commands a researcher types, run as subprocesses from an unrelated directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+from wandb_file import read_run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ablate(cwd: Path, *args: str, module: str = "ablate", env: dict | None = None,
+           check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, text=True,
+                            capture_output=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check and result.returncode:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if "loss" in row]
+
+
+@pytest.fixture
+def tiny_args(cache_dir):
+    return [a for a in TINY if not a.startswith("logger.")] + [f"task.cache_dir={cache_dir}"]
+
+
+def test_single_run_writes_metrics_summary_and_offline_wandb(tmp_path, tiny_args):
+    result = ablate(tmp_path, *tiny_args, "trainer.max_steps=4")
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 4
+    assert f"eval_loss={summary['eval_loss']}" in result.stdout
+    assert len(losses(run_dir)) == 4
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    wandb_run = read_run(summary["wandb_file"])
+    assert Path(summary["wandb_file"]).is_relative_to(run_dir.resolve())
+    assert wandb_run["config"]["trainer.max_steps"] == 4
+    assert wandb_run["config"]["model.hidden_size"] == 64
+    assert wandb_run["summary"]["eval_loss"] == summary["eval_loss"]
+
+
+def test_multirun_then_rerun_reproduces_losses_exactly(tmp_path, tiny_args):
+    ablate(tmp_path, "-m", *tiny_args, "optimizer=adamw,sgd", "toggles.fused_backward=true,false",
+           "trainer.max_steps=3", "logger.wandb.mode=disabled")
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 4
+    summaries = [json.loads((job / "summary.json").read_text()) for job in jobs]
+    assert {(s["optimizer"], s["toggles"]["fused_backward"]) for s in summaries} == {
+        ("adamw", True), ("adamw", False), ("sgd", True), ("sgd", False)}
+    assert all(s["status"] == "completed" for s in summaries)
+
+    ablate(tmp_path, jobs[1], module="ablate.rerun")
+    (rerun,) = (tmp_path / "outputs" / "reruns").glob("*/*")
+    assert losses(rerun) == losses(jobs[1])
+    rerun_summary = json.loads((rerun / "summary.json").read_text())
+    assert rerun_summary["config_hash"] == summaries[1]["config_hash"]
+
+    ablate(tmp_path, jobs[1], "trainer.max_steps=2", module="ablate.rerun")
+    shorter = max((tmp_path / "outputs" / "reruns").glob("*/*"), key=lambda p: p.stat().st_mtime)
+    assert losses(shorter) == losses(jobs[1])[:2]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("optimizer=nope", "allowed optimizer options: adamw"),
+    ("trainer.lr=abc", "trainer.lr=abc"),
+    ("toggles.fused_backward=maybe", "toggles.fused_backward=maybe"),
+    ("trainer.seq_len=-1", "trainer.seq_len=-1: must be > 0"),
+    ("trainer.device=gpu", "expected one of [auto, cpu, cuda]"),
+    ("trainer.nope=1", "Key 'nope' not in 'TrainerConfig'"),
+])
+def test_bad_value_fails_with_one_clear_line(tmp_path, override, expected):
+    result = ablate(tmp_path, override, check=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ablate: error:") and expected in lines[0]
+    assert not (tmp_path / "outputs" / "runs").exists() or not any(
+        (tmp_path / "outputs" / "runs").rglob("summary.json"))
+
+
+def test_big_model_composes(tmp_path):
+    result = ablate(tmp_path, "model=llama_1b", "--cfg", "job")
+    assert "hidden_size: 2048" in result.stdout and "num_layers: 24" in result.stdout
+
+
+@pytest.mark.slow
+def test_non_editable_install_finds_its_packaged_conf(tmp_path, tiny_args):
+    wheels, target, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, REPO],
+                   check=True, capture_output=True)
+    (wheel,) = wheels.glob("ablate-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True,
+                   capture_output=True)
+    env = {"PYTHONPATH": str(target)}  # ahead of the editable install in site-packages
+    where = subprocess.run(
+        [sys.executable, "-c", "import ablate.config as c; print(c.config_dir())"],
+        cwd=elsewhere, env={**os.environ, **env}, text=True, capture_output=True, check=True)
+    assert Path(where.stdout.strip()) == target / "ablate" / "conf"
+    ablate(elsewhere, *tiny_args, "trainer.max_steps=2", "logger.wandb.mode=disabled", env=env)
+    (summary,) = (elsewhere / "outputs" / "runs").glob("*/*/summary.json")
+    assert json.loads(summary.read_text())["status"] == "completed"
