@@ -3,36 +3,69 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import ConfigError, check, config_dir, register_configs, typed
-from .job import run_job
+from .config import (ConfigError, IncompatibleToggles, apply_variant, check, config_dir,
+                     register_configs, typed)
+from .job import record, run_job
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
-    cfg = typed(cfg)
+    """A single run stops at its first error. In a sweep every job's outcome is recorded in
+    its summary.json and the next job runs; the sweep's report lists the failures."""
     hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
     try:
+        cfg = apply_variant(typed(cfg))
         check(cfg)
     except ConfigError as exc:
-        if hc.mode == RunMode.MULTIRUN:
-            raise  # recorded by the sweep; the other jobs go on
-        sys.exit(f"ablate: error: {exc}")
-    summary = run_job(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
-    print(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list))))
+        if not multirun:
+            sys.exit(f"ablate: error: {exc}")
+        sweep = sweep_name(cfg, hc)
+        if isinstance(exc, IncompatibleToggles):
+            record(cfg, run_dir, overrides, sweep, "skipped", reason=str(exc))
+        else:
+            record(cfg, run_dir, overrides, sweep, "failed", error_type="ConfigError",
+                   error=str(exc))
+        return math.nan
+    if not multirun:
+        summary = run_job(cfg, run_dir, overrides)
+    else:
+        try:
+            summary = run_job(cfg, run_dir, overrides, sweep_name(cfg, hc),
+                              resume_from=Path(cfg.outputs_dir) if cfg.resume else None)
+        except Exception:  # noqa: BLE001 - recorded in summary.json and traceback.txt
+            return math.nan
+    print(one_line_summary(summary, run_dir), flush=True)
     return summary["eval_loss"]
+
+
+def one_line_summary(s: dict, run_dir: Path) -> str:
+    if s["status"] != "completed":
+        return f"{s['status']}: {s['variant']} after {s['steps']} steps | {run_dir}"
+    return (f"completed: {s['variant']} seed={s['seed']} | eval_loss={s['eval_loss']:.4f} "
+            f"eval_perplexity={s['eval_perplexity']:.2f} eval_accuracy={s['eval_accuracy']:.4f} | "
+            f"peak_memory_gb={s['peak_memory_gb']:.3f} optimizer_state_gb="
+            f"{s['optimizer_state_gb']:.4f} | tgs={s['tgs']:.0f} | {run_dir}")
+
+
+def sweep_name(cfg: DictConfig, hc) -> str:
+    """The W&B group: the preset's name, else the sweep directory."""
+    return cfg.ablation.name if cfg.ablation is not None else hc.sweep.dir
 
 
 def one_line(exc: BaseException) -> str:

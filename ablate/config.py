@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import secrets
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 
@@ -29,6 +32,11 @@ def config_dir() -> Path:
 
 class ConfigError(ValueError):
     """A config value that is well typed but not allowed; its message is one line."""
+
+
+class IncompatibleToggles(ConfigError):
+    """A toggle the chosen optimizer does not have: in a sweep's cartesian product such a
+    job is recorded as skipped, not run as something else under a wrong label."""
 
 
 class Device(Enum):
@@ -163,8 +171,23 @@ class LoggerConfig:
 
 
 @dataclass
+class AblationConfig:
+    """A sweep preset (conf/ablation/): what it studies and which variant is the baseline."""
+
+    name: str = MISSING  # the W&B group and the report's title
+    baseline: List[str] = field(default_factory=list)  # key=value pairs the baseline has
+    # Imported plans study several components at once, which is no cartesian product:
+    # each variant is a list of key=value pairs applied on top of the composed config.
+    variants: Dict[str, List[str]] = field(default_factory=dict)
+    variant: Optional[str] = None
+    not_measured: List[str] = field(default_factory=list)  # asked-for metrics no task measures
+
+
+@dataclass
 class Config:
     outputs_dir: str = MISSING  # run and sweep directories go under it
+    resume: bool = MISSING  # multirun: reuse completed jobs and checkpoints of the same config
+    ablation: Optional[AblationConfig] = None
     optimizer: Any = MISSING
     toggles: TogglesConfig = MISSING
     model: ModelConfig = MISSING
@@ -174,6 +197,14 @@ class Config:
 
 
 def register_configs() -> None:
+    # conf/hydra/launcher/{basic,joblib,submitit_*}.yaml share the launchers' names on
+    # purpose: `hydra/launcher=joblib` gets this project's settings, checked against the
+    # plugin's own schema. Hydra 1.3 still does that matching but warns it is deprecated.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against "
+                            "ConfigStore schema with the same name")
+    # A sweep directory name that two sweeps started in the same second cannot share.
+    OmegaConf.register_new_resolver("unique", lambda: secrets.token_hex(3), use_cache=True,
+                                    replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     # Kept out of the option groups so that `optimizer=...` lists only real choices.
@@ -247,8 +278,9 @@ def check(cfg: DictConfig) -> None:
     if bad:
         accepted = inspect.signature(optimizer_class(cfg)).parameters
         supported = ["fused_backward"] + [k for k in cfg.toggles if k in accepted]
-        raise ConfigError(f"toggle {', '.join(f'toggles.{k}' for k in bad)} is not supported by "
-                          f"optimizer={cfg.optimizer.name} (it supports: {', '.join(supported)})")
+        raise IncompatibleToggles(
+            f"toggle {', '.join(f'toggles.{k}' for k in bad)} is not supported by "
+            f"optimizer={cfg.optimizer.name} (it supports: {', '.join(supported)})")
     if t.device.value == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda: no CUDA device is available (allowed: auto, cpu)")
     _check_optimizer_builds(cfg)
@@ -267,7 +299,7 @@ def _check_optimizer_builds(cfg: DictConfig) -> None:
 
 
 # Keys that say where things are written or shown, not what is trained.
-NOT_IN_HASH = ("outputs_dir", "logger", "task.cache_dir", "trainer.progress")
+NOT_IN_HASH = ("outputs_dir", "resume", "logger", "task.cache_dir", "trainer.progress")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -280,6 +312,32 @@ def config_hash(cfg: DictConfig) -> str:
             node = node[parent]
         node.pop(leaf)
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_assignment(assignment: str) -> tuple[str, Any]:
+    """`key=value` with the value read as YAML (true, 50, 0.5, none -> "none")."""
+    key, sep, value = assignment.partition("=")
+    if not sep:
+        raise ConfigError(f"{assignment!r}: expected key=value")
+    return key.strip(), yaml.safe_load(value)
+
+
+def apply_variant(cfg: DictConfig) -> DictConfig:
+    """Set the chosen `ablation.variant`'s key=value pairs (type-checked by the schema)."""
+    ablation = cfg.ablation
+    if ablation is None or ablation.variant is None:
+        return cfg
+    if ablation.variant not in ablation.variants:
+        raise ConfigError(f"ablation.variant={ablation.variant}: allowed are "
+                          f"{', '.join(ablation.variants)}")
+    for assignment in ablation.variants[ablation.variant]:
+        key, value = parse_assignment(assignment)
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except Exception as exc:  # noqa: BLE001 - OmegaConf raises several kinds
+            raise ConfigError(f"ablation variant {ablation.variant}: {assignment}: "
+                              f"{str(exc).splitlines()[0]}") from exc
+    return cfg
 
 
 def typed(cfg: DictConfig) -> DictConfig:

@@ -5,13 +5,16 @@ Files in the run directory:
   so a killed run keeps what it logged;
 - `summary.json`: the outcome (`status` completed | failed | diverged | skipped);
 - `traceback.txt`: only when the job raised;
-- `checkpoint.pt`: with `trainer.checkpoint_every=k`, the latest of every k steps.
+- `checkpoint.pt` (+ `checkpoint.json`: its step and config hash): with
+  `trainer.checkpoint_every=k`, the latest of every k steps.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -19,8 +22,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import config_hash
+from .config import config_hash, optimizer_class, parse_assignment
+from .sweep import find_checkpoint, find_completed
 from .tracking import WandbRun
+
+# Overrides that do not make a variant: the seed (runs that differ only in it are
+# aggregated), what the resolved config shows anyway (optimizer name, toggles, the preset's
+# variant), and where things are written or shown.
+NOT_IN_VARIANT = {"optimizer", "trainer.seed", "trainer.progress"}
+ROOTS_NOT_IN_VARIANT = {"toggles", "ablation", "hydra", "logger", "outputs_dir", "resume"}
 
 
 def _json_safe(value):
@@ -36,10 +46,45 @@ def write_json(path: Path, obj: dict) -> None:
     tmp.replace(path)
 
 
-def describe(cfg: DictConfig, overrides: list[str]) -> dict:
+def variant(cfg: DictConfig, overrides: list[str]) -> dict:
+    """What this job varies, read from the resolved config: the optimizer, every toggle that
+    differs from the optimizer's own form, and each value the command line or the preset's
+    variant set (group choices such as `model=llama_60m` as chosen). Not the seed."""
+    parts = {"optimizer": cfg.optimizer.name}
+    defaults = inspect.signature(optimizer_class(cfg)).parameters
+    for key, value in OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True).items():
+        default = True if key == "fused_backward" else (
+            defaults[key].default if key in defaults else None)
+        if value is not None and value != default:
+            parts[key] = value
+    assignments = list(overrides)
+    if cfg.ablation is not None and cfg.ablation.variant is not None:
+        assignments += list(cfg.ablation.variants[cfg.ablation.variant])
+    for assignment in assignments:
+        key, _, value = assignment.lstrip("+~").partition("=")
+        if key in NOT_IN_VARIANT or key.split("/")[0].split(".")[0] in ROOTS_NOT_IN_VARIANT:
+            continue
+        short = key.removeprefix("optimizer.")
+        parts[short] = OmegaConf.select(cfg, key) if "." in key else value
+    return parts
+
+
+def is_baseline(cfg: DictConfig) -> bool | None:
+    """Whether this job is the preset's unablated variant (None outside presets)."""
+    if cfg.ablation is None or not cfg.ablation.baseline:
+        return None
+    return all(OmegaConf.select(cfg, key) == value
+               for key, value in map(parse_assignment, cfg.ablation.baseline))
+
+
+def describe(cfg: DictConfig, overrides: list[str], sweep: str | None = None) -> dict:
     """The fields of a summary that come from the config alone."""
-    toggles = OmegaConf.to_container(cfg.toggles, resolve=True)
+    parts = variant(cfg, overrides)
+    toggles = OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True)
     return {
+        "variant": " ".join([parts.pop("optimizer")] + [f"{k}={v}" for k, v in parts.items()]),
+        "is_baseline": is_baseline(cfg),
+        "sweep": sweep,
         "optimizer": cfg.optimizer.name,
         "toggles": {k: v for k, v in toggles.items() if v is not None},
         "model": cfg.model.name,
@@ -50,16 +95,37 @@ def describe(cfg: DictConfig, overrides: list[str]) -> dict:
     }
 
 
-def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+def record(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | None,
+           status: str, **fields) -> dict:
+    """A summary for a job that did not train (skipped, or rejected by the config check)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"status": status, **describe(cfg, overrides, sweep), **fields}
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | None = None,
+            resume_from: Path | None = None) -> dict:
     """Train one config into `run_dir`; the summary is written even when training raises
-    (then the exception is re-raised after it is recorded)."""
-    from .train import Trainer  # torch and transformers load only when a job runs
+    (then the exception is re-raised after it is recorded). With `resume_from`, a completed
+    run of the same config under it is reused, and its latest checkpoint continued."""
+    from .train import Trainer  # transformers loads only when a job runs
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"status": "failed", **describe(cfg, overrides)}
+    summary = {"status": "failed", **describe(cfg, overrides, sweep)}
+    if resume_from is not None:
+        done = find_completed(resume_from, summary["config_hash"], exclude=run_dir)
+        if done is not None:
+            shutil.copy(done / "metrics.jsonl", run_dir / "metrics.jsonl")
+            summary = {**json.loads((done / "summary.json").read_text()), **summary,
+                       "status": "completed", "reused_from": str(done.resolve())}
+            write_json(run_dir / "summary.json", summary)
+            return summary
+        latest = find_checkpoint(resume_from, summary["config_hash"], exclude=run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved,
-                         name=run_dir.name)
+    wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved, group=sweep,
+                         name=f"{summary['variant']} seed={cfg.trainer.seed}",
+                         job_type=summary["variant"], tags=[cfg.optimizer.name])
     summary["wandb_file"] = wandb_run.file
     began = time.perf_counter()
     try:
@@ -69,11 +135,19 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
                 wandb_run.log({k: v for k, v in record.items() if k != "step"}, record["step"])
 
             trainer = Trainer(cfg)
+            if resume_from is not None and latest is not None:
+                old_dir, step = latest
+                trainer.load_state_dict(torch.load(old_dir / "checkpoint.pt", weights_only=False))
+                for line in (old_dir / "metrics.jsonl").read_text().splitlines():
+                    if json.loads(line)["step"] <= step:
+                        log(json.loads(line))
+                summary["resumed_from"] = {"run_dir": str(old_dir.resolve()), "step": step}
 
             def checkpoint() -> None:
-                tmp = run_dir / "checkpoint.pt.tmp"
-                torch.save(trainer.state_dict(), tmp)
-                tmp.replace(run_dir / "checkpoint.pt")
+                torch.save(trainer.state_dict(), run_dir / "checkpoint.pt.tmp")
+                (run_dir / "checkpoint.pt.tmp").replace(run_dir / "checkpoint.pt")
+                write_json(run_dir / "checkpoint.json",
+                           {"config_hash": summary["config_hash"], "step": trainer.step})
 
             summary.update(trainer.fit(log, checkpoint))
     except Exception as exc:

@@ -24,7 +24,9 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 class WandbRun:
     def __init__(self, settings: dict, run_dir: Path, config: dict, name: str,
-                 job_type: str | None = None, tags: list[str] | None = None):
+                 group: str | None = None, job_type: str | None = None,
+                 tags: list[str] | None = None):
+        """`settings` is the `logger.wandb` config; its group, if set, wins over `group`."""
         self.run = None
         modes = {"online": ["online", "offline"], "offline": ["offline"], "disabled": []}
         for mode in modes[settings["mode"]]:
@@ -33,7 +35,7 @@ class WandbRun:
 
                 self.run = wandb.init(
                     mode=mode, project=settings["project"], entity=settings["entity"],
-                    group=settings["group"], job_type=job_type, name=name,
+                    group=settings["group"] or group, job_type=job_type, name=name,
                     tags=[*settings["tags"], *(tags or [])], config=flatten(config),
                     dir=str(run_dir), reinit="create_new", settings=wandb.Settings(quiet=True),
                 )

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from ablate.config import compose
@@ -29,3 +35,25 @@ def tiny_cfg(cache_dir):
     def make(*overrides: str):
         return compose([*TINY, f"task.cache_dir={cache_dir}", *overrides])
     return make
+
+
+@pytest.fixture
+def tiny_args(cache_dir):
+    """TINY as command-line overrides, W&B left at its default (offline)."""
+    return [a for a in TINY if not a.startswith("logger.")] + [f"task.cache_dir={cache_dir}"]
+
+
+def ablate(cwd: Path, *args: str, module: str = "ablate", env: dict | None = None,
+           check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m ablate ARGS` (or another module) in `cwd`, as a user would run it."""
+    result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, text=True,
+                            capture_output=True, env={**os.environ, **(env or {})}, timeout=900)
+    if check and result.returncode:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def losses(run_dir: Path) -> list[float]:
+    """The training losses a run logged, in step order."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if "loss" in row]

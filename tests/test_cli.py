@@ -10,29 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY
+from conftest import ablate, losses
 from wandb_file import read_run
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def ablate(cwd: Path, *args: str, module: str = "ablate", env: dict | None = None,
-           check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, text=True,
-                            capture_output=True, env={**os.environ, **(env or {})}, timeout=600)
-    if check and result.returncode:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def losses(run_dir: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row["loss"] for row in rows if "loss" in row]
-
-
-@pytest.fixture
-def tiny_args(cache_dir):
-    return [a for a in TINY if not a.startswith("logger.")] + [f"task.cache_dir={cache_dir}"]
 
 
 def test_single_run_writes_metrics_summary_and_offline_wandb(tmp_path, tiny_args):
@@ -40,7 +21,7 @@ def test_single_run_writes_metrics_summary_and_offline_wandb(tmp_path, tiny_args
     (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 4
-    assert f"eval_loss={summary['eval_loss']}" in result.stdout
+    assert f"eval_loss={summary['eval_loss']:.4f}" in result.stdout and str(run_dir) in result.stdout
     assert len(losses(run_dir)) == 4
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     wandb_run = read_run(summary["wandb_file"])

@@ -12,6 +12,7 @@ from ablate.config import compose
 from ablate.job import run_job
 from ablate.models import build_model, count_params
 from ablate.train import lr_at
+from conftest import losses
 from wandb_file import read_run
 
 SUMMARY_KEYS = {
@@ -19,11 +20,6 @@ SUMMARY_KEYS = {
     "peak_memory_gb", "optimizer_state_gb", "tgs", "steps", "tokens", "wall_s", "optimizer",
     "toggles", "model", "task", "params_m", "overrides", "config_hash",
 }
-
-
-def losses(run_dir) -> list[float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row["loss"] for row in rows if "loss" in row]
 
 
 def test_summary_contract(tiny_cfg, tmp_path):

@@ -1,0 +1,101 @@
+"""Sweeps that survive: failures recorded, killed sweeps resumed, directories never shared."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ablate, losses
+
+
+def sweep_dirs(cwd: Path) -> list[Path]:
+    return sorted((cwd / "outputs" / "multirun").glob("*/*"))
+
+
+def summaries(sweep: Path) -> dict[int, dict]:
+    return {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+
+
+@pytest.fixture
+def sweep_args(tiny_args):
+    return [*tiny_args, "logger.wandb.mode=disabled"]
+
+
+def test_failing_job_is_recorded_and_the_others_complete(tmp_path, sweep_args):
+    # A held-out split too small for 10^5 eval batches: the job trains, then fails to evaluate.
+    result = ablate(tmp_path, "-m", *sweep_args, "trainer.eval_batches=100000,2",
+                    "trainer.max_steps=2", check=False)
+    assert result.returncode == 1
+    (sweep,) = sweep_dirs(tmp_path)
+    jobs = summaries(sweep)
+    assert jobs[0]["status"] == "failed" and jobs[0]["error_type"] == "ValueError"
+    assert "held-out split has" in jobs[0]["error"]
+    assert "ValueError" in (sweep / "0" / "traceback.txt").read_text()
+    assert jobs[1]["status"] == "completed"
+    assert "1 job(s) failed" in result.stderr and "#0 failed" in result.stderr
+    assert "1 completed, 1 failed" in result.stdout
+
+
+def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
+    args = ["-m", *sweep_args, "trainer.seed=0,1,2", "trainer.max_steps=40",
+            "trainer.checkpoint_every=5"]
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill job #1 once it has a checkpoint, mid-training
+        marks = list(tmp_path.glob("outputs/multirun/*/*/1/checkpoint.json"))
+        if marks and json.loads(marks[0].read_text())["step"] >= 5:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (first,) = sweep_dirs(tmp_path)
+    killed = summaries(first)
+    assert killed[0]["status"] == "completed" and 1 not in killed and 2 not in killed
+    killed_at = json.loads((first / "1" / "checkpoint.json").read_text())["step"]
+    assert 5 <= killed_at < 40
+
+    ablate(tmp_path, *args)
+    second = next(d for d in sweep_dirs(tmp_path) if d != first)
+    resumed = summaries(second)
+    assert resumed[0]["reused_from"] == str(first / "0")  # not retrained
+    assert losses(second / "0") == losses(first / "0")
+    assert resumed[1]["resumed_from"] == {"run_dir": str(first / "1"), "step": killed_at}
+    assert "resumed_from" not in resumed[2] and "reused_from" not in resumed[2]
+    assert all(s["status"] == "completed" and s["steps"] == 40 for s in resumed.values())
+    assert (first / "1" / "metrics.jsonl").read_text().count("\n") >= killed_at  # kept
+
+    # The interrupted job ends with the same losses as one that never stopped.
+    ablate(tmp_path, *sweep_args, "trainer.seed=1", "trainer.max_steps=40")
+    (uninterrupted,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    assert losses(second / "1") == losses(uninterrupted)
+
+
+def test_two_sweeps_started_together_get_their_own_directories(tmp_path, sweep_args):
+    args = [sys.executable, "-m", "ablate", "-m", *sweep_args, "trainer.max_steps=1",
+            "trainer.seed=0"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    sweeps = sweep_dirs(tmp_path)
+    assert len(sweeps) == 2
+    assert all(len(summaries(s)) == 1 for s in sweeps)
+
+
+def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, sweep_args):
+    result = ablate(tmp_path, "-m", *sweep_args, "hydra/launcher=joblib",
+                    "hydra.launcher.n_jobs=2", "trainer.seed=0,1", "trainer.max_steps=2",
+                    env={"OMP_NUM_THREADS": "1"})
+    (sweep,) = sweep_dirs(tmp_path)
+    jobs = summaries(sweep)
+    assert [jobs[i]["status"] for i in (0, 1)] == ["completed", "completed"]
+    assert "Joblib" in result.stdout + result.stderr
+    assert "2 completed" in result.stdout
