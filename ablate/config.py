@@ -65,10 +65,13 @@ class WandbMode(Enum):
 # ---------------------------------------------------------------- optimizer
 @dataclass
 class OptimizerConfig:
-    """`_target_` is the optimizer class; every other key except `name` is a keyword to it."""
+    """`_target_` is the optimizer class; the keys other than `name` and `lr` are keywords
+    to it. `lr` is the optimizer's recommended peak learning rate: `trainer.lr` (what the
+    schedule uses) defaults to it, so each optimizer in a sweep gets its own."""
 
     _target_: str = MISSING
     name: str = MISSING
+    lr: float = MISSING
 
 
 @dataclass
@@ -140,7 +143,7 @@ class TrainerConfig:
     batch_size: int = MISSING
     seq_len: int = MISSING
     grad_accum_steps: int = MISSING
-    lr: float = MISSING  # peak learning rate of the schedule
+    lr: float = MISSING  # peak learning rate of the schedule (default: optimizer.lr)
     schedule: Schedule = MISSING
     warmup_steps: int = MISSING
     min_lr_ratio: float = MISSING  # final lr = lr * min_lr_ratio (cosine and linear)
@@ -223,7 +226,7 @@ def optimizer_kwargs(cfg: DictConfig) -> dict:
     """Keywords for the optimizer class: its config minus bookkeeping, plus the toggles it takes."""
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True,
                                                         enum_to_str=True).items()
-              if k not in ("_target_", "name")}
+              if k not in ("_target_", "name", "lr")}
     for key, value in OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True).items():
         if key != "fused_backward" and value is not None:
             kwargs[key] = value
