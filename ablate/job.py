@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 import traceback
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -73,8 +74,11 @@ def is_baseline(cfg: DictConfig) -> bool | None:
     """Whether this job is the preset's unablated variant (None outside presets)."""
     if cfg.ablation is None or not cfg.ablation.baseline:
         return None
-    return all(OmegaConf.select(cfg, key) == value
-               for key, value in map(parse_assignment, cfg.ablation.baseline))
+    def current(key: str):
+        value = OmegaConf.select(cfg, key)
+        return value.value if isinstance(value, Enum) else value
+
+    return all(current(key) == value for key, value in map(parse_assignment, cfg.ablation.baseline))
 
 
 def describe(cfg: DictConfig, overrides: list[str], sweep: str | None = None) -> dict:
