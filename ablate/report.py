@@ -414,15 +414,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ablate.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (nested ones too)")
-    parser.add_argument("--baseline", help="label parts the baseline variant has, e.g. "
+    parser.add_argument("--baseline", metavar="PARTS", help="label parts the baseline variant has, e.g. "
                         "'nmf=true' or 'adamw trainer.lr=1e-3'")
-    parser.add_argument("--loss-target", type=float, help="training loss for 'steps to "
+    parser.add_argument("--loss-target", type=float, metavar="LOSS", help="training loss for 'steps to "
                         f"target' (default: the baseline's mean final train loss × "
                         f"{TARGET_FACTOR})")
-    parser.add_argument("--out", type=Path, help="output directory (default: SWEEP_DIR/report)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: SWEEP_DIR/report)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         sys.exit(f"ablate.report: error: {args.sweep_dir} is not a directory")
+    if args.loss_target is not None and not 0 < args.loss_target < math.inf:
+        sys.exit(f"ablate.report: error: --loss-target {args.loss_target}: must be a loss > 0")
     out = args.out or args.sweep_dir / "report"
     print(report(args.sweep_dir, out, args.baseline, args.loss_target))
     print(f"written: {out / 'report.md'}, {out / 'report.csv'}, loss_vs_step.png, memory.png, "
