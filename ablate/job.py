@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import config_hash, optimizer_class, parse_assignment
 from .sweep import find_checkpoint, find_completed
-from .tracking import WandbRun
+from .tracking import WandbRun, fit
 
 # Overrides that do not make a variant: the seed (runs that differ only in it are
 # aggregated), what the resolved config shows anyway (optimizer name, toggles, the preset's
@@ -66,7 +66,8 @@ def variant(cfg: DictConfig, overrides: list[str]) -> dict:
         if key in NOT_IN_VARIANT or key.split("/")[0].split(".")[0] in ROOTS_NOT_IN_VARIANT:
             continue
         short = key.removeprefix("optimizer.")
-        parts[short] = OmegaConf.select(cfg, key) if "." in key else value
+        value = OmegaConf.select(cfg, key) if "." in key else value
+        parts[short] = value.value if isinstance(value, Enum) else value  # device=cpu
     return parts
 
 
@@ -127,9 +128,13 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
             return summary
         latest = find_checkpoint(resume_from, summary["config_hash"], exclude=run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    # job_type groups a variant's seeds; tags filter by optimizer and toggle (`nmf=false`).
+    label = fit(summary["variant"])
+    toggle_tags = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                   for k, v in summary["toggles"].items()]
     wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved, group=sweep,
-                         name=f"{summary['variant']} seed={cfg.trainer.seed}",
-                         job_type=summary["variant"], tags=[cfg.optimizer.name])
+                         name=f"{label} seed={cfg.trainer.seed}", job_type=label,
+                         tags=[cfg.optimizer.name, *toggle_tags])
     summary["wandb_file"] = wandb_run.file
     began = time.perf_counter()
     try:

@@ -6,6 +6,7 @@ W&B at all, with a warning; the local files are written either way.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,21 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def fit(text: str, limit: int = 64) -> str:
+    """`text` within W&B's 64 characters for a tag or a job_type (wandb 0.31 refuses a longer
+    tag at `init`; the server refuses a longer job_type at `wandb sync`): longer text keeps
+    its head and gets a hash of the whole, so that distinct labels stay distinct."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 9]}~{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 class WandbRun:
     def __init__(self, settings: dict, run_dir: Path, config: dict, name: str,
                  group: str | None = None, job_type: str | None = None,
                  tags: list[str] | None = None):
-        """`settings` is the `logger.wandb` config; its group, if set, wins over `group`."""
+        """`settings` is the `logger.wandb` config; its group, if set, wins over `group`.
+        Tags longer than W&B allows are shortened by `fit`."""
         self.run = None
         modes = {"online": ["online", "offline"], "offline": ["offline"], "disabled": []}
         for mode in modes[settings["mode"]]:
@@ -36,7 +47,8 @@ class WandbRun:
                 self.run = wandb.init(
                     mode=mode, project=settings["project"], entity=settings["entity"],
                     group=settings["group"] or group, job_type=job_type, name=name,
-                    tags=[*settings["tags"], *(tags or [])], config=flatten(config),
+                    tags=[fit(t) for t in [*settings["tags"], *(tags or [])]],
+                    config=flatten(config),
                     dir=str(run_dir), reinit="create_new", settings=wandb.Settings(quiet=True),
                 )
                 break

@@ -37,7 +37,7 @@ def tiny_cfg(cache_dir):
     return make
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_args(cache_dir):
     """TINY as command-line overrides, W&B left at its default (offline)."""
     return [a for a in TINY if not a.startswith("logger.")] + [f"task.cache_dir={cache_dir}"]

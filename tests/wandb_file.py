@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2
 
 BLOCK = 32 * 1024
@@ -35,10 +37,24 @@ def records(path: str):
             yield record
 
 
+def finished_records(path: str, timeout: float = 30.0) -> list:
+    """The log's records once it holds the run's exit record: wandb-core writes the log
+    asynchronously, and `finish()` of a process's second run can return before it has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done = list(records(path))
+        except DecodeError:  # a record cut short while it is being written
+            done = []
+        if any(r.WhichOneof("record_type") == "exit" for r in done) or time.monotonic() > deadline:
+            return done
+        time.sleep(0.1)
+
+
 def read_run(path: str) -> dict:
     """The run's group, job_type, name, tags, config, last summary values and history rows."""
     run, config, summary, history = None, {}, {}, []
-    for record in records(path):
+    for record in finished_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run

@@ -1,0 +1,435 @@
+"""`python -m ablate.report SWEEP_DIR [--baseline PARTS] [--loss-target X] [--out DIR]`:
+one row per variant of a sweep, in report.md, report.csv, three plots and the terminal.
+
+Every job under SWEEP_DIR (nested sweep directories too) is read from its `summary.json`
+and `metrics.jsonl`; a job directory without a summary (`.hydra/` only) counts as killed.
+Jobs of one config (same `config_hash`: a job reused or resumed in a later sweep) count once.
+Jobs with the same `variant` label (they differ only in the seed) make one row: the mean and
+sample standard deviation (n - 1) over its completed jobs. The baseline variant is the one
+`--baseline` names, else the preset's (`is_baseline`), else the lowest-numbered job's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import statistics
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+STATUSES = ("completed", "diverged", "failed", "skipped", "killed")
+# Summary fields aggregated per variant (mean and std over its completed jobs).
+METRICS = ("eval_loss", "eval_perplexity", "eval_accuracy", "final_train_loss",
+           "peak_memory_gb", "optimizer_state_gb", "tgs")
+TARGET_FACTOR = 1.05  # default loss target: the baseline's mean final train loss + 5%
+
+
+@dataclass
+class Job:
+    dir: Path
+    summary: dict
+    curve: list[tuple[int, float]]  # (step, training loss) from metrics.jsonl, in step order
+
+    @property
+    def status(self) -> str:
+        return self.summary["status"]
+
+
+def number(value) -> float:
+    """A summary value as a float: summary.json writes NaN and inf as strings."""
+    return math.nan if value is None else float(value)
+
+
+def path_order(root: Path, path: Path) -> list[tuple[int, int | str]]:
+    """Sort key: job directories in numeric order (2 before 10), at any depth."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in path.relative_to(root).parts]
+
+
+def read_curve(job_dir: Path) -> list[tuple[int, float]]:
+    losses = {}
+    path = job_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill
+            if "loss" in row:
+                losses[row["step"]] = float(row["loss"])
+    return sorted(losses.items())
+
+
+def killed_summary(job_dir: Path) -> dict:
+    """What a job without summary.json was: its variant and config hash, from its saved
+    Hydra config, as the job itself would have written them."""
+    from omegaconf import OmegaConf
+
+    from .config import apply_variant, typed
+    from .job import describe
+
+    overrides = list(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
+    try:
+        described = describe(apply_variant(typed(OmegaConf.load(job_dir / ".hydra" /
+                                                                "config.yaml"))), overrides)
+    except Exception as exc:  # noqa: BLE001 - a config this version cannot read
+        described = {"variant": " ".join(["?", *overrides]), "config_hash": str(job_dir),
+                     "error": f"config unreadable: {exc}"}
+    return {"status": "killed", **described}
+
+
+def read_jobs(root: Path) -> tuple[list[Job], int]:
+    """Every job under `root` in numeric path order, one per config hash, and how many
+    repeated attempts of a config were left out."""
+    dirs = {p.parent for p in root.rglob("summary.json")}
+    dirs |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    jobs = []
+    for job_dir in sorted(dirs, key=lambda d: path_order(root, d)):
+        summary_path = job_dir / "summary.json"
+        summary = (json.loads(summary_path.read_text()) if summary_path.is_file()
+                   else killed_summary(job_dir))
+        jobs.append(Job(job_dir, summary, read_curve(job_dir)))
+    # Per config: the best status, an original before a reused copy, then the first found.
+    rank = {status: i for i, status in enumerate(STATUSES)}
+    by_config: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_config.setdefault(job.summary["config_hash"], []).append(job)
+    kept = [min(group, key=lambda job: (rank[job.status], "reused_from" in job.summary))
+            for group in by_config.values()]
+    kept.sort(key=lambda job: path_order(root, job.dir))
+    return kept, len(jobs) - len(kept)
+
+
+# ---------------------------------------------------------------- labels and the baseline
+def label_parts(label: str) -> list[str]:
+    """`adamw lr=0.1 betas=[0.9, 0.95]` -> [`adamw`, `lr=0.1`, `betas=[0.9, 0.95]`]."""
+    return re.split(r" (?=[^ =]+=)", label)
+
+
+def common_parts(labels: list[str]) -> list[str]:
+    """The label parts every variant has."""
+    first, *rest = [label_parts(label) for label in labels]
+    return [p for p in first if all(p in parts for parts in rest)]
+
+
+def short_label(label: str, common: list[str]) -> str:
+    """The label without the parts all variants share (the optimizer name stays when
+    nothing else is left)."""
+    parts = label_parts(label)
+    return " ".join([p for p in parts if p not in common] or parts[:1])
+
+
+def comparable(part: str) -> tuple[str, object]:
+    """A label part as (key, value), the value read as YAML then as a number, so that
+    `false` matches `False` and `1e-3` matches `0.001`; `toggles.`/`optimizer.` prefixes
+    are dropped as the labels drop them."""
+    key, sep, text = part.partition("=")
+    if not sep:
+        return "optimizer", part
+    key = key.removeprefix("toggles.").removeprefix("optimizer.")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def match_baseline(labels: list[str], spec: str) -> str:
+    """The variant whose label has every part of `spec` (fewest extra parts wins a tie)."""
+    wanted = [comparable(p) for p in spec.split()]
+    matches = sorted((len(label_parts(label)), label) for label in labels
+                     if all(w in [comparable(p) for p in label_parts(label)] for w in wanted))
+    if not matches or (len(matches) > 1 and matches[0][0] == matches[1][0]):
+        found = "no variant" if not matches else f"{len(matches)} variants equally"
+        raise SystemExit(f"ablate.report: error: --baseline {spec!r} matches {found}; "
+                         "variants:\n  " + "\n  ".join(labels))
+    return matches[0][1]
+
+
+def find_baseline(jobs: list[Job], spec: str | None) -> tuple[str, str]:
+    """The baseline variant's label, and how it was found."""
+    labels = list(dict.fromkeys(job.summary["variant"] for job in jobs))
+    if spec:
+        return match_baseline(labels, spec), f"given: --baseline {spec!r}"
+    marked = [job for job in jobs if job.summary.get("is_baseline")]
+    if marked:
+        return marked[0].summary["variant"], "the preset's baseline (is_baseline in summary.json)"
+    return jobs[0].summary["variant"], f"the lowest-numbered job's (`{jobs[0].dir}`)"
+
+
+# ---------------------------------------------------------------- numbers
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); NaN where undefined (n = 0, or n = 1
+    for the std)."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def steps_to_target(curve: list[tuple[int, float]], target: float) -> float:
+    """The first logged step whose training loss is <= target (no smoothing); NaN if none."""
+    return next((float(step) for step, loss in curve if loss <= target), math.nan)
+
+
+def loss_auc(curve: list[tuple[int, float]]) -> float:
+    """Area under the training loss curve (trapezoids between logged steps) divided by the
+    step span, so it reads as a mean loss; NaN under two logged steps."""
+    if len(curve) < 2:
+        return math.nan
+    area = sum((s1 - s0) * (l0 + l1) / 2 for (s0, l0), (s1, l1) in zip(curve, curve[1:]))
+    return area / (curve[-1][0] - curve[0][0])
+
+
+def variant_rows(jobs: list[Job], baseline: str, target: float) -> list[dict]:
+    """One CSV row per variant, the baseline first, the rest in job order."""
+    by_variant: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_variant.setdefault(job.summary["variant"], []).append(job)
+    labels = [baseline] + [label for label in by_variant if label != baseline]
+    common = common_parts(labels)
+    rows = []
+    for label in labels:
+        group = by_variant[label]
+        done = [job for job in group if job.status == "completed"]
+        row = {"variant": label, "label": short_label(label, common),
+               "is_baseline": label == baseline, "n": len(done),
+               **{status: sum(job.status == status for job in group) for status in STATUSES}}
+        for key in METRICS:
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(
+                [number(job.summary[key]) for job in done])
+        reached = [s for s in (steps_to_target(job.curve, target) for job in done)
+                   if not math.isnan(s)]
+        row["loss_target"] = target
+        row["steps_to_target_mean"], row["steps_to_target_std"] = mean_std(reached)
+        row["steps_to_target_n"] = len(reached)
+        row["loss_auc_mean"], row["loss_auc_std"] = mean_std([loss_auc(job.curve) for job in done])
+        rows.append(row)
+    base_ppl = rows[0]["eval_perplexity_mean"]
+    for row in rows:
+        row["delta_eval_perplexity"] = row["eval_perplexity_mean"] - base_ppl
+        row["delta_eval_perplexity_pct"] = 100 * row["delta_eval_perplexity"] / base_ppl
+    return rows
+
+
+# ---------------------------------------------------------------- writing
+def fmt(x: float) -> str:
+    """4 significant digits, whole numbers from 1000 up; blank when undefined."""
+    if math.isnan(x):
+        return ""
+    return f"{x:.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def pm(row: dict, key: str) -> str:
+    mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+    return fmt(mean) + (f" ± {fmt(std)}" if not math.isnan(std) else "")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ["variant", "n", "eval loss", "eval ppl", "Δ ppl", "peak mem GB", "opt state GB",
+            "TGS", "steps to target", "loss AUC", "jobs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        label = f"`{row['label']}`".replace("|", "\\|")
+        steps = pm(row, "steps_to_target")
+        if row["steps_to_target_n"] < row["n"]:
+            steps = f"{steps} ({row['steps_to_target_n']}/{row['n']} reached)".lstrip()
+        d, pct = row["delta_eval_perplexity"], row["delta_eval_perplexity_pct"]
+        delta = "baseline" if row["is_baseline"] else (
+            "" if math.isnan(d) else f"{'+' if d >= 0 else ''}{fmt(d)} ({pct:+.1f}%)")
+        jobs = ", ".join(f"{row[s]} {s}" for s in STATUSES if row[s])
+        cells = [label, str(row["n"]), pm(row, "eval_loss"), pm(row, "eval_perplexity"), delta,
+                 pm(row, "peak_memory_gb"), pm(row, "optimizer_state_gb"), pm(row, "tgs"),
+                 steps, pm(row, "loss_auc"), jobs]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Full precision; an undefined number (NaN) is a blank cell."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v
+                             for k, v in row.items()})
+
+
+def job_notes(jobs: list[Job], labels: dict[str, str]) -> list[str]:
+    """One line per job that did not complete, saying why."""
+    notes = []
+    for job in jobs:
+        s = job.summary
+        why = {"diverged": f"non-finite loss after {s.get('steps')} steps",
+               "failed": f"{s.get('error_type')}: {s.get('error')}",
+               "skipped": s.get("reason", ""),
+               "killed": s.get("error", "no summary.json (killed, or still running)")}
+        if job.status != "completed":
+            notes.append(f"- `{labels[s['variant']]}` seed {s.get('seed')}: {job.status}: "
+                         f"{why[job.status]} (`{job.dir}`)")
+    return notes
+
+
+# ---------------------------------------------------------------- plots
+def wrap(label: str) -> str:
+    return textwrap.fill(label, 40)
+
+
+def plot_losses(path: Path, jobs: list[Job], rows: list[dict]) -> None:
+    """Mean training loss over each variant's completed jobs, band from min to max."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colors = iter(plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors)
+    for row in rows:
+        curves = [dict(job.curve) for job in jobs
+                  if job.summary["variant"] == row["variant"] and job.status == "completed"]
+        name = row["label"] + (" (baseline)" if row["is_baseline"] else "")
+        if not curves:
+            ax.plot([], [], " ", label=f"{name}: no completed job, not plotted")
+            continue
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        by_step = [[c[s] for c in curves] for s in steps]
+        color = "black" if row["is_baseline"] else next(colors)
+        ax.plot(steps, [statistics.fmean(v) for v in by_step], color=color,
+                marker="o" if len(steps) <= 50 else None, markersize=3,
+                linewidth=2 if row["is_baseline"] else 1.5, label=f"{name}, n={len(curves)}")
+        ax.fill_between(steps, [min(v) for v in by_step], [max(v) for v in by_step],
+                        color=color, alpha=0.2, linewidth=0)
+    ax.set(xlabel="step", ylabel="training loss",
+           title="Training loss per variant: mean over seeds, band = min..max")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_bars(path: Path, rows: list[dict], panels: list[tuple[str, str]], title: str) -> None:
+    """Horizontal bars (one per variant, in table order) of each `(metric, axis label)`,
+    mean with a ±std whisker; a variant with no completed job says so."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), sharey=True, squeeze=False,
+                             figsize=(4.5 * len(panels) + 3, 1.2 + 0.5 * len(rows)))
+    y = range(len(rows))
+    for ax, (key, xlabel) in zip(axes[0], panels):
+        means = [row[f"{key}_mean"] for row in rows]
+        stds = [0.0 if math.isnan(row[f"{key}_std"]) else row[f"{key}_std"] for row in rows]
+        colors = ["dimgray" if row["is_baseline"] else "tab:blue" for row in rows]
+        ax.barh(y, [0.0 if math.isnan(m) else m for m in means], xerr=stds, color=colors,
+                capsize=3)
+        for i, (mean, std) in enumerate(zip(means, stds)):
+            ax.text(0 if math.isnan(mean) else mean + std, i, "  no completed job"
+                    if math.isnan(mean) else f"  {fmt(mean)}", va="center", fontsize="small")
+        ax.set_xlabel(xlabel)
+        ax.margins(x=0.3)
+        ax.set_xlim(left=0)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(list(y), [wrap(row["label"]) + (" (baseline)" if row["is_baseline"]
+                                                          else "") for row in rows])
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the report
+def report(root: Path, out: Path, baseline_spec: str | None = None,
+           loss_target: float | None = None) -> str:
+    """Write report.md, report.csv and the plots into `out`; return the markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    jobs, repeated = read_jobs(root)
+    if not jobs:
+        raise SystemExit(f"ablate.report: error: no job (summary.json or .hydra/) under {root}")
+    baseline, how = find_baseline(jobs, baseline_spec)
+    base_final = mean_std([number(job.summary["final_train_loss"]) for job in jobs
+                           if job.summary["variant"] == baseline and job.status == "completed"])[0]
+    if loss_target is None:
+        target = TARGET_FACTOR * base_final
+        target_how = (f"{fmt(target)} = the baseline's mean final train loss {fmt(base_final)} "
+                      f"× {TARGET_FACTOR}" if not math.isnan(target) else
+                      "none: the baseline has no completed job (give --loss-target)")
+    else:
+        target, target_how = loss_target, f"{fmt(loss_target)} (given: --loss-target)"
+    rows = variant_rows(jobs, baseline, target)
+    common = common_parts([row["variant"] for row in rows])
+    labels = {row["variant"]: row["label"] for row in rows}
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "report.csv", rows)
+    plot_losses(out / "loss_vs_step.png", jobs, rows)
+    kinds = sorted({str(job.summary.get("memory_kind")) for job in jobs if "memory_kind" in
+                    job.summary})
+    plot_bars(out / "memory.png", rows,
+              [("peak_memory_gb", f"peak memory, GB ({', '.join(kinds)})"),
+               ("optimizer_state_gb", "optimizer state, GB")],
+              "Memory per variant: mean ± std over seeds")
+    plot_bars(out / "tgs.png", rows, [("tgs", "tokens per second per device (TGS)")],
+              "Throughput per variant: mean ± std over seeds")
+    sweeps = sorted({job.summary["sweep"] for job in jobs if job.summary.get("sweep")})
+    devices = sorted({str(job.summary.get("device")) for job in jobs if "device" in job.summary})
+    lines = [
+        f"# Ablation report: {', '.join(sweeps) or root}", "",
+        f"- Jobs: {len(jobs)} under `{root}`" + (
+            f" (left out: {repeated} repeated attempts of the same configs)" if repeated else ""),
+        f"- All variants share: `{' '.join(common)}`" if common else "- Variants share nothing",
+        f"- Baseline: `{labels[baseline]}`, {how}",
+        f"- Loss target: {target_how}",
+        f"- Device: {', '.join(devices)}; peak memory is {', '.join(kinds)}", "",
+        markdown_table(rows), "",
+        "Numbers are mean ± sample std (n - 1) over the n completed jobs of each variant (no "
+        "std when n = 1; blank when n = 0). Δ ppl: mean eval perplexity minus the baseline's. "
+        "Steps to target: first logged step whose training loss (unsmoothed) is <= the loss "
+        "target, over the jobs that reached it. Loss AUC: trapezoid area under the logged "
+        "training loss divided by the step span (a mean loss). report.csv has every number at "
+        "full precision.", "",
+        "![training loss vs step](loss_vs_step.png)", "",
+        "![peak and optimizer-state memory](memory.png)", "",
+        "![throughput](tgs.png)",
+    ]
+    notes = job_notes(jobs, labels)
+    if notes:
+        lines += ["", "## Jobs that did not complete", "", *notes]
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ablate.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (nested ones too)")
+    parser.add_argument("--baseline", metavar="PARTS", help="label parts the baseline variant has, e.g. "
+                        "'nmf=true' or 'adamw trainer.lr=1e-3'")
+    parser.add_argument("--loss-target", type=float, metavar="LOSS", help="training loss for 'steps to "
+                        f"target' (default: the baseline's mean final train loss × "
+                        f"{TARGET_FACTOR})")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: SWEEP_DIR/report)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        sys.exit(f"ablate.report: error: {args.sweep_dir} is not a directory")
+    if args.loss_target is not None and not 0 < args.loss_target < math.inf:
+        sys.exit(f"ablate.report: error: --loss-target {args.loss_target}: must be a loss > 0")
+    out = args.out or args.sweep_dir / "report"
+    print(report(args.sweep_dir, out, args.baseline, args.loss_target))
+    print(f"written: {out / 'report.md'}, {out / 'report.csv'}, loss_vs_step.png, memory.png, "
+          "tgs.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The report of a real sweep says what the jobs' files say, and the W&B runs carry what a
+dashboard groups by."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ablate.report import (Job, common_parts, find_baseline, main, match_baseline, mean_std,
+                           short_label)
+from ablate.tracking import fit, flatten
+from conftest import ablate
+from wandb_file import read_run
+
+METRICS = ("eval_loss", "eval_perplexity", "eval_accuracy", "final_train_loss",
+           "peak_memory_gb", "optimizer_state_gb", "tgs")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_args) -> Path:
+    """SGD at lr=0.5 (loss 6.27 -> ~5.85 in 8 steps) and at lr=1e6 (non-finite loss at
+    step 3), 2 seeds each, W&B offline."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    ablate(cwd, "-m", *tiny_args, "optimizer=sgd", "trainer.lr=0.5,1e6", "trainer.seed=0,1",
+           "trainer.max_steps=8")
+    (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
+    return sweep_dir
+
+
+def by_lr(sweep_dir: Path) -> dict[str, list[Path]]:
+    """Job directories grouped by their lr override, read from summary.json directly."""
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(sweep_dir.glob("*/summary.json")):
+        lr = next(o for o in json.loads(path.read_text())["overrides"] if "trainer.lr=" in o)
+        groups.setdefault(lr, []).append(path.parent)
+    return groups
+
+
+def train_losses(job: Path) -> tuple[np.ndarray, np.ndarray]:
+    rows = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
+    steps, losses = zip(*[(r["step"], float(r["loss"])) for r in rows if "loss" in r])
+    return np.array(steps, dtype=float), np.array(losses)
+
+
+def cell(row: dict, key: str) -> float:
+    return math.nan if row[key] == "" else float(row[key])
+
+
+@pytest.mark.slow
+def test_report_numbers_are_the_summaries_numbers(sweep, capsys):
+    root = sweep.parent.parent  # outputs/multirun: the report searches nested directories
+    # A killed job of the lr=0.5 variant (a third seed; its .hydra/ but no summary yet) ...
+    killed = sweep / "4"
+    shutil.copytree(sweep / "0" / ".hydra", killed / ".hydra")
+    config = yaml.safe_load((killed / ".hydra" / "config.yaml").read_text())
+    config["trainer"]["seed"] = 2
+    (killed / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    # ... and job 0 reused by a later sweep (same config hash): counted once.
+    reused = root / "later" / "sweep" / "0"
+    shutil.copytree(sweep / "0", reused)
+    summary = json.loads((reused / "summary.json").read_text())
+    (reused / "summary.json").write_text(json.dumps({**summary, "reused_from": str(sweep / "0")}))
+
+    main([str(root)])
+    out = root / "report"
+    printed = capsys.readouterr().out
+    with open(out / "report.csv") as f:
+        rows = {row["label"]: row for row in csv.DictReader(f)}
+    assert list(rows) == ["trainer.lr=0.5", "trainer.lr=1000000.0"]  # the baseline first
+    base, diverged = rows["trainer.lr=0.5"], rows["trainer.lr=1000000.0"]
+
+    groups = by_lr(sweep)
+    summaries = [json.loads((job / "summary.json").read_text()) for job in groups["trainer.lr=0.5"]]
+    assert [s["status"] for s in summaries] == ["completed", "completed"]
+    assert base["is_baseline"] == "True"  # the lowest-numbered job's variant
+    assert (base["n"], base["completed"], base["killed"], base["diverged"]) == ("2", "2", "1", "0")
+    for key in METRICS:
+        values = [float(s[key]) for s in summaries]
+        assert cell(base, f"{key}_mean") == pytest.approx(np.mean(values), rel=1e-12), key
+        assert cell(base, f"{key}_std") == pytest.approx(np.std(values, ddof=1), rel=1e-9), key
+    target = 1.05 * np.mean([s["final_train_loss"] for s in summaries])
+    curves = [train_losses(job) for job in groups["trainer.lr=0.5"]]
+    first_below = [steps[np.argmax(losses <= target)] for steps, losses in curves]
+    auc = [np.trapezoid(losses, steps) / (steps[-1] - steps[0]) for steps, losses in curves]
+    assert cell(base, "loss_target") == pytest.approx(target, rel=1e-12)
+    assert 1 < min(first_below) and max(first_below) < 8  # the target is not trivial
+    assert cell(base, "steps_to_target_mean") == np.mean(first_below)
+    assert cell(base, "loss_auc_mean") == pytest.approx(np.mean(auc), rel=1e-12)
+    assert cell(base, "loss_auc_std") == pytest.approx(np.std(auc, ddof=1), rel=1e-9)
+    assert cell(base, "delta_eval_perplexity") == 0.0
+
+    assert [json.loads((job / "summary.json").read_text())["status"]
+            for job in groups["trainer.lr=1000000.0"]] == ["diverged", "diverged"]
+    assert (diverged["n"], diverged["diverged"], diverged["completed"]) == ("0", "2", "0")
+    assert all(diverged[f"{key}_mean"] == "" for key in METRICS)
+
+    md = (out / "report.md").read_text()
+    assert "Jobs: 5 under" in md and "left out: 1 repeated attempts" in md
+    assert "All variants share: `sgd model.hidden_size=64" in md
+    assert "Baseline: `trainer.lr=0.5`, the lowest-numbered job's" in md
+    base_line = next(line for line in md.splitlines() if line.startswith("| `trainer.lr=0.5`"))
+    assert f"{np.mean([s['eval_loss'] for s in summaries]):.4g} ± " in base_line
+    assert "2 completed, 1 killed" in base_line
+    assert "| `trainer.lr=1000000.0` | 0 |" in md and "2 diverged |" in md
+    assert "seed 2: killed: no summary.json" in md
+    assert base_line in printed  # the table goes to the terminal too
+    for name in ("loss_vs_step.png", "memory.png", "tgs.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 10_000, name
+        assert f"]({name})" in md
+
+
+@pytest.mark.slow
+def test_baseline_given_on_the_command_line(sweep, tmp_path):
+    result = ablate(tmp_path, sweep, "--baseline", "trainer.lr=1e6", "--out", tmp_path / "r",
+                    module="ablate.report")
+    assert "Baseline: `trainer.lr=1000000.0`, given: --baseline 'trainer.lr=1e6'" in result.stdout
+    assert "Loss target: none: the baseline has no completed job" in result.stdout
+    with open(tmp_path / "r" / "report.csv") as f:
+        first = next(csv.DictReader(f))
+    assert first["label"] == "trainer.lr=1000000.0" and first["is_baseline"] == "True"
+    result = ablate(tmp_path, sweep, "--baseline", "trainer.lr=3", module="ablate.report",
+                    check=False)
+    assert result.returncode == 1 and "matches no variant" in result.stderr
+
+
+def same(on_disk, in_wandb) -> bool:
+    """Equal; a NaN (the string "nan" in summary.json) is null in W&B's summary."""
+    return in_wandb is None if on_disk == "nan" else on_disk == in_wandb
+
+
+@pytest.mark.slow
+def test_offline_wandb_runs_are_grouped_by_sweep_and_variant(sweep):
+    job_types = {}
+    for path in sorted(sweep.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        run = read_run(summary["wandb_file"])
+        assert sweep.parent.parent.parent.parent / run["group"] == sweep  # the sweep directory
+        assert run["group"] == summary["sweep"]
+        assert len(summary["variant"]) > 64 and run["job_type"] == fit(summary["variant"])
+        assert len(run["job_type"]) == 64
+        assert run["name"] == f"{run['job_type']} seed={summary['seed']}"
+        assert run["tags"] == ["sgd", "fused_backward=true"]
+        assert run["config"]["optimizer.name"] == "sgd"
+        assert run["config"]["trainer.seed"] == summary["seed"]
+        assert run["config"]["trainer.lr"] in (0.5, 1e6)
+        job_types.setdefault(run["config"]["trainer.lr"], set()).add(run["job_type"])
+        for key, value in flatten(summary).items():
+            assert key in run["summary"] and same(value, run["summary"][key]), key
+    # One job_type per variant, shared by its seeds, distinct although the labels are
+    # longer than W&B allows and differ only past the kept head.
+    assert len(job_types[0.5]) == len(job_types[1e6]) == 1 and job_types[0.5] != job_types[1e6]
+
+
+def test_labels_baseline_matching_and_std():
+    labels = ["adalomo trainer.max_steps=300", "adalomo nmf=False trainer.max_steps=300",
+              "adalomo adaptive_lr=False trainer.max_steps=300"]
+    common = common_parts(labels)
+    assert common == ["adalomo", "trainer.max_steps=300"]
+    assert [short_label(label, common) for label in labels] == [
+        "adalomo", "nmf=False", "adaptive_lr=False"]
+    assert match_baseline(labels, "toggles.nmf=false") == labels[1]
+    assert match_baseline(labels, "adalomo") == labels[0]  # fewest other parts
+    assert match_baseline(["adamw lr=0.001", "adamw lr=0.01"], "lr=1e-3") == "adamw lr=0.001"
+    with pytest.raises(SystemExit, match="matches 2 variants equally"):
+        match_baseline(labels[1:], "trainer.max_steps=300")
+    assert short_label("sgd betas=[0.9, 0.95]", ["sgd"]) == "betas=[0.9, 0.95]"
+    preset = [Job(Path(str(i)), {"variant": label, "is_baseline": i == 1}, [])
+              for i, label in enumerate(labels)]
+    assert find_baseline(preset, None)[0] == labels[1]  # the preset's
+    assert find_baseline(preset, "adaptive_lr=false")[0] == labels[2]  # given wins
+    mean, std = mean_std([2.0])
+    assert mean == 2.0 and math.isnan(std)  # n = 1: no std
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)  # sample std, n - 1
