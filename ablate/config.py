@@ -56,6 +56,25 @@ class Schedule(Enum):
     constant = "constant"
 
 
+class ProjType(Enum):
+    """GaLore's side choice for a one-sided projection (the reference's `proj_type`)."""
+
+    std = "std"  # right if rows >= cols, else left
+    reverse_std = "reverse_std"
+    left = "left"
+    right = "right"
+    full = "full"  # both sides, as toggles.two_sided=true
+
+
+class Projection(Enum):
+    """How GaLore finds its subspace; `none` removes the projection (full-rank AdamW)."""
+
+    svd = "svd"
+    random = "random"
+    pca = "pca"
+    none = "none"
+
+
 class WandbMode(Enum):
     offline = "offline"
     online = "online"
@@ -87,12 +106,28 @@ class SGDConfig(OptimizerConfig):
     weight_decay: float = MISSING
 
 
+@dataclass
+class GaLoreAdamWConfig(OptimizerConfig):
+    betas: Tuple[float, float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+    rank: int = MISSING
+    update_proj_gap: int = MISSING  # T: steps between projector refreshes
+    scale: float = MISSING  # alpha
+    proj_type: ProjType = MISSING
+    target_modules: List[str] = MISSING  # name substrings of the projected 2-D weights
+    seed: int = MISSING  # for projection=random
+
+
 # ---------------------------------------------------------------- the rest
 @dataclass
 class TogglesConfig:
     """Component switches. `None` means "the optimizer's own form" (component on)."""
 
     fused_backward: bool = True
+    projection: Optional[Projection] = None  # GaLore: svd (its own), random, pca, none
+    two_sided: Optional[bool] = None  # GaLore: project both sides (P^T G Q)
+    eight_bit: Optional[bool] = None  # GaLore: Adam moments stored blockwise in 8 bits
 
 
 @dataclass
@@ -213,6 +248,7 @@ def register_configs() -> None:
     # Kept out of the option groups so that `optimizer=...` lists only real choices.
     cs.store(group="schema/optimizer", name="adamw", node=AdamWConfig)
     cs.store(group="schema/optimizer", name="sgd", node=SGDConfig)
+    cs.store(group="schema/optimizer", name="galore_adamw", node=GaLoreAdamWConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
 

@@ -1,0 +1,315 @@
+"""GaLore (Zhao et al., 2024, "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank
+Projection"), as `galore-torch`'s `GaLoreAdamW` computes it, with each component behind a
+switch."""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+# Module-name substrings whose 2-D weights are projected: LLaMA attention and MLP, and
+# GPT-2's Conv1D layers (stored transposed, in x out, which projection does not mind).
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                          "down_proj", "c_attn", "c_proj", "c_fc")
+PROJ_TYPES = ("std", "reverse_std", "left", "right", "full")
+PROJECTIONS = ("svd", "random", "pca", "none")
+# 8-bit moments as bitsandbytes' 8-bit Adam stores them: blocks of 256 values, one fp32
+# absmax per block, dynamic-tree codes; tensors under 4096 values stay fp32.
+BLOCKSIZE = 256
+MIN_8BIT_SIZE = 4096
+
+
+class GaLoreAdamW(Optimizer):
+    r"""AdamW whose moments live in a low-rank projection of each projected weight's gradient.
+
+    .. code-block:: text
+
+        input: lr, betas (b1, b2), eps, weight decay wd, rank r, update_proj_gap T,
+               scale alpha, switches projection, two_sided, eight_bit
+        for step t = 1, 2, ..., for each parameter p (rows x cols) with gradient G:
+          if p is projected (2-D, its group has a rank, projection != none):
+            1. if (t - 1) mod T == 0, recompute the projector from G:
+                 one-sided: Q = top-r right basis (r x cols) if rows >= cols (proj_type=std),
+                            else P = top-r left basis (rows x r)
+                 two-sided: both P and Q
+                 basis = singular vectors of G (svd), of G mean-centred over the samples
+                 (pca), or a seeded Gaussian matrix orthonormalised by QR (random)
+            2. R <- P^T G  and/or  R <- R Q^T                          (r x cols, rows x r
+                                                                        or r x r)
+          else:
+               R <- G
+          3. m <- b1 m + (1 - b1) R           (moments have R's shape; a new projector
+          4. v <- b2 v + (1 - b2) R^2          does not reset them, as in the reference)
+          5. N <- m / (sqrt(v) + eps)
+          6. if projected: N <- alpha * (P N  and/or  N Q)             (back to rows x cols)
+          7. p <- p - lr * sqrt(1 - b2^t) / (1 - b1^t) * N
+          8. p <- p - lr * wd * p                                      (after the update)
+
+    Steps 5, 7 and 8 are the reference's AdamW form, not `torch.optim.AdamW`'s: eps is added
+    to sqrt(v) before bias correction, and weight decay shrinks the updated weights.
+    `projection=none` runs steps 3-8 on every parameter: full-rank AdamW in that form.
+    With `eight_bit`, m and v are stored blockwise-quantised to 8 bits between steps
+    (bitsandbytes' format) and dequantised for steps 3-5.
+
+    Which parameters are projected: a param group that carries `rank` (the reference's
+    style: `{"params": [...], "rank": 128, "update_proj_gap": 200, "scale": 0.25,
+    "proj_type": "std"}`) is projected as given; in any other group, the 2-D parameters
+    passed as `(name, tensor)` whose name contains an entry of `target_modules` are
+    projected with the constructor's GaLore values and the rest get plain AdamW. The
+    decision needs only the name, so an instance built over one parameter (the trainer's
+    fused backward) does exactly what one instance over all of them does.
+
+    The random projector of refresh k is drawn from a generator seeded by (seed, parameter
+    name, k): a pure function of what the state holds, so a checkpoint resumes exactly.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0, rank: int = 128,
+                 update_proj_gap: int = 200, scale: float = 0.25, proj_type: str = "std",
+                 target_modules=DEFAULT_TARGET_MODULES, projection: str = "svd",
+                 two_sided: bool = False, eight_bit: bool = False, seed: int = 0):
+        if not lr >= 0.0:
+            raise ValueError(f"lr={lr}: must be >= 0")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas={list(betas)}: must be two numbers in [0, 1)")
+        if not eps >= 0.0:
+            raise ValueError(f"eps={eps}: must be >= 0")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"weight_decay={weight_decay}: must be >= 0")
+        if not rank > 0:
+            raise ValueError(f"rank={rank}: must be > 0")
+        if not update_proj_gap > 0:
+            raise ValueError(f"update_proj_gap={update_proj_gap}: must be > 0")
+        if not scale > 0.0:
+            raise ValueError(f"scale={scale}: must be > 0")
+        if proj_type not in PROJ_TYPES:
+            raise ValueError(f"proj_type={proj_type}: allowed are {', '.join(PROJ_TYPES)}")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection={projection}: allowed are {', '.join(PROJECTIONS)}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        rank=rank, update_proj_gap=update_proj_gap, scale=scale,
+                        proj_type=proj_type, projection=projection, two_sided=two_sided,
+                        eight_bit=eight_bit, seed=seed)
+        super().__init__(split_by_target(params, target_modules), defaults)
+        for group in filter(projected, self.param_groups):
+            for name, p in named(group):
+                check_projectable(name, p, group)
+
+    def _init_state(self, p: Tensor, group: dict) -> dict:
+        """The state of `p`, created at its first step: a python step count and the two
+        moments, in the projected shape (fp32, or uint8 codes and fp32 block absmaxes)."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            shape = projected_shape(p.shape, group) if projected(group) else p.shape
+            numel = math.prod(shape)
+            for key in ("exp_avg", "exp_avg_sq"):
+                if group["eight_bit"] and numel >= MIN_8BIT_SIZE:
+                    state[key] = torch.zeros(shape, dtype=torch.uint8, device=p.device)
+                    state[f"{key}_absmax"] = torch.zeros(-(numel // -BLOCKSIZE),
+                                                         dtype=torch.float32, device=p.device)
+                else:
+                    state[key] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """As torch's, which casts every state tensor to its parameter's dtype: 8-bit moment
+        codes go back to uint8 (0..255 survive the round trip exactly)."""
+        super().load_state_dict(state_dict)
+        for state in self.state.values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                if f"{key}_absmax" in state:
+                    state[key] = state[key].to(torch.uint8)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for name, p in named(group):
+                if p.grad is None:
+                    continue
+                galore_adamw(p, p.grad, self._init_state(p, group), name=name, lr=group["lr"],
+                             beta1=beta1, beta2=beta2, eps=group["eps"],
+                             weight_decay=group["weight_decay"],
+                             sides=sides(p.shape, group) if projected(group) else None,
+                             rank=group["rank"], update_proj_gap=group["update_proj_gap"],
+                             scale=group["scale"], projection=group["projection"],
+                             seed=group["seed"])
+        return loss
+
+
+# ---------------------------------------------------------------- parameter selection
+def split_by_target(params, target_modules) -> list[dict]:
+    """Param groups: one carrying `rank` stays as given; any other is split into its named 2-D
+    parameters matching `target_modules` (projected, constructor's GaLore values) and the
+    rest (`rank=None`: plain AdamW). Unnamed parameters are never matched."""
+    groups = list(params)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    result = []
+    for group in groups:
+        if "rank" in group:
+            result.append(group)
+            continue
+
+        def targeted(item) -> bool:
+            return (isinstance(item, tuple) and item[1].dim() == 2
+                    and any(t in item[0] for t in target_modules))
+
+        items = list(group["params"])
+        matched = [item for item in items if targeted(item)]
+        rest = [item for item in items if not targeted(item)]
+        if matched:
+            result.append({**group, "params": matched})
+        if rest:
+            result.append({**group, "params": rest, "rank": None})
+    return result
+
+
+def named(group: dict):
+    """(name, parameter) pairs of a group; unnamed parameters are called `<i>`."""
+    names = group.get("param_names") or [f"<{i}>" for i in range(len(group["params"]))]
+    return zip(names, group["params"])
+
+
+def projected(group: dict) -> bool:
+    return group["rank"] is not None and group["projection"] != "none"
+
+
+def sides(shape, group: dict) -> tuple[bool, bool]:
+    """(left, right): which sides of a rows x cols gradient the projector multiplies."""
+    if group["two_sided"] or group["proj_type"] == "full":
+        return True, True
+    tall = shape[0] >= shape[1]
+    right = {"std": tall, "reverse_std": not tall, "right": True, "left": False}[group["proj_type"]]
+    return not right, right
+
+
+def projected_shape(shape, group: dict) -> tuple[int, int]:
+    left, right = sides(shape, group)
+    return (group["rank"] if left else shape[0], group["rank"] if right else shape[1])
+
+
+def check_projectable(name: str, p: Tensor, group: dict) -> None:
+    rank, gap = group["rank"], group["update_proj_gap"]
+    if p.dim() != 2:
+        raise ValueError(f"{name} with shape {tuple(p.shape)} cannot be projected: GaLore "
+                         "projects 2-D weights only")
+    if not 1 <= rank <= min(p.shape):
+        raise ValueError(f"rank={rank}: must be in 1..{min(p.shape)} for {name} with shape "
+                         f"{tuple(p.shape)} (rank <= min(rows, cols))")
+    if not gap > 0:
+        raise ValueError(f"update_proj_gap={gap}: must be > 0 (group of {name})")
+
+
+# ---------------------------------------------------------------- the math
+def projectors(grad: Tensor, rank: int, left: bool, right: bool, projection: str,
+               seed: int) -> tuple[Tensor | None, Tensor | None]:
+    """P (rows x rank, orthonormal columns) if `left`, Q (rank x cols, orthonormal rows) if
+    `right`, from the gradient `grad` (svd, pca) or from `seed` alone (random)."""
+    matrix = grad.float()
+    P = Q = None
+    if projection == "svd":  # one decomposition serves both sides, as in the reference
+        U, _, Vh = torch.linalg.svd(matrix, full_matrices=False)
+        P, Q = U[:, :rank], Vh[:rank]
+    elif projection == "pca":  # samples: the columns for P, the rows for Q
+        if left:
+            P = torch.linalg.svd(matrix - matrix.mean(dim=1, keepdim=True),
+                                 full_matrices=False)[0][:, :rank]
+        if right:
+            Q = torch.linalg.svd(matrix - matrix.mean(dim=0, keepdim=True),
+                                 full_matrices=False)[2][:rank]
+    else:  # random
+        generator = torch.Generator().manual_seed(seed)
+        rows, cols = matrix.shape
+        if left:
+            P = torch.linalg.qr(torch.randn(rows, rank, generator=generator))[0]
+        if right:
+            Q = torch.linalg.qr(torch.randn(cols, rank, generator=generator))[0].T
+
+    def compact(M: Tensor) -> Tensor:
+        """A copy: a slice of U or Vh would keep the whole factor alive. It keeps LAPACK's
+        column-major layout, which the matmuls then see exactly as the reference's do."""
+        return M.to(grad.device, grad.dtype).clone()
+
+    return compact(P) if left else None, compact(Q) if right else None
+
+
+def galore_adamw(param: Tensor, grad: Tensor, state: dict, *, name: str, lr: float,
+                 beta1: float, beta2: float, eps: float, weight_decay: float,
+                 sides: tuple[bool, bool] | None, rank: int, update_proj_gap: int, scale: float,
+                 projection: str, seed: int) -> None:
+    """One step of the class docstring's algorithm for one parameter, in place; `sides`
+    (left, right) says which sides are projected, None that the parameter is not."""
+    step = state["step"]
+    if sides is not None:
+        if step % update_proj_gap == 0:
+            key = f"{seed}/{name}/{step // update_proj_gap}"
+            P, Q = projectors(grad, rank, *sides, projection, zlib.crc32(key.encode()))
+            for side, matrix in (("proj_left", P), ("proj_right", Q)):
+                if matrix is not None:
+                    state[side] = matrix
+        P, Q = state.get("proj_left"), state.get("proj_right")
+        if P is not None:
+            grad = P.t() @ grad
+        if Q is not None:
+            grad = grad @ Q.t()
+    state["step"] = step = step + 1
+    exp_avg, exp_avg_sq = load_moments(state)
+    exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    denom = exp_avg_sq.sqrt().add_(eps)
+    step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    update = exp_avg / denom
+    store_moments(state, exp_avg, exp_avg_sq)
+    if sides is not None:
+        if P is not None:
+            update = P @ update
+        if Q is not None:
+            update = update @ Q
+        update = update * scale
+    param.add_(update, alpha=-step_size)
+    if weight_decay > 0.0:
+        param.add_(param, alpha=-lr * weight_decay)
+
+
+# ---------------------------------------------------------------- 8-bit moments
+@functools.cache
+def quantization_code(signed: bool, device: torch.device) -> Tensor:
+    """bitsandbytes' dynamic-tree code: signed for m, unsigned for v (as its 8-bit Adam)."""
+    import bitsandbytes.functional as bnb  # imported here: slow, and only 8-bit needs it
+
+    return bnb.create_dynamic_map(signed=signed).to(device)
+
+
+def load_moments(state: dict) -> tuple[Tensor, Tensor]:
+    """m and v as fp32 tensors: the state's own, or dequantised copies of its 8-bit codes."""
+    if "exp_avg_absmax" not in state:
+        return state["exp_avg"], state["exp_avg_sq"]
+    import bitsandbytes.functional as bnb
+
+    return tuple(bnb.dequantize_blockwise(state[key], absmax=state[f"{key}_absmax"],
+                                          code=quantization_code(signed, state[key].device),
+                                          blocksize=BLOCKSIZE)
+                 for key, signed in (("exp_avg", True), ("exp_avg_sq", False)))
+
+
+def store_moments(state: dict, exp_avg: Tensor, exp_avg_sq: Tensor) -> None:
+    """Quantise updated m and v back into 8-bit state (fp32 state was updated in place)."""
+    if "exp_avg_absmax" not in state:
+        return
+    import bitsandbytes.functional as bnb
+
+    for key, value, signed in (("exp_avg", exp_avg, True), ("exp_avg_sq", exp_avg_sq, False)):
+        bnb.quantize_blockwise(value, code=quantization_code(signed, value.device),
+                               absmax=state[f"{key}_absmax"], out=state[key],
+                               blocksize=BLOCKSIZE)
