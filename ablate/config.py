@@ -127,7 +127,7 @@ class TogglesConfig:
     fused_backward: bool = True
     projection: Optional[Projection] = None  # GaLore: svd (its own), random, pca, none
     two_sided: Optional[bool] = None  # GaLore: project both sides (P^T G Q)
-    eight_bit: Optional[bool] = None  # GaLore: Adam moments stored blockwise in 8 bits
+    eight_bit: Optional[bool] = None  # GaLore: Adam moments in 8 bits (its own default: off)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from galore_torch import GaLoreAdamW as ReferenceGaLoreAdamW
 
 from ablate.config import ConfigError, check
 from ablate.memory import optimizer_state_bytes
+from ablate.optim import GaLoreAdamW
 from ablate.optim.galore import projectors
 from ablate.train import Trainer
 from test_trainer import assert_same_params, train
@@ -45,7 +46,9 @@ def reference_groups(model, proj_type: str) -> list[dict]:
 
 @pytest.mark.parametrize("two_sided,proj_type", [("false", "std"), ("true", "full")])
 def test_galore_equals_reference(tiny_cfg, two_sided, proj_type):
-    """Fused per-layer path against the reference's GaLoreAdamW stepped the ordinary way."""
+    """The runner's fused per-layer path against the reference's GaLoreAdamW stepped the
+    ordinary way; one-sided (std: tall weights on the right, wide ones on the left) and
+    two-sided (the reference's `full`)."""
     cfg = tiny_cfg(*GALORE, "optimizer.weight_decay=0.1", f"toggles.two_sided={two_sided}")
     ours = train(cfg)
     reference = run_with(cfg, lambda model: ReferenceGaLoreAdamW(
@@ -53,6 +56,10 @@ def test_galore_equals_reference(tiny_cfg, two_sided, proj_type):
         no_deprecation_warning=True))
     assert ours.losses[-1] < ours.losses[0]
     assert_same_params(ours.model, reference.model)
+    # Standalone, given the reference's own param groups (unnamed tensors, GaLore keys).
+    standalone = run_with(cfg, lambda model: GaLoreAdamW(
+        reference_groups(model, proj_type), lr=0.01, weight_decay=0.1))
+    assert_same_params(standalone.model, reference.model)
 
 
 @pytest.mark.parametrize("model,toggles", [
@@ -193,8 +200,8 @@ def test_optimizer_state_bytes_closed_form(tiny_cfg, two_sided):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("optimizer.rank=65", "rank=65: must be in 1..64 for model.layers.0.self_attn.q_proj.weight "
-                          "with shape (64, 64)"),
+    ("optimizer.rank=65", "rank=65: must be <= min(rows, cols) = 64 for "
+                          "model.layers.0.self_attn.q_proj.weight with shape (64, 64)"),
     ("optimizer.rank=0", "rank=0: must be > 0"),
     ("optimizer.update_proj_gap=0", "update_proj_gap=0: must be > 0"),
 ])

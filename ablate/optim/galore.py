@@ -22,6 +22,7 @@ PROJECTIONS = ("svd", "random", "pca", "none")
 # absmax per block, dynamic-tree codes; tensors under 4096 values stay fp32.
 BLOCKSIZE = 256
 MIN_8BIT_SIZE = 4096
+CHUNK = 1 << 17  # values per slice of an unprojected update on CPU (512 KB of fp32)
 
 
 class GaLoreAdamW(Optimizer):
@@ -73,32 +74,13 @@ class GaLoreAdamW(Optimizer):
                  update_proj_gap: int = 200, scale: float = 0.25, proj_type: str = "std",
                  target_modules=DEFAULT_TARGET_MODULES, projection: str = "svd",
                  two_sided: bool = False, eight_bit: bool = False, seed: int = 0):
-        if not lr >= 0.0:
-            raise ValueError(f"lr={lr}: must be >= 0")
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas={list(betas)}: must be two numbers in [0, 1)")
-        if not eps >= 0.0:
-            raise ValueError(f"eps={eps}: must be >= 0")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"weight_decay={weight_decay}: must be >= 0")
-        if not rank > 0:
-            raise ValueError(f"rank={rank}: must be > 0")
-        if not update_proj_gap > 0:
-            raise ValueError(f"update_proj_gap={update_proj_gap}: must be > 0")
-        if not scale > 0.0:
-            raise ValueError(f"scale={scale}: must be > 0")
-        if proj_type not in PROJ_TYPES:
-            raise ValueError(f"proj_type={proj_type}: allowed are {', '.join(PROJ_TYPES)}")
-        if projection not in PROJECTIONS:
-            raise ValueError(f"projection={projection}: allowed are {', '.join(PROJECTIONS)}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         rank=rank, update_proj_gap=update_proj_gap, scale=scale,
                         proj_type=proj_type, projection=projection, two_sided=two_sided,
                         eight_bit=eight_bit, seed=seed)
         super().__init__(split_by_target(params, target_modules), defaults)
-        for group in filter(projected, self.param_groups):
-            for name, p in named(group):
-                check_projectable(name, p, group)
+        for group in self.param_groups:
+            check_group(group)
 
     def _init_state(self, p: Tensor, group: dict) -> dict:
         """The state of `p`, created at its first step: a python step count and the two
@@ -199,16 +181,38 @@ def projected_shape(shape, group: dict) -> tuple[int, int]:
     return (group["rank"] if left else shape[0], group["rank"] if right else shape[1])
 
 
-def check_projectable(name: str, p: Tensor, group: dict) -> None:
-    rank, gap = group["rank"], group["update_proj_gap"]
-    if p.dim() != 2:
-        raise ValueError(f"{name} with shape {tuple(p.shape)} cannot be projected: GaLore "
-                         "projects 2-D weights only")
-    if not 1 <= rank <= min(p.shape):
-        raise ValueError(f"rank={rank}: must be in 1..{min(p.shape)} for {name} with shape "
-                         f"{tuple(p.shape)} (rank <= min(rows, cols))")
+def check_group(group: dict) -> None:
+    """One-line ValueErrors for a param group's values (the constructor's, or a group's own)
+    and, where it is projected, for the shape of each of its parameters."""
+    lr, betas, eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    if not lr >= 0.0:
+        raise ValueError(f"lr={lr}: must be >= 0")
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas={list(betas)}: must be two numbers in [0, 1)")
+    if not eps >= 0.0:
+        raise ValueError(f"eps={eps}: must be >= 0")
+    if not wd >= 0.0:
+        raise ValueError(f"weight_decay={wd}: must be >= 0")
+    if group["projection"] not in PROJECTIONS:
+        raise ValueError(f"projection={group['projection']}: allowed are {', '.join(PROJECTIONS)}")
+    if group["rank"] is None:  # plain AdamW: the GaLore values are not used
+        return
+    rank, gap, scale = group["rank"], group["update_proj_gap"], group["scale"]
+    if not rank > 0:
+        raise ValueError(f"rank={rank}: must be > 0")
     if not gap > 0:
-        raise ValueError(f"update_proj_gap={gap}: must be > 0 (group of {name})")
+        raise ValueError(f"update_proj_gap={gap}: must be > 0")
+    if not scale > 0.0:
+        raise ValueError(f"scale={scale}: must be > 0")
+    if group["proj_type"] not in PROJ_TYPES:
+        raise ValueError(f"proj_type={group['proj_type']}: allowed are {', '.join(PROJ_TYPES)}")
+    for name, p in named(group) if projected(group) else ():
+        if p.dim() != 2:
+            raise ValueError(f"{name} with shape {tuple(p.shape)} cannot be projected: GaLore "
+                             "projects 2-D weights only")
+        if rank > min(p.shape):
+            raise ValueError(f"rank={rank}: must be <= min(rows, cols) = {min(p.shape)} for "
+                             f"{name} with shape {tuple(p.shape)}")
 
 
 # ---------------------------------------------------------------- the math
@@ -264,22 +268,34 @@ def galore_adamw(param: Tensor, grad: Tensor, state: dict, *, name: str, lr: flo
         if Q is not None:
             grad = grad @ Q.t()
     state["step"] = step = step + 1
-    exp_avg, exp_avg_sq = load_moments(state)
-    exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-    denom = exp_avg_sq.sqrt().add_(eps)
     step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
-    update = exp_avg / denom
-    store_moments(state, exp_avg, exp_avg_sq)
-    if sides is not None:
+    exp_avg, exp_avg_sq = load_moments(state)
+    if sides is None:
+        # Elementwise, so in slices whose temporaries stay in the CPU's cache (the same
+        # numbers; about half the memory traffic of whole-tensor passes on a big embedding).
+        size = CHUNK if param.device.type == "cpu" else param.numel()
+        flat = (param.view(-1), exp_avg.view(-1), exp_avg_sq.view(-1), grad.reshape(-1))
+        for p, m, v, g in zip(*(t.split(size) for t in flat)):
+            p.add_(adam_direction(m, v, g, beta1, beta2, eps), alpha=-step_size)
+    else:
+        update = adam_direction(exp_avg, exp_avg_sq, grad, beta1, beta2, eps)
         if P is not None:
             update = P @ update
         if Q is not None:
             update = update @ Q
-        update = update * scale
-    param.add_(update, alpha=-step_size)
+        param.add_(update.mul_(scale), alpha=-step_size)
+    store_moments(state, exp_avg, exp_avg_sq)
     if weight_decay > 0.0:
         param.add_(param, alpha=-lr * weight_decay)
+
+
+def adam_direction(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, beta1: float,
+                   beta2: float, eps: float) -> Tensor:
+    """Steps 3-5: update m and v in place and return N = m / (sqrt(v) + eps)."""
+    exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    denom = exp_avg_sq.sqrt().add_(eps)
+    return torch.div(exp_avg, denom, out=denom)  # in place: one temporary, not two
 
 
 # ---------------------------------------------------------------- 8-bit moments
