@@ -178,8 +178,8 @@ def main() -> None:
         r = results[model] = bench(model, args.steps, args.refreshes, args.gap, clocks)
         print(f"{model}: TGS ours/reference {r['tgs_ratio']:.3f} (pairs: quartiles "
               f"{r['tgs_ratio_q1']:.3f}..{r['tgs_ratio_q3']:.3f}, range "
-              f"{r['tgs_ratio_min']:.3f}..{r['tgs_ratio_max']:.3f}); TGS ours "
-              f"{r['ours_tgs']:.0f}, reference {r['reference_tgs']:.0f} tokens per CPU s")
+              f"{r['tgs_ratio_min']:.3f}..{r['tgs_ratio_max']:.3f}); TGS (medians over steps) "
+              f"ours {r['ours_tgs']:.0f}, reference {r['reference_tgs']:.0f} tokens per CPU s")
         print(f"  steady step CPU s: ours {r['ours_steady_cpu_s']:.3f}, reference "
               f"{r['reference_steady_cpu_s']:.3f} (wall {r['ours_steady_wall_s']:.3f}, "
               f"{r['reference_steady_wall_s']:.3f}); of which optimizer update: ours "
