@@ -137,16 +137,16 @@ def split_by_target(params, target_modules) -> list[dict]:
     groups = list(params)
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
+
+    def targeted(item) -> bool:
+        return (isinstance(item, tuple) and item[1].dim() == 2
+                and any(t in item[0] for t in target_modules))
+
     result = []
     for group in groups:
         if "rank" in group:
             result.append(group)
             continue
-
-        def targeted(item) -> bool:
-            return (isinstance(item, tuple) and item[1].dim() == 2
-                    and any(t in item[0] for t in target_modules))
-
         items = list(group["params"])
         matched = [item for item in items if targeted(item)]
         rest = [item for item in items if not targeted(item)]
