@@ -87,12 +87,30 @@ class SGDConfig(OptimizerConfig):
     weight_decay: float = MISSING
 
 
+@dataclass
+class LomoConfig(OptimizerConfig):
+    weight_decay: float = MISSING
+    clip_grad_value: Optional[float] = None
+
+
+@dataclass
+class AdaLomoConfig(OptimizerConfig):
+    eps: Tuple[float, float] = MISSING
+    clip_threshold: float = MISSING
+    decay_rate: float = MISSING
+    weight_decay: float = MISSING
+    clip_grad_value: Optional[float] = None
+
+
 # ---------------------------------------------------------------- the rest
 @dataclass
 class TogglesConfig:
     """Component switches. `None` means "the optimizer's own form" (component on)."""
 
     fused_backward: bool = True
+    adaptive_lr: Optional[bool] = None  # AdaLomo: false = no second moment (u = g)
+    grouped_norm: Optional[bool] = None  # AdaLomo: false = plain lr step, no RMS clip/scale
+    nmf: Optional[bool] = None  # AdaLomo: false = full m x n second moment, not factored
 
 
 @dataclass
@@ -213,6 +231,8 @@ def register_configs() -> None:
     # Kept out of the option groups so that `optimizer=...` lists only real choices.
     cs.store(group="schema/optimizer", name="adamw", node=AdamWConfig)
     cs.store(group="schema/optimizer", name="sgd", node=SGDConfig)
+    cs.store(group="schema/optimizer", name="lomo", node=LomoConfig)
+    cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
 

@@ -1,0 +1,6 @@
+"""Memory-efficient optimizers with component switches, usable with or without the runner."""
+
+from .adalomo import AdaLomo
+from .lomo import Lomo
+
+__all__ = ["AdaLomo", "Lomo"]
