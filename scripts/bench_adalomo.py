@@ -8,27 +8,28 @@ the same batches (batch 4 x 256 by default):
 - ours:      forward + backward with `ablate.optim.AdaLomo` stepped in backward
              (OptimizerInBackward, the trainer's fused path);
 - reference: forward + `lomo_optim.AdaLomo.fused_backward` (its lagged-hook scheme).
+The reference runs without loss scaling (loss_scale=None), as we do: both train in fp32.
 
-Time: the three take turns step by step (plain, ours, reference, in an order that rotates
-each round), so that other processes on the machine slow all three alike; the first round
-is a warm-up (it allocates optimizer state). Each ratio is computed within a round and
-reported as the median over rounds, with its spread (min-max). Both wall-clock and process
-CPU time are reported: on a shared machine CPU time is the steadier of the two.
+Time: the three take turns step by step (in an order that rotates each round), so that
+other processes on the machine slow all three alike; the first round is a warm-up (it
+allocates optimizer state). Each ratio is computed within a round and reported as the
+median over rounds with its spread (min-max). Wall-clock and process CPU time are both
+reported: on a shared machine CPU time is the steadier one (with --threads 1 especially).
   overhead  = fused step time / plain step time
   TGS ratio = reference step time / our step time (tokens per second, ours over reference)
 
-Memory: each way then runs two steps on a fresh copy of the weights; before it, freed heap
-memory is handed back to the OS and the peak RSS is reset (ablate.memory.reset_peak), so
-each peak is the process's baseline plus what that way needs at most.
+Memory (after all timing): each way runs two steps on a fresh copy of the weights, its peak
+RSS reset first (ablate.memory.reset_peak). glibc is told to map every block of 1 MB or more
+on its own (mallopt), so that freeing returns it to the OS at once and the peak RSS follows
+the memory in use, instead of depending on each way's allocation history.
   memory ratio = our peak RSS / reference peak RSS
-
-The reference runs without loss scaling (loss_scale=None), as we do: both train in fp32.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import statistics
 import time
 
@@ -44,6 +45,7 @@ from ablate.optim import AdaLomo
 LR = 1e-3
 CPU = torch.device("cpu")
 KINDS = ["plain", "ours", "reference"]
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
 class Way:
@@ -75,48 +77,53 @@ class Way:
         return time.perf_counter() - began[0], time.process_time() - began[1]
 
 
-def spread(values: list[float], fmt: str = ".3f") -> str:
-    return f"{statistics.median(values):{fmt}} (spread {min(values):{fmt}}-{max(values):{fmt}})"
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} (spread {min(values):.3f}-{max(values):.3f})"
 
 
-def bench(model_name: str, rounds: int, batch: int, seq_len: int) -> None:
+def setup(model_name: str, rounds: int, batch: int, seq_len: int):
     model_cfg = compose([f"model={model_name}"]).model
     torch.manual_seed(0)
     template = build_model(model_cfg, CPU)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, model_cfg.vocab_size, (rounds, batch, seq_len + 1), generator=g)
-    batches = [(t[:, :-1], t[:, 1:]) for t in tokens]
+    return template, [(t[:, :-1], t[:, 1:]) for t in tokens]
 
+
+def time_ways(model_name: str, template: torch.nn.Module, batches: list) -> None:
     ways = {kind: Way(kind, template) for kind in KINDS}
     times = {kind: [] for kind in KINDS}  # per round: (wall, cpu)
     for r, (x, y) in enumerate(batches):
         for kind in KINDS[r % 3:] + KINDS[:r % 3]:
             times[kind].append(ways[kind].step(x, y))
-    del ways
 
+    def ratio(a: str, b: str, clock: int) -> str:
+        return spread([ta[clock] / tb[clock] for ta, tb in zip(times[a][1:], times[b][1:])])
+
+    params_m = sum(p.numel() for p in template.parameters()) / 1e6
+    x = batches[0][0]
+    print(f"\n{model_name} ({params_m:.1f}M params), batch {x.shape[0]} x {x.shape[1]}, "
+          f"{len(batches) - 1} timed rounds, {torch.get_num_threads()} threads")
+    for kind in KINDS:
+        print(f"  {kind:9s} step wall {spread([t[0] for t in times[kind][1:]])} s, "
+              f"cpu {spread([t[1] for t in times[kind][1:]])} s")
+    for clock, name in enumerate(("wall", "cpu")):
+        print(f"  [{name:4s}] overhead ours {ratio('ours', 'plain', clock)}, "
+              f"reference {ratio('reference', 'plain', clock)}")
+        print(f"  [{name:4s}] TGS ratio ours/reference {ratio('reference', 'ours', clock)}")
+
+
+def peak_memory(model_name: str, template: torch.nn.Module, batches: list) -> None:
     peaks = {}
     for kind in KINDS:
         way = Way(kind, template)
-        reset_peak(CPU)  # also collects garbage and hands freed heap back to the OS
+        reset_peak(CPU)
         for x, y in batches[:2]:
             way.step(x, y)
         peaks[kind] = peak_bytes(CPU)
         del way
-
-    def ratio(a: str, b: str, i: int) -> str:
-        return spread([ta[i] / tb[i] for ta, tb in zip(times[a][1:], times[b][1:])])
-
-    params_m = sum(p.numel() for p in template.parameters()) / 1e6
-    print(f"\n{model_name} ({params_m:.1f}M params), batch {batch} x {seq_len}, "
-          f"{rounds - 1} timed rounds, {torch.get_num_threads()} threads")
-    for kind in KINDS:
-        print(f"  {kind:9s} step wall {spread([t[0] for t in times[kind][1:]])} s, "
-              f"cpu {spread([t[1] for t in times[kind][1:]])} s, "
-              f"peak RSS {peaks[kind] / 2**20:.0f} MiB")
-    for i, clock in enumerate(("wall", "cpu")):
-        print(f"  [{clock:4s}] overhead ours {ratio('ours', 'plain', i)}, "
-              f"reference {ratio('reference', 'plain', i)}")
-        print(f"  [{clock:4s}] TGS ratio ours/reference {ratio('reference', 'ours', i)}")
+    print(f"\n{model_name}: peak RSS " + ", ".join(f"{k} {v / 2**20:.0f} MiB"
+                                                 for k, v in peaks.items()))
     print(f"  peak memory ratio ours/reference {peaks['ours'] / peaks['reference']:.3f} "
           f"(plain/reference {peaks['plain'] / peaks['reference']:.3f})")
 
@@ -131,8 +138,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.Tensor.cuda = lambda self, *a, **k: self  # lomo-optim puts its state on .cuda()
-    for name in args.models:
-        bench(name, args.rounds, args.batch, args.seq_len)
+    setups = {name: setup(name, args.rounds, args.batch, args.seq_len) for name in args.models}
+    for name, (template, batches) in setups.items():
+        time_ways(name, template, batches)
+    ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    for name, (template, batches) in setups.items():
+        peak_memory(name, template, batches)
 
 
 if __name__ == "__main__":

@@ -136,11 +136,11 @@ def rms(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x) / x.numel() ** 0.5
 
 
-def mean_sq_rows_cols(x: Tensor, block_numel: int = 2**20) -> tuple[Tensor, Tensor]:
+def mean_sq_rows_cols(x: Tensor, block_numel: int = 2**18) -> tuple[Tensor, Tensor]:
     """Means of `x * x` over each row and over each column of a matrix, without a full-size
     temporary (that would cost an allocation and two more passes over the 32k-vocabulary
     embeddings). Rows: a row norm, one pass. Columns: torch's column norm is a strided
-    reduction, several times slower on CPU, so blocks of rows (4 MB, which stay in cache)
+    reduction, several times slower on CPU, so blocks of rows (1 MB, which stay in cache)
     are squared and summed one at a time."""
     rows = torch.linalg.vector_norm(x, dim=-1).square_()
     cols = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
