@@ -136,12 +136,14 @@ def rms(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x) / x.numel() ** 0.5
 
 
-def mean_sq_rows_cols(x: Tensor, block_numel: int = 2**18) -> tuple[Tensor, Tensor]:
+def mean_sq_rows_cols(x: Tensor, block_numel: int = 2**22) -> tuple[Tensor, Tensor]:
     """Means of `x * x` over each row and over each column of a matrix, without a full-size
     temporary (that would cost an allocation and two more passes over the 32k-vocabulary
     embeddings). Rows: a row norm, one pass. Columns: torch's column norm is a strided
-    reduction, several times slower on CPU, so blocks of rows (1 MB, which stay in cache)
-    are squared and summed one at a time."""
+    reduction, several times slower on CPU, so blocks of rows are squared and summed one at
+    a time. The blocks are large (16 MB in fp32; four for a 32000 x 512 embedding): each op
+    on a block is a parallel region, and on a busy machine every region waits for all of
+    its threads, so many small blocks are several times slower there."""
     rows = torch.linalg.vector_norm(x, dim=-1).square_()
     cols = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
     block_rows = max(1, block_numel // x.shape[1])
