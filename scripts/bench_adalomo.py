@@ -113,17 +113,25 @@ def time_ways(model_name: str, template: torch.nn.Module, batches: list) -> None
         print(f"  [{name:4s}] TGS ratio ours/reference {ratio('reference', 'ours', clock)}")
 
 
+def rss_bytes() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def peak_memory(model_name: str, template: torch.nn.Module, batches: list) -> None:
-    peaks = {}
+    peaks, starts = {}, {}
     for kind in KINDS:
         way = Way(kind, template)
         reset_peak(CPU)
+        starts[kind] = rss_bytes()
         for x, y in batches[:2]:
             way.step(x, y)
         peaks[kind] = peak_bytes(CPU)
         del way
-    print(f"\n{model_name}: peak RSS " + ", ".join(f"{k} {v / 2**20:.0f} MiB"
-                                                 for k, v in peaks.items()))
+    print(f"\n{model_name}: peak RSS (its rise over the RSS at the start) " + ", ".join(
+        f"{k} {peaks[k] / 2**20:.0f} MiB (+{(peaks[k] - starts[k]) / 2**20:.0f})" for k in KINDS))
     print(f"  peak memory ratio ours/reference {peaks['ours'] / peaks['reference']:.3f} "
           f"(plain/reference {peaks['plain'] / peaks['reference']:.3f})")
 
