@@ -23,8 +23,8 @@ class AdaLomo(Optimizer):
         gradient is unscaled and clipped as in `Lomo`, steps 1-3):
           1. beta2 <- 1 - t^tau                                       (0 at t = 1)
           2. if adaptive_lr and nmf and p is a matrix (m x n):
-               r <- beta2 r + (1 - beta2) mean_cols(g^2 + eps1)                 (m)
-               c <- beta2 c + (1 - beta2) mean_rows(g^2 + eps1)                 (n)
+               r <- beta2 r + (1 - beta2) rowmean(g^2 + eps1)   (m: each row's mean)
+               c <- beta2 c + (1 - beta2) colmean(g^2 + eps1)   (n: each column's mean)
                v <- (r / mean(r)) outer c
              elif adaptive_lr:
                v <- beta2 v + (1 - beta2) (g^2 + eps1)             (full size of p)
