@@ -119,6 +119,21 @@ class GaLoreAdamWConfig(OptimizerConfig):
     seed: int = MISSING  # for projection=random
 
 
+@dataclass
+class LomoConfig(OptimizerConfig):
+    weight_decay: float = MISSING
+    clip_grad_value: Optional[float] = None
+
+
+@dataclass
+class AdaLomoConfig(OptimizerConfig):
+    eps: Tuple[float, float] = MISSING
+    clip_threshold: float = MISSING
+    decay_rate: float = MISSING
+    weight_decay: float = MISSING
+    clip_grad_value: Optional[float] = None
+
+
 # ---------------------------------------------------------------- the rest
 @dataclass
 class TogglesConfig:
@@ -128,6 +143,9 @@ class TogglesConfig:
     projection: Optional[Projection] = None  # GaLore: svd (its own), random, pca, none
     two_sided: Optional[bool] = None  # GaLore: project both sides (P^T G Q)
     eight_bit: Optional[bool] = None  # GaLore: Adam moments in 8 bits (its own default: off)
+    adaptive_lr: Optional[bool] = None  # AdaLomo: false = no second moment (u = g)
+    grouped_norm: Optional[bool] = None  # AdaLomo: false = plain lr step, no RMS clip/scale
+    nmf: Optional[bool] = None  # AdaLomo: false = full m x n second moment, not factored
 
 
 @dataclass
@@ -249,6 +267,8 @@ def register_configs() -> None:
     cs.store(group="schema/optimizer", name="adamw", node=AdamWConfig)
     cs.store(group="schema/optimizer", name="sgd", node=SGDConfig)
     cs.store(group="schema/optimizer", name="galore_adamw", node=GaLoreAdamWConfig)
+    cs.store(group="schema/optimizer", name="lomo", node=LomoConfig)
+    cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
 

@@ -1,5 +1,7 @@
 """Memory-efficient optimizers with component switches, usable with or without the runner."""
 
+from .adalomo import AdaLomo
 from .galore import GaLoreAdamW
+from .lomo import Lomo
 
-__all__ = ["GaLoreAdamW"]
+__all__ = ["AdaLomo", "GaLoreAdamW", "Lomo"]

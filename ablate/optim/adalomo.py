@@ -1,0 +1,152 @@
+"""AdaLomo (Lv et al., 2023, "AdaLomo: Low-memory Optimization with Adaptive Learning
+Rate"), as `lomo-optim`'s `AdaLomo` computes it, with each component behind a switch."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .lomo import check_common, fp32_grads
+
+
+class AdaLomo(Optimizer):
+    r"""AdaLomo: Adafactor's factored second moment, no first moment, grouped update
+    normalization, and a step relative to the parameter's RMS; small enough to run inside
+    backward.
+
+    .. code-block:: text
+
+        input: lr, eps = (eps1, eps2), clip_threshold d, decay_rate tau, weight decay wd,
+               switches adaptive_lr, grouped_norm, nmf
+        for step t = 1, 2, ..., for each parameter p with gradient g (fp32; first the
+        gradient is unscaled and clipped as in `Lomo`, steps 1-3):
+          1. beta2 <- 1 - t^tau                                       (0 at t = 1)
+          2. if adaptive_lr and nmf and p is a matrix (m x n):
+               r <- beta2 r + (1 - beta2) rowmean(g^2 + eps1)   (m: each row's mean)
+               c <- beta2 c + (1 - beta2) colmean(g^2 + eps1)   (n: each column's mean)
+               v <- (r / mean(r)) outer c
+             elif adaptive_lr:
+               v <- beta2 v + (1 - beta2) (g^2 + eps1)             (full size of p)
+          3. u <- g / sqrt(v)            if adaptive_lr, else u <- g
+          4. if grouped_norm:
+               u   <- u / max(1, RMS(u) / d)
+               lr' <- lr * max(eps2, RMS(p))
+             else:
+               lr' <- lr
+          5. p <- p * (1 - lr' * wd)
+          6. p <- p - lr' * u
+
+    All switches on is exactly the reference. `nmf=False` keeps the full m x n second moment
+    (memory O(mn) instead of O(m + n)); `adaptive_lr=False` keeps none (no state tensors);
+    `grouped_norm=False` makes the step a plain `lr * u`. Tensors with more than two
+    dimensions are factored as (first dim) x (the rest).
+
+    `step()` is the ordinary path. In the trainer's fused backward every parameter has its
+    own instance whose `step()` runs from that parameter's gradient hook, so the update uses
+    only that parameter's gradient and state; global norm clipping is then the trainer's
+    (`trainer.clip_grad_norm`). Used on its own, `clip_grad_norm` clips by the norm over all
+    of this instance's gradients. `step()` frees each `p.grad` it uses.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, eps: tuple[float, float] = (1e-30, 1e-3),
+                 clip_threshold: float = 1.0, decay_rate: float = -0.8,
+                 weight_decay: float = 0.0, clip_grad_norm: float | None = None,
+                 clip_grad_value: float | None = None, loss_scale: float = 1.0,
+                 adaptive_lr: bool = True, grouped_norm: bool = True, nmf: bool = True):
+        check_common(lr, weight_decay, clip_grad_norm, clip_grad_value, loss_scale)
+        if len(eps) != 2 or not (eps[0] >= 0.0 and eps[1] >= 0.0):
+            raise ValueError(f"eps={list(eps)}: must be two numbers >= 0 (eps1, eps2)")
+        if not clip_threshold > 0.0:
+            raise ValueError(f"clip_threshold={clip_threshold}: must be > 0")
+        if not decay_rate <= 0.0:
+            raise ValueError(f"decay_rate={decay_rate}: must be <= 0")
+        defaults = dict(lr=lr, eps=tuple(eps), clip_threshold=clip_threshold,
+                        decay_rate=decay_rate, weight_decay=weight_decay,
+                        clip_grad_value=clip_grad_value, adaptive_lr=adaptive_lr,
+                        grouped_norm=grouped_norm, nmf=nmf)
+        super().__init__(params, defaults)
+        self.clip_grad_norm = clip_grad_norm  # global over this instance: not per group
+        self.loss_scale = loss_scale
+
+    def _init_state(self, p: Tensor, group: dict) -> dict:
+        """The state of `p`, created at its first step: a python step count and, with
+        `adaptive_lr`, the second moment (factored for a matrix when `nmf`)."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            if group["adaptive_lr"] and group["nmf"] and p.dim() >= 2:
+                m = p.shape[0]
+                state["exp_avg_sq_row"] = torch.zeros(m, dtype=torch.float32, device=p.device)
+                state["exp_avg_sq_col"] = torch.zeros(p.numel() // m, dtype=torch.float32,
+                                                      device=p.device)
+            elif group["adaptive_lr"]:
+                state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for p, group, grad in fp32_grads(self, self.clip_grad_norm, self.loss_scale):
+            state = self._init_state(p, group)
+            state["step"] += 1
+            adalomo_update_(p, grad, state, lr=group["lr"], eps=group["eps"],
+                            clip_threshold=group["clip_threshold"],
+                            decay_rate=group["decay_rate"], weight_decay=group["weight_decay"],
+                            grouped_norm=group["grouped_norm"])
+        return loss
+
+
+def adalomo_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float,
+                    eps: tuple[float, float], clip_threshold: float, decay_rate: float,
+                    weight_decay: float, grouped_norm: bool) -> None:
+    """Steps 1-6 on one tensor. Which second moment (if any) is kept is read off `state`.
+    `grad` is fp32 and becomes `u` in place: no full-size temporary on the factored path."""
+    eps1, eps2 = eps
+    beta2 = 1.0 - state["step"] ** decay_rate
+    if "exp_avg_sq_row" in state:
+        matrix = grad.view(grad.shape[0], -1)  # shares grad's memory
+        row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
+        row_mean_sq, col_mean_sq = mean_sq_rows_cols(matrix)
+        row.mul_(beta2).add_(row_mean_sq.add_(eps1), alpha=1.0 - beta2)
+        col.mul_(beta2).add_(col_mean_sq.add_(eps1), alpha=1.0 - beta2)
+        matrix.mul_((row / row.mean()).rsqrt_().unsqueeze(-1)).mul_(col.rsqrt())
+    elif "exp_avg_sq" in state:
+        v = state["exp_avg_sq"]
+        v.mul_(beta2).add_(grad.square().add_(eps1), alpha=1.0 - beta2)
+        grad.mul_(v.rsqrt())
+    u = grad
+    p32 = p.float()
+    if grouped_norm:
+        lr = lr * rms(p32).clamp_(min=eps2)
+        step_size = lr / (rms(u) / clip_threshold).clamp_(min=1.0)
+    else:
+        step_size = torch.tensor(lr)
+    if weight_decay:
+        p32.mul_(1.0 - lr * weight_decay)
+    p32.addcmul_(u, step_size, value=-1.0)
+    if p32 is not p:
+        p.copy_(p32)
+
+
+def rms(x: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(x) / x.numel() ** 0.5
+
+
+def mean_sq_rows_cols(x: Tensor, block_numel: int = 2**22) -> tuple[Tensor, Tensor]:
+    """Means of `x * x` over each row and over each column of a matrix, without a full-size
+    temporary (that would cost an allocation and two more passes over the 32k-vocabulary
+    embeddings). Rows: a row norm, one pass. Columns: torch's column norm is a strided
+    reduction, several times slower on CPU, so blocks of rows are squared and summed one at
+    a time. The blocks are large (16 MB in fp32; four for a 32000 x 512 embedding): each op
+    on a block is a parallel region, and on a busy machine every region waits for all of
+    its threads, so many small blocks are several times slower there."""
+    rows = torch.linalg.vector_norm(x, dim=-1).square_()
+    cols = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+    block_rows = max(1, block_numel // x.shape[1])
+    for start in range(0, x.shape[0], block_rows):
+        cols.add_(x[start:start + block_rows].square().sum(0))
+    return rows.div_(x.shape[1]), cols.div_(x.shape[0])
