@@ -11,8 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from ablate.config import apply_variant, check, compose, config_dir, typed
+from ablate.job import is_baseline
+from ablate.plan import jobs
 from conftest import ablate, losses
+
+CONF = config_dir()
 
 
 def sweep_dirs(cwd: Path) -> list[Path]:
@@ -99,3 +105,31 @@ def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, sweep_args):
     assert [jobs[i]["status"] for i in (0, 1)] == ["completed", "completed"]
     assert "Joblib" in result.stdout + result.stderr
     assert "2 completed" in result.stdout
+
+
+def test_nonsense_combination_is_skipped_and_list_toggles_reach_the_label(tmp_path, sweep_args):
+    # AdamW has no `nmf` or `grouped_norm`: that job is skipped with its reason, not run as
+    # plain AdamW under an AdaLomo label. `toggles=[a,b]` merges both presets into one job.
+    result = ablate(tmp_path, "-m", *sweep_args, "optimizer=adamw,adalomo",
+                    "toggles=[no_nmf,no_grouped_norm]", "trainer.max_steps=2")
+    (sweep,) = sweep_dirs(tmp_path)
+    adamw, adalomo = summaries(sweep)[0], summaries(sweep)[1]
+    assert adamw["status"] == "skipped" and "steps" not in adamw
+    assert "toggles.nmf" in adamw["reason"] and "optimizer=adamw" in adamw["reason"]
+    assert not (sweep / "0" / "metrics.jsonl").exists()
+    assert adalomo["status"] == "completed"
+    assert adalomo["variant"].startswith("adalomo grouped_norm=False nmf=False ")
+    assert "1 completed, 1 skipped" in result.stdout
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in CONF.glob("ablation/*.yaml")))
+def test_every_preset_expands_to_jobs_that_pass_the_config_check(preset):
+    body = yaml.safe_load((CONF / "ablation" / f"{preset}.yaml").read_text())
+    expanded = jobs(body)
+    assert len(expanded) == len({tuple(job) for job in expanded}) >= 6  # >= 2 variants x 3 seeds
+    baselines = 0
+    for job in expanded:
+        cfg = apply_variant(typed(compose([f"+ablation={preset}", *job])))
+        check(cfg)
+        baselines += bool(is_baseline(cfg))
+    assert baselines == 3  # the unablated variant, once per seed
