@@ -289,13 +289,6 @@ def optimizer_kwargs(cfg: DictConfig) -> dict:
     return kwargs
 
 
-def unsupported_toggles(cfg: DictConfig) -> List[str]:
-    """Toggles set in the config that the chosen optimizer's constructor does not take."""
-    accepted = inspect.signature(optimizer_class(cfg)).parameters
-    return [key for key, value in cfg.toggles.items()
-            if key != "fused_backward" and value is not None and key not in accepted]
-
-
 def _positive(cfg: DictConfig, *keys: str) -> None:
     for key in keys:
         value = OmegaConf.select(cfg, key)
@@ -333,9 +326,10 @@ def check(cfg: DictConfig) -> None:
     if cfg.task.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be <= model.vocab_size="
                           f"{cfg.model.vocab_size} for model {cfg.model.name}")
-    bad = unsupported_toggles(cfg)
+    accepted = inspect.signature(optimizer_class(cfg)).parameters
+    bad = [key for key, value in cfg.toggles.items()
+           if key != "fused_backward" and value is not None and key not in accepted]
     if bad:
-        accepted = inspect.signature(optimizer_class(cfg)).parameters
         supported = ["fused_backward"] + [k for k in cfg.toggles if k in accepted]
         raise IncompatibleToggles(
             f"toggle {', '.join(f'toggles.{k}' for k in bad)} is not supported by "

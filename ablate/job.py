@@ -67,19 +67,21 @@ def variant(cfg: DictConfig, overrides: list[str]) -> dict:
             continue
         short = key.removeprefix("optimizer.")
         value = OmegaConf.select(cfg, key) if "." in key else value
-        parts[short] = value.value if isinstance(value, Enum) else value  # device=cpu
+        parts[short] = plain(value)  # device=cpu
     return parts
+
+
+def plain(value):
+    """A config value as the YAML that set it: an enum member as its value."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def is_baseline(cfg: DictConfig) -> bool | None:
     """Whether this job is the preset's unablated variant (None outside presets)."""
     if cfg.ablation is None or not cfg.ablation.baseline:
         return None
-    def current(key: str):
-        value = OmegaConf.select(cfg, key)
-        return value.value if isinstance(value, Enum) else value
-
-    return all(current(key) == value for key, value in map(parse_assignment, cfg.ablation.baseline))
+    return all(plain(OmegaConf.select(cfg, key)) == value
+               for key, value in map(parse_assignment, cfg.ablation.baseline))
 
 
 def describe(cfg: DictConfig, overrides: list[str], sweep: str | None = None) -> dict:
@@ -148,8 +150,9 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
                 old_dir, step = latest
                 trainer.load_state_dict(torch.load(old_dir / "checkpoint.pt", weights_only=False))
                 for line in (old_dir / "metrics.jsonl").read_text().splitlines():
-                    if json.loads(line)["step"] <= step:
-                        log(json.loads(line))
+                    logged = json.loads(line)
+                    if logged["step"] <= step:
+                        log(logged)
                 summary["resumed_from"] = {"run_dir": str(old_dir.resolve()), "step": step}
 
             def checkpoint() -> None:
