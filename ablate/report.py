@@ -153,7 +153,7 @@ def match_baseline(labels: list[str], spec: str) -> str:
     if not matches or (len(matches) > 1 and matches[0][0] == matches[1][0]):
         found = "no variant" if not matches else f"{len(matches)} variants equally"
         raise SystemExit(f"ablate.report: error: --baseline {spec!r} matches {found}; "
-                         "variants:\n  " + "\n  ".join(labels))
+                         "variants: " + " | ".join(labels))
     return matches[0][1]
 
 

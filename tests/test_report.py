@@ -130,6 +130,7 @@ def test_baseline_given_on_the_command_line(sweep, tmp_path):
     result = ablate(tmp_path, sweep, "--baseline", "trainer.lr=3", module="ablate.report",
                     check=False)
     assert result.returncode == 1 and "matches no variant" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def same(on_disk, in_wandb) -> bool:
