@@ -381,8 +381,8 @@ def apply_variant(cfg: DictConfig) -> DictConfig:
     if ablation is None or ablation.variant is None:
         return cfg
     if ablation.variant not in ablation.variants:
-        raise ConfigError(f"ablation.variant={ablation.variant}: allowed are "
-                          f"{', '.join(ablation.variants)}")
+        allowed = ", ".join(ablation.variants) or f"none (preset {ablation.name} has no variants)"
+        raise ConfigError(f"ablation.variant={ablation.variant}: allowed are {allowed}")
     for assignment in ablation.variants[ablation.variant]:
         key, value = parse_assignment(assignment)
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablate.config import apply_variant, check, compose, config_dir, typed
+from ablate.config import ConfigError, apply_variant, check, compose, config_dir, typed
 from ablate.job import is_baseline
 from ablate.plan import jobs
 from conftest import ablate, losses
@@ -133,3 +133,14 @@ def test_every_preset_expands_to_jobs_that_pass_the_config_check(preset):
         check(cfg)
         baselines += bool(is_baseline(cfg))
     assert baselines == 3  # the unablated variant, once per seed
+
+
+@pytest.mark.parametrize("extra, allowed", [
+    ([], "none (preset galore_rank has no variants)"),
+    (["+ablation.variants.rank_4=['optimizer.rank=4']"], "rank_4"),
+])
+def test_unknown_variant_is_an_error_naming_the_allowed_ones(extra, allowed):
+    cfg = compose(["+ablation=galore_rank", "ablation.variant=nope", *extra])
+    with pytest.raises(ConfigError) as info:
+        apply_variant(typed(cfg))
+    assert str(info.value) == f"ablation.variant=nope: allowed are {allowed}"
