@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import (ConfigError, IncompatibleToggles, apply_variant, check, config_dir,
-                     register_configs, typed)
+                     error_line, first_line, register_configs, typed)
 from .job import record, run_job
 
 register_configs()
@@ -24,34 +26,64 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
-    """A single run stops at its first error. In a sweep every job's outcome is recorded in
-    its summary.json and the next job runs; the sweep's report lists the failures."""
+    """A single run stops at its first error, with one line. In a sweep (every job's config
+    already checked) each job's outcome is recorded in its summary.json and the next job
+    runs; the sweep's report lists the failures."""
     hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
     run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
-    try:
-        cfg = apply_variant(typed(cfg))
-        check(cfg)
-    except ConfigError as exc:
-        if not multirun:
-            sys.exit(f"ablate: error: {exc}")
-        sweep = sweep_name(cfg, hc)
-        if isinstance(exc, IncompatibleToggles):
-            record(cfg, run_dir, overrides, sweep, "skipped", reason=str(exc))
-        else:
-            record(cfg, run_dir, overrides, sweep, "failed", error_type="ConfigError",
-                   error=str(exc))
-        return math.nan
-    if not multirun:
-        summary = run_job(cfg, run_dir, overrides)
-    else:
+    if hc.mode != RunMode.MULTIRUN:
         try:
-            summary = run_job(cfg, run_dir, overrides, sweep_name(cfg, hc),
-                              resume_from=Path(cfg.outputs_dir) if cfg.resume else None)
-        except Exception:  # noqa: BLE001 - recorded in summary.json and traceback.txt
+            cfg = apply_variant(typed(cfg))
+            check(cfg)
+            summary = run_job(cfg, run_dir, overrides)
+        except ConfigError as exc:
+            remove_rejected_run(run_dir, Path(cfg.outputs_dir), hc.job.name)
+            sys.exit(f"ablate: error: {exc}")
+        except Exception as exc:  # noqa: BLE001 - recorded in summary.json and traceback.txt
+            sys.exit(f"ablate: error: the job failed: {type(exc).__name__}: "
+                     f"{first_line(exc)} (see {run_dir / 'traceback.txt'})")
+    else:
+        sweep = sweep_name(cfg, hc)
+        try:
+            cfg = apply_variant(typed(cfg))
+            check(cfg)
+            summary = run_job(cfg, run_dir, overrides, sweep, resume_from=resume_roots(cfg, hc))
+        except IncompatibleToggles as exc:
+            record(cfg, run_dir, overrides, sweep, "skipped", reason=str(exc))
+            return math.nan
+        except Exception as exc:  # noqa: BLE001 - recorded; the next job runs
+            if not (run_dir / "summary.json").exists():  # failed before training began
+                with contextlib.suppress(OSError):  # the disk that failed it
+                    record(cfg, run_dir, overrides, sweep, "failed",
+                           error_type=type(exc).__name__, error=first_line(exc))
             return math.nan
     print(one_line_summary(summary, run_dir), flush=True)
     return summary["eval_loss"]
+
+
+def remove_rejected_run(run_dir: Path, outputs_dir: Path, job_name: str) -> None:
+    """Hydra writes `.hydra/` and a log before the config is checked: a rejected run takes
+    them back, and the directories that held nothing else."""
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    (run_dir / f"{job_name}.log").unlink(missing_ok=True)
+    top, folder = outputs_dir.resolve(), run_dir.resolve()
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else lives there
+            return
+        if folder == top or top not in folder.parents:
+            return
+        folder = folder.parent
+
+
+def resume_roots(cfg: DictConfig, hc) -> list[Path] | None:
+    """Where a sweep's jobs look for earlier work of their config: `outputs_dir`, the
+    folder holding this sweep's directory, and every `resume_from` path."""
+    if not cfg.resume:
+        return None
+    roots = [Path(cfg.outputs_dir), Path(hc.sweep.dir).parent, *map(Path, cfg.resume_from)]
+    return list(dict.fromkeys(root.resolve() for root in roots))
 
 
 def one_line_summary(s: dict, run_dir: Path) -> str:
@@ -68,24 +100,16 @@ def sweep_name(cfg: DictConfig, hc) -> str:
     return cfg.ablation.name if cfg.ablation is not None else hc.sweep.dir
 
 
-def one_line(exc: BaseException) -> str:
-    """Hydra and OmegaConf spread a bad value over several lines; keep what names it."""
-    if isinstance(exc, MissingConfigException) and exc.options:
-        group = exc.missing_cfg_file.rsplit("/", 1)[0]
-        return f"{str(exc).splitlines()[0]}; allowed {group} options: {', '.join(exc.options)}"
-    parts = [str(exc).splitlines()[0]]
-    if exc.__cause__ is not None:
-        parts += [line for line in str(exc.__cause__).splitlines()[:1] if line.strip()]
-    return ": ".join(parts)
-
-
 def cli() -> None:
     # Let composition errors reach us instead of Hydra's multi-line report.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         main()
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
-        sys.exit(f"ablate: error: {one_line(exc)}")
+        sys.exit(f"ablate: error: {error_line(exc)}")
+    except OSError as exc:  # Hydra creating the run or sweep directory, before any job
+        sys.exit(f"ablate: error: outputs_dir: cannot write the run directory ({exc}); "
+                 "outputs_dir must name a writable directory")
 
 
 if __name__ == "__main__":

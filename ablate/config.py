@@ -7,10 +7,13 @@ cannot express live in `check()`, which runs before any compute starts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import secrets
+import typing
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,9 +22,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException
 from hydra.utils import get_class
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 def config_dir() -> Path:
@@ -243,6 +248,7 @@ class AblationConfig:
 class Config:
     outputs_dir: str = MISSING  # run and sweep directories go under it
     resume: bool = MISSING  # multirun: reuse completed jobs and checkpoints of the same config
+    resume_from: List[str] = field(default_factory=list)  # more places resume looks in
     ablation: Optional[AblationConfig] = None
     optimizer: Any = MISSING
     toggles: TogglesConfig = MISSING
@@ -289,6 +295,14 @@ def optimizer_kwargs(cfg: DictConfig) -> dict:
     return kwargs
 
 
+MIN_VOCAB = 257  # a byte-level BPE: 256 byte tokens and the end-of-text token
+
+
+def plain(value):
+    """A config value as the YAML that set it: an enum member as its value."""
+    return value.value if isinstance(value, Enum) else value
+
+
 def _positive(cfg: DictConfig, *keys: str) -> None:
     for key in keys:
         value = OmegaConf.select(cfg, key)
@@ -296,13 +310,55 @@ def _positive(cfg: DictConfig, *keys: str) -> None:
             raise ConfigError(f"{key}={value}: must be > 0")
 
 
+def _check_against_schema(node: DictConfig, path: str = "") -> None:
+    """Keys a `+key=value` override added that no schema has, and tuples of the wrong length
+    (OmegaConf types neither): both would otherwise reach the optimizer or the label."""
+    schema = OmegaConf.get_type(node)
+    hints = typing.get_type_hints(schema) if dataclasses.is_dataclass(schema) else {}
+    for key in node:
+        name = f"{path}{key}"
+        if hints and key not in hints:
+            known = ", ".join(k for k in hints if not k.startswith("_"))
+            where = path.rstrip(".") or "the top level"
+            raise ConfigError(f"{name}: unknown key (allowed under {where}: {known})")
+        hint = hints.get(key)
+        value = node._get_node(key)._value()
+        if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
+            size = len(typing.get_args(hint))
+            if len(value) != size:
+                raise ConfigError(f"{name}={list(value)}: must be a list of {size} numbers")
+        if isinstance(node.get(key), DictConfig):
+            _check_against_schema(node[key], f"{name}.")
+
+
+def _check_finite(tree, path: str = "") -> None:
+    """NaN or inf in any number: a run would start, then stop as "diverged"."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for key, value in items:
+        name = f"{path}.{key}" if path else str(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value}: must be a finite number")
+        if isinstance(value, (dict, list)):
+            _check_finite(value, name)
+
+
 def check(cfg: DictConfig) -> None:
     """Reject values that the schema's types admit but training cannot use (one-line errors)."""
+    _check_against_schema(cfg)
+    _check_finite(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     _positive(cfg, "trainer.batch_size", "trainer.seq_len", "trainer.grad_accum_steps",
               "trainer.lr", "trainer.eval_batches", "trainer.log_interval",
               "model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
-              "model.intermediate_size", "task.vocab_size")
+              "model.intermediate_size", "model.max_seq_len", "task.vocab_size")
     t = cfg.trainer
+    if not 0 <= t.seed < 2**32:
+        raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32 - 1]")
+    if cfg.task.vocab_size < MIN_VOCAB:
+        raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be >= {MIN_VOCAB} (the "
+                          "tokenizer's 256 byte tokens and its end-of-text token)")
+    if "heldout_every" in cfg.task and cfg.task.heldout_every < 2:
+        raise ConfigError(f"task.heldout_every={cfg.task.heldout_every}: must be >= 2 (every "
+                          "k-th file is held out; the others train)")
     for key in ("max_steps", "warmup_steps", "eval_interval", "tgs_warmup_steps",
                 "checkpoint_every"):
         if t[key] < 0:
@@ -345,14 +401,26 @@ def _check_optimizer_builds(cfg: DictConfig) -> None:
     from .models import build_model
     from .train import build_optimizer
 
+    model = build_model(cfg.model, "meta")
+    targets = cfg.optimizer.get("target_modules")
+    if targets is not None and plain(cfg.toggles.projection) != "none":
+        weights = [n for n, p in model.named_parameters() if p.dim() == 2]
+        if not any(t in n for n in weights for t in targets):
+            names = dict.fromkeys(n.split(".")[-2] for n in weights)
+            raise ConfigError(f"optimizer.target_modules={list(targets)}: matches no 2-D weight "
+                              f"of model {cfg.model.name} (its weights: {', '.join(names)})")
     try:
-        build_optimizer(cfg, build_model(cfg.model, "meta"))
-    except ValueError as exc:
+        build_optimizer(cfg, model)
+    except (ValueError, TypeError) as exc:
         raise ConfigError(f"optimizer={cfg.optimizer.name}: {exc}") from exc
 
 
-# Keys that say where things are written or shown, not what is trained.
-NOT_IN_HASH = ("outputs_dir", "resume", "logger", "task.cache_dir", "trainer.progress")
+# Keys that say where things are written, shown or looked for, how often they are logged,
+# evaluated or checkpointed: not what is trained (evaluation uses no randomness and leaves
+# the model as it was; batches are a function of the seed and the step).
+NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "logger", "task.cache_dir",
+               "trainer.progress", "trainer.log_interval", "trainer.eval_interval",
+               "trainer.checkpoint_every")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -363,7 +431,7 @@ def config_hash(cfg: DictConfig) -> str:
         node = tree
         for parent in parents:
             node = node[parent]
-        node.pop(leaf)
+        node.pop(leaf, None)  # a config saved before the key existed
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -393,10 +461,28 @@ def apply_variant(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def error_line(exc: BaseException) -> str:
+    """Hydra and OmegaConf spread a bad value over several lines; keep what names it."""
+    if isinstance(exc, MissingConfigException) and exc.options:
+        group = exc.missing_cfg_file.rsplit("/", 1)[0]
+        return f"{first_line(exc)}; allowed {group} options: {', '.join(exc.options)}"
+    parts = [first_line(exc)]
+    if exc.__cause__ is not None and first_line(exc.__cause__):
+        parts.append(first_line(exc.__cause__))
+    return ": ".join(parts)
+
+
 def typed(cfg: DictConfig) -> DictConfig:
     """A job config under the root schema: a saved `.hydra/config.yaml` (no defaults list)
     gets the same types as a freshly composed one."""
-    return OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    except OmegaConfBaseException as exc:  # a rerun's override of a wrong type or key
+        raise ConfigError(f"{exc.full_key}: {first_line(exc)}") from None
 
 
 def compose(overrides: list[str] = ()) -> DictConfig:

@@ -8,6 +8,7 @@ the texts and the vocabulary size, so every run on the same text sees the same i
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sysconfig
 import tempfile
@@ -17,6 +18,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from .config import ConfigError, first_line
 
 EOT = "<|endoftext|>"
 
@@ -35,7 +38,7 @@ def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str]]:
     files = sorted({p.relative_to(root).as_posix() for pattern in task.include
                     for p in root.glob(pattern) if p.is_file() and "site-packages" not in p.parts})
     if not files:
-        raise ValueError(f"task.include={list(task.include)}: matches no file under {root}")
+        raise ConfigError(f"task.include={list(task.include)}: matches no file under {root}")
     texts = [(root / f).read_text(encoding="utf-8", errors="replace") for f in files]
     k = task.heldout_every
     train = [t for i, t in enumerate(texts) if (i + 1) % k]
@@ -52,10 +55,19 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str]]:
         data_files = OmegaConf.to_container(data_files)
 
     def take(split: str, limit: int) -> list[str]:
-        ds = datasets.load_dataset(task.path, task.config_name, split=split,
-                                   data_files=data_files, streaming=task.streaming)
+        try:
+            ds = datasets.load_dataset(task.path, task.config_name, split=split,
+                                       data_files=data_files, streaming=task.streaming)
+            rows = iter(ds)
+            first = next(rows, None)
+        except Exception as exc:  # noqa: BLE001 - offline, no such dataset, file or split
+            raise ConfigError(f"task.path={task.path} (split {split}): cannot be loaded: "
+                              f"{type(exc).__name__}: {first_line(exc)}") from exc
+        if first is not None and task.text_field not in first:
+            raise ConfigError(f"task.text_field={task.text_field}: not a field of {task.path} "
+                              f"(its fields: {', '.join(first)})")
         texts = []
-        for row in ds:
+        for row in itertools.chain([first] if first is not None else [], rows):
             text = row[task.text_field]
             if text.strip():
                 texts.append(text)
@@ -64,6 +76,22 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str]]:
         return texts
 
     return take(task.train_split, task.max_train_docs), take(task.eval_split, task.max_eval_docs)
+
+
+def check_corpus(corpus: Corpus, t: DictConfig) -> None:
+    """Both splits hold enough tokens for the windows the trainer will cut (one line, before
+    any training step)."""
+    window = t.seq_len + 1
+    if len(corpus.train) <= window:
+        raise ConfigError(f"the training split has {len(corpus.train)} tokens: trainer.seq_len="
+                          f"{t.seq_len} needs more than {window} (check task.include or the "
+                          "task's data)")
+    needed = t.eval_batches * t.batch_size * window
+    if len(corpus.heldout) < needed:
+        raise ConfigError(f"trainer.eval_batches={t.eval_batches}: the held-out split has "
+                          f"{len(corpus.heldout)} tokens, fewer than eval_batches x batch_size x "
+                          f"(seq_len+1) = {needed}; allowed here: trainer.eval_batches <= "
+                          f"{len(corpus.heldout) // (t.batch_size * window)}")
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:

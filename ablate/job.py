@@ -11,27 +11,29 @@ Files in the run directory:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
 import shutil
+import sys
 import time
 import traceback
-from enum import Enum
+import warnings
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import config_hash, optimizer_class, parse_assignment
-from .sweep import find_checkpoint, find_completed
+from .config import NOT_IN_HASH, config_hash, first_line, optimizer_class, parse_assignment, plain
+from .sweep import find_checkpoints, find_completed
 from .tracking import WandbRun, fit
 
 # Overrides that do not make a variant: the seed (runs that differ only in it are
 # aggregated), what the resolved config shows anyway (optimizer name, toggles, the preset's
-# variant), and where things are written or shown.
-NOT_IN_VARIANT = {"optimizer", "trainer.seed", "trainer.progress"}
-ROOTS_NOT_IN_VARIANT = {"toggles", "ablation", "hydra", "logger", "outputs_dir", "resume"}
+# variant), and the keys that do not change what is trained (NOT_IN_HASH).
+NOT_IN_VARIANT = {"optimizer", "trainer.seed", *NOT_IN_HASH}
+ROOTS_NOT_IN_VARIANT = {"toggles", "ablation", "hydra", *(k for k in NOT_IN_HASH if "." not in k)}
 
 
 def _json_safe(value):
@@ -42,9 +44,13 @@ def _json_safe(value):
 
 
 def write_json(path: Path, obj: dict) -> None:
+    """Written whole or not at all: a full disk leaves the previous file, never half of one."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({k: _json_safe(v) for k, v in obj.items()}, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps({k: _json_safe(v) for k, v in obj.items()}, indent=2) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def variant(cfg: DictConfig, overrides: list[str]) -> dict:
@@ -69,11 +75,6 @@ def variant(cfg: DictConfig, overrides: list[str]) -> dict:
         value = OmegaConf.select(cfg, key) if "." in key else value
         parts[short] = plain(value)  # device=cpu
     return parts
-
-
-def plain(value):
-    """A config value as the YAML that set it: an enum member as its value."""
-    return value.value if isinstance(value, Enum) else value
 
 
 def is_baseline(cfg: DictConfig) -> bool | None:
@@ -112,23 +113,34 @@ def record(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | No
 
 
 def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | None = None,
-            resume_from: Path | None = None) -> dict:
+            resume_from: list[Path] | None = None) -> dict:
     """Train one config into `run_dir`; the summary is written even when training raises
-    (then the exception is re-raised after it is recorded). With `resume_from`, a completed
-    run of the same config under it is reused, and its latest checkpoint continued."""
+    (then the exception is re-raised after it is recorded). With `resume_from` (folders), a
+    completed run of the same config under them is reused, else the most advanced readable
+    checkpoint of it is continued. A ConfigError (data that cannot give the batches asked
+    for) is raised before anything is written."""
     from .train import Trainer  # transformers loads only when a job runs
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     summary = {"status": "failed", **describe(cfg, overrides, sweep)}
+    checkpoints = []
     if resume_from is not None:
         done = find_completed(resume_from, summary["config_hash"], exclude=run_dir)
         if done is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(done / "metrics.jsonl", run_dir / "metrics.jsonl")
             summary = {**json.loads((done / "summary.json").read_text()), **summary,
                        "status": "completed", "reused_from": str(done.resolve())}
             write_json(run_dir / "summary.json", summary)
+            print(f"resume: reused the completed run {done} (config {summary['config_hash']})",
+                  flush=True)
             return summary
-        latest = find_checkpoint(resume_from, summary["config_hash"], exclude=run_dir)
+        checkpoints = find_checkpoints(resume_from, summary["config_hash"], exclude=run_dir)
+    trainer = Trainer(cfg)
+    resumed = resume(trainer, checkpoints)
+    if resume_from is not None and resumed is None:
+        print(f"resume: no earlier work of config {summary['config_hash']} under "
+              f"{', '.join(map(str, resume_from))}: training from step 0", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     # job_type groups a variant's seeds; tags filter by optimizer and toggle (`nmf=false`).
     label = fit(summary["variant"])
@@ -145,29 +157,63 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
                 metrics.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
                 wandb_run.log({k: v for k, v in record.items() if k != "step"}, record["step"])
 
-            trainer = Trainer(cfg)
-            if resume_from is not None and latest is not None:
-                old_dir, step = latest
-                trainer.load_state_dict(torch.load(old_dir / "checkpoint.pt", weights_only=False))
-                for line in (old_dir / "metrics.jsonl").read_text().splitlines():
-                    logged = json.loads(line)
-                    if logged["step"] <= step:
+            if resumed is not None:
+                for logged in read_metrics(resumed / "metrics.jsonl"):
+                    if logged["step"] <= trainer.step:
                         log(logged)
-                summary["resumed_from"] = {"run_dir": str(old_dir.resolve()), "step": step}
+                summary["resumed_from"] = {"run_dir": str(resumed), "step": trainer.step}
 
             def checkpoint() -> None:
-                torch.save(trainer.state_dict(), run_dir / "checkpoint.pt.tmp")
-                (run_dir / "checkpoint.pt.tmp").replace(run_dir / "checkpoint.pt")
+                tmp = run_dir / "checkpoint.pt.tmp"
+                try:
+                    torch.save(trainer.state_dict(), tmp)
+                    tmp.replace(run_dir / "checkpoint.pt")
+                finally:
+                    tmp.unlink(missing_ok=True)
                 write_json(run_dir / "checkpoint.json",
                            {"config_hash": summary["config_hash"], "step": trainer.step})
 
             summary.update(trainer.fit(log, checkpoint))
     except Exception as exc:
         summary.update(error_type=type(exc).__name__, error=str(exc))
-        (run_dir / "traceback.txt").write_text(traceback.format_exc())
+        with contextlib.suppress(OSError):  # the disk that failed the job may be full
+            (run_dir / "traceback.txt").write_text(traceback.format_exc())
         raise
     finally:
         summary["wall_s"] = time.perf_counter() - began
-        write_json(run_dir / "summary.json", summary)
+        try:
+            write_json(run_dir / "summary.json", summary)
+        except OSError as exc:
+            print(f"ablate: cannot write {run_dir / 'summary.json'} ({exc}); the job was "
+                  f"{summary['status']}", file=sys.stderr, flush=True)
         wandb_run.finish(summary, failed=summary["status"] == "failed")
     return summary
+
+
+def resume(trainer, checkpoints: list[tuple[Path, int]]) -> Path | None:
+    """Load the first checkpoint that can be read; one that cannot is named in a warning and
+    set aside (renamed `checkpoint.pt.unreadable`), so that no later re-run trips on it."""
+    for run_dir, step in checkpoints:
+        path = run_dir / "checkpoint.pt"
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a bad file
+            aside = path.with_suffix(".pt.unreadable")
+            with contextlib.suppress(OSError):
+                path.replace(aside)
+            warnings.warn(f"resume: cannot read checkpoint {path} ({type(exc).__name__}: "
+                          f"{first_line(exc)}); set aside as {aside.name}", stacklevel=2)
+            continue
+        trainer.load_state_dict(state)
+        print(f"resume: continuing from {path} at step {trainer.step}", flush=True)
+        return run_dir
+    return None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a line cut short by a kill or a full disk is skipped."""
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            records.append(json.loads(line))
+    return records

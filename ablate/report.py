@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-STATUSES = ("completed", "diverged", "failed", "skipped", "killed")
+STATUSES = ("completed", "stalled", "diverged", "failed", "skipped", "killed")
 # Summary fields aggregated per variant (mean and std over its completed jobs).
 METRICS = ("eval_loss", "eval_perplexity", "eval_accuracy", "final_train_loss",
            "peak_memory_gb", "optimizer_state_gb", "tgs")
@@ -84,6 +84,19 @@ def killed_summary(job_dir: Path) -> dict:
     return {"status": "killed", **described}
 
 
+def read_summary(path: Path) -> dict:
+    """A job's summary.json, or one error line naming the file."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"ablate.report: error: {path}: not readable as JSON ({exc}); move "
+                         "it away or re-run its job") from None
+    if not isinstance(summary, dict) or not {"status", "variant", "config_hash"} <= summary.keys():
+        raise SystemExit(f"ablate.report: error: {path}: not a job summary (a JSON object with "
+                         "status, variant and config_hash); move it away or re-run its job")
+    return summary
+
+
 def read_jobs(root: Path) -> tuple[list[Job], int]:
     """Every job under `root` in numeric path order, one per config hash, and how many
     repeated attempts of a config were left out."""
@@ -92,7 +105,7 @@ def read_jobs(root: Path) -> tuple[list[Job], int]:
     jobs = []
     for job_dir in sorted(dirs, key=lambda d: path_order(root, d)):
         summary_path = job_dir / "summary.json"
-        summary = (json.loads(summary_path.read_text()) if summary_path.is_file()
+        summary = (read_summary(summary_path) if summary_path.is_file()
                    else killed_summary(job_dir))
         jobs.append(Job(job_dir, summary, read_curve(job_dir)))
     # Per config: the best status, an original before a reused copy, then the first found.
@@ -270,7 +283,8 @@ def job_notes(jobs: list[Job], labels: dict[str, str]) -> list[str]:
     notes = []
     for job in jobs:
         s = job.summary
-        why = {"diverged": f"non-finite loss after {s.get('steps')} steps",
+        why = {"stalled": f"loss blew up, then stuck at ln(vocab) (eval_loss {s.get('eval_loss')})",
+               "diverged": f"non-finite loss after {s.get('steps')} steps",
                "failed": f"{s.get('error_type')}: {s.get('error')}",
                "skipped": s.get("reason", ""),
                "killed": s.get("error", "no summary.json (killed, or still running)")}
@@ -420,13 +434,18 @@ def main(argv: list[str] | None = None) -> None:
                         f"target' (default: the baseline's mean final train loss × "
                         f"{TARGET_FACTOR})")
     parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: SWEEP_DIR/report)")
+    parser.error = lambda message: sys.exit(f"ablate.report: error: {message}")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         sys.exit(f"ablate.report: error: {args.sweep_dir} is not a directory")
     if args.loss_target is not None and not 0 < args.loss_target < math.inf:
         sys.exit(f"ablate.report: error: --loss-target {args.loss_target}: must be a loss > 0")
     out = args.out or args.sweep_dir / "report"
-    print(report(args.sweep_dir, out, args.baseline, args.loss_target))
+    try:
+        print(report(args.sweep_dir, out, args.baseline, args.loss_target))
+    except OSError as exc:
+        sys.exit(f"ablate.report: error: {exc.filename or out}: {exc.strerror} (--out {out} "
+                 "must be a writable directory)")
     print(f"written: {out / 'report.md'}, {out / 'report.csv'}, loss_vs_step.png, memory.png, "
           "tgs.png")
 

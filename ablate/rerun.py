@@ -11,7 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
 from .__main__ import cli
+from .config import first_line
 
 GROUPS = ("optimizer", "toggles", "model", "task", "trainer", "logger")
 
@@ -23,6 +27,14 @@ def main(argv: list[str]) -> None:
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         sys.exit(f"ablate.rerun: error: {saved} not found (RUN_DIR must be a job's directory)")
+    try:
+        job = OmegaConf.load(saved)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        sys.exit(f"ablate.rerun: error: {saved}: not readable as YAML ({type(exc).__name__}: "
+                 f"{first_line(exc)})")
+    if not isinstance(job, DictConfig) or not all(group in job for group in GROUPS):
+        sys.exit(f"ablate.rerun: error: {saved}: not a job's config (a mapping with "
+                 f"{', '.join(GROUPS)})")
     for override in argv[1:]:
         if override.split("=", 1)[0].lstrip("+~") in GROUPS:
             sys.exit(f"ablate.rerun: error: {override}: a rerun keeps the saved config groups and "

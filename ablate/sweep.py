@@ -1,19 +1,28 @@
-"""Sweeps that survive: finding earlier work of the same config, and the end-of-sweep report.
+"""Sweeps that survive: every job checked before the first runs, finding earlier work of the
+same config, and the end-of-sweep report.
 
 A job is identified by its `config_hash`, not its directory: re-running a multirun command
-makes a new sweep directory, and each job there first looks under `outputs_dir` for a
-completed summary of its own config (reused, not retrained) or a checkpoint of it (the
-latest one is continued).
+makes a new sweep directory, and each job there first looks for a completed summary of its
+own config (reused, not retrained) or a checkpoint of it (the latest one is continued).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from .config import ConfigError, IncompatibleToggles, apply_variant, check, error_line, typed
 
 
 def _read(path: Path) -> dict | None:
@@ -23,26 +32,29 @@ def _read(path: Path) -> dict | None:
         return None  # being written by another process, or cut short by a kill
 
 
-def find_completed(root: Path, config_hash: str, exclude: Path) -> Path | None:
-    """A run directory under `root` whose summary says completed for this config."""
-    for path in sorted(root.rglob("summary.json")):
-        summary = _read(path)
-        if (path.parent != exclude and summary and summary.get("status") == "completed"
-                and summary.get("config_hash") == config_hash and "reused_from" not in summary):
-            return path.parent
+def find_completed(roots: list[Path], config_hash: str, exclude: Path) -> Path | None:
+    """A run directory under `roots` whose summary says completed for this config."""
+    for root in roots:
+        for path in sorted(root.rglob("summary.json")):
+            summary = _read(path)
+            if (path.parent != exclude and summary and summary.get("status") == "completed"
+                    and summary.get("config_hash") == config_hash
+                    and "reused_from" not in summary):
+                return path.parent
     return None
 
 
-def find_checkpoint(root: Path, config_hash: str, exclude: Path) -> tuple[Path, int] | None:
-    """The run directory under `root` with the most advanced checkpoint of this config."""
-    best = None
-    for path in root.rglob("checkpoint.json"):
-        meta = _read(path)
-        if (path.parent != exclude and meta and meta["config_hash"] == config_hash
-                and (path.parent / "checkpoint.pt").exists()
-                and (best is None or meta["step"] > best[1])):
-            best = (path.parent, meta["step"])
-    return best
+def find_checkpoints(roots: list[Path], config_hash: str, exclude: Path) -> list[tuple[Path, int]]:
+    """The run directories under `roots` with a checkpoint of this config, and its step:
+    the most advanced first."""
+    found = {}
+    for root in roots:
+        for path in root.rglob("checkpoint.json"):
+            meta = _read(path)
+            if (path.parent != exclude and meta and meta.get("config_hash") == config_hash
+                    and (path.parent / "checkpoint.pt").exists()):
+                found[path.parent.resolve()] = meta["step"]
+    return sorted(found.items(), key=lambda item: -item[1])
 
 
 def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
@@ -57,6 +69,8 @@ def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
         if status == "completed":
             note = f"eval_loss={summary['eval_loss']:.4f}" + (
                 " (reused)" if "reused_from" in summary else "")
+        elif status == "stalled":
+            note = "loss blew up, then stuck at ln(vocab)"
         elif status == "failed":
             note = f"{summary.get('error_type')}: {summary.get('error')}  [{job}]"
         else:
@@ -69,8 +83,47 @@ def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
     return "\n".join([head, *lines]), failed
 
 
+def check_launcher(launcher: DictConfig) -> None:
+    """Launcher settings that would fail only once the sweep has started."""
+    target = launcher._target_.rsplit(".", 1)[-1]
+    if target == "JoblibLauncher" and launcher.n_jobs == 0:
+        raise ConfigError("hydra.launcher.n_jobs=0: must be >= 1 (processes at a time), or "
+                          "negative (-1: one per core)")
+    if target == "SlurmLauncher" and shutil.which("sbatch") is None:
+        raise ConfigError("hydra/launcher=submitit_slurm: no SLURM here (sbatch is not on PATH); "
+                          "allowed on this machine: basic, joblib, submitit_local")
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper expands them (a preset's
+    `hydra.sweeper.params` first, then the command line)."""
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    overrides = parser.parse_overrides([*params, *config.hydra.overrides.task])
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
 class SweepReport(Callback):
-    """After the last job: print every job's outcome; fail the sweep if any job failed."""
+    """Before the first job: check every job's config (a bad value is one line, and no sweep
+    directory). After the last job: print every job's outcome; fail the sweep if any job
+    failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            check_launcher(config.hydra.launcher)
+            jobs = sweep_jobs(config)
+            for number, job in enumerate(jobs):
+                try:
+                    check(apply_variant(typed(compose(config.hydra.job.config_name, job))))
+                except IncompatibleToggles:
+                    continue  # recorded as skipped when the job runs
+                except ConfigError as exc:
+                    swept = [o for o in job if not all(o in other for other in jobs)]
+                    raise ConfigError(f"{exc} (job #{number} of the sweep"
+                                      f"{': ' + ' '.join(swept) if swept else ''})") from None
+        except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+            # Hydra turns a callback's exception into a warning; an exit it lets pass.
+            raise SystemExit(f"ablate: error: {error_line(exc)}") from exc
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         report, failed = sweep_report(Path(config.hydra.sweep.dir))

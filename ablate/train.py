@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from .config import optimizer_class, optimizer_kwargs
-from .data import eval_batches, load_corpus, train_batch
+from .data import check_corpus, eval_batches, load_corpus, train_batch
 from .fused import OptimizerInBackward
 from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
 from .models import build_model, count_params
@@ -52,6 +52,16 @@ def lr_at(step: int, t: DictConfig) -> float:
     return t.lr * factor
 
 
+STALL_TOL = 0.02  # nats from ln(vocab) that count as "predicts the uniform distribution"
+
+
+def stalled(final_loss: float, worst_loss: float, vocab_size: int) -> bool:
+    """A run that blew up (a loss above twice the uniform-prediction value ln(vocab)) and
+    ended stuck at ln(vocab): finite numbers, but nothing learned is left."""
+    uniform = math.log(vocab_size)
+    return abs(final_loss - uniform) < STALL_TOL and worst_loss > 2 * uniform
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -60,6 +70,7 @@ class Trainer:
         reset_peak(self.device)
         set_seed(self.t.seed)
         self.corpus = load_corpus(cfg.task)
+        check_corpus(self.corpus, self.t)
         self.model = build_model(cfg.model, self.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
@@ -152,7 +163,7 @@ class Trainer:
         """Train to `max_steps`; `log` receives each metrics record, `checkpoint` is called
         every `checkpoint_every` steps. Returns the results for the summary."""
         t = self.t
-        status, loss = "completed", float("nan")
+        status, loss, worst = "completed", float("nan"), -math.inf
         bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (t.progress and sys.stderr.isatty()))
         while self.step < t.max_steps:
@@ -164,6 +175,7 @@ class Trainer:
                 status = "diverged"
                 log({"step": self.step + 1, "loss": loss})
                 break
+            worst = max(worst, loss)
             self.train_s += took
             if self.step > t.tgs_warmup_steps:
                 self.timed_steps, self.timed_s = self.timed_steps + 1, self.timed_s + took
@@ -183,6 +195,8 @@ class Trainer:
                       else {"eval_loss": nan, "eval_perplexity": nan, "eval_accuracy": nan})
         if status == "completed":
             log({"step": self.step, **evaluation})
+            if stalled(loss, worst, self.cfg.model.vocab_size):
+                status = "stalled"
         return {
             "status": status, "final_train_loss": loss, **evaluation,
             "peak_memory_gb": peak_bytes(self.device) / GB,
