@@ -356,6 +356,10 @@ def check(cfg: DictConfig) -> None:
     if cfg.task.vocab_size < MIN_VOCAB:
         raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be >= {MIN_VOCAB} (the "
                           "tokenizer's 256 byte tokens and its end-of-text token)")
+    for folder in cfg.resume_from:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"resume_from: {folder} is not a directory (allowed: folders "
+                              "holding earlier runs or sweeps)")
     if "heldout_every" in cfg.task and cfg.task.heldout_every < 2:
         raise ConfigError(f"task.heldout_every={cfg.task.heldout_every}: must be >= 2 (every "
                           "k-th file is held out; the others train)")

@@ -61,8 +61,9 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str]]:
             rows = iter(ds)
             first = next(rows, None)
         except Exception as exc:  # noqa: BLE001 - offline, no such dataset, file or split
+            reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
             raise ConfigError(f"task.path={task.path} (split {split}): cannot be loaded: "
-                              f"{type(exc).__name__}: {first_line(exc)}") from exc
+                              f"{reason}") from exc
         if first is not None and task.text_field not in first:
             raise ConfigError(f"task.text_field={task.text_field}: not a field of {task.path} "
                               f"(its fields: {', '.join(first)})")
@@ -115,6 +116,10 @@ def encode(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
 
 def load_corpus(task: DictConfig) -> Corpus:
     train_texts, heldout_texts = stdlib_texts(task) if "include" in task else hub_texts(task)
+    for split, texts in (("training", train_texts), ("held-out", heldout_texts)):
+        if not any(text.strip() for text in texts):
+            raise ConfigError(f"task {task.name}: the {split} split holds no text (check the "
+                              "task's files: task.include, or task.path and task.data_files)")
     digest = hashlib.sha256(str(task.vocab_size).encode())
     for text in train_texts + [EOT] + heldout_texts:
         digest.update(text.encode("utf-8", errors="replace"))

@@ -19,10 +19,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import ConfigError, IncompatibleToggles, apply_variant, check, error_line, typed
+from .data import check_corpus, load_corpus
 
 
 def _read(path: Path) -> dict | None:
@@ -104,17 +105,22 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
 
 
 class SweepReport(Callback):
-    """Before the first job: check every job's config (a bad value is one line, and no sweep
-    directory). After the last job: print every job's outcome; fail the sweep if any job
+    """Before the first job: check every job's config and data (a bad value is one line, and
+    no sweep directory). After the last job: print every job's outcome; fail the sweep if any job
     failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             check_launcher(config.hydra.launcher)
-            jobs = sweep_jobs(config)
+            jobs, corpora = sweep_jobs(config), {}
             for number, job in enumerate(jobs):
                 try:
-                    check(apply_variant(typed(compose(config.hydra.job.config_name, job))))
+                    cfg = apply_variant(typed(compose(config.hydra.job.config_name, job)))
+                    check(cfg)
+                    task = json.dumps(OmegaConf.to_container(cfg.task, resolve=True))
+                    if task not in corpora:
+                        corpora[task] = load_corpus(cfg.task)
+                    check_corpus(corpora[task], cfg.trainer)
                 except IncompatibleToggles:
                     continue  # recorded as skipped when the job runs
                 except ConfigError as exc:

@@ -1,0 +1,206 @@
+"""Every bad input of `python -m ablate` (single run and -m), `ablate.rerun` and `ablate.report`:
+exit status 1, one line on stderr naming the key or value and what is allowed, no traceback,
+and no new file anywhere under the working directory (a rejected run leaves no directory).
+
+Rows run in this process (the same entry functions `python -m` calls), except those marked
+`SUBPROCESS`, which start the real command as a user would."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import ablate, run_in_process
+
+SUBPROCESS = "subprocess"
+HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+# (module, arguments, what the line must say[, SUBPROCESS]). In the arguments, {run} is a
+# completed tiny run, {tmp} a folder of prepared bad files, {file} a regular file.
+ROWS = [
+    # -------------------------------------------------- python -m ablate: types and keys
+    ("ablate", ["trainer.max_steps=abc"], "trainer.max_steps=abc"),
+    ("ablate", ["trainer.warmup_steps=1.5"], "trainer.warmup_steps=1.5"),
+    ("ablate", ["trainer.lr=abc"], "trainer.lr=abc"),
+    ("ablate", ["toggles.fused_backward=maybe"], "toggles.fused_backward=maybe"),
+    ("ablate", ["resume=maybe"], "resume=maybe"),
+    ("ablate", ["resume_from=/x"], "resume_from=/x"),
+    ("ablate", ["trainer.device=gpu"], "expected one of [auto, cpu, cuda]"),
+    ("ablate", ["trainer.precision=fp8"], "expected one of [fp32, bf16]"),
+    ("ablate", ["trainer.schedule=exp"], "expected one of [cosine, linear, constant]"),
+    ("ablate", ["logger.wandb.mode=bogus"], "expected one of [offline, online, disabled]"),
+    ("ablate", ["optimizer=nope"], "allowed optimizer options: adalomo, adamw"),
+    ("ablate", ["model=nope"], "allowed model options: gpt2_large"),
+    ("ablate", ["toggles=nope"], "allowed toggles options: all"),
+    ("ablate", ["+ablation=nope"], "allowed ablation options: adalomo_adaptive_lr"),
+    ("ablate", ["hydra/launcher=nope"], "allowed hydra/launcher options: basic"),
+    ("ablate", ["nonsense"], "Error parsing override 'nonsense'"),
+    ("ablate", ["trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
+    ("ablate", ["+trainer.foo=1"], "trainer.foo: unknown key (allowed under trainer: max_steps",
+     SUBPROCESS),
+    ("ablate", ["+foo=1"], "foo: unknown key (allowed under the top level: outputs_dir"),
+    ("ablate", ["+optimizer.foo=1"], "optimizer.foo: unknown key (allowed under optimizer: name"),
+    ("ablate", ["+model.z=1"], "model.z: unknown key"),
+    ("ablate", ["optimizer.betas=[0.9]"], "optimizer.betas=[0.9]: must be a list of 2 numbers"),
+    ("ablate", ["optimizer=adalomo", "optimizer.eps=[1e-30]"], "optimizer.eps=[1e-30]: must be a"),
+    # -------------------------------------------------- ranges and non-finite numbers
+    ("ablate", ["trainer.seed=-1"], "trainer.seed=-1: must be in [0, 2**32 - 1]"),
+    ("ablate", ["trainer.lr=inf"], "trainer.lr=inf: must be a finite number"),
+    ("ablate", ["trainer.lr=-inf"], "trainer.lr=-inf: must be a finite number"),
+    ("ablate", ["trainer.clip_grad_norm=nan"], "trainer.clip_grad_norm=nan: must be a finite"),
+    ("ablate", ["optimizer.eps=nan"], "optimizer.eps=nan: must be a finite number"),
+    ("ablate", ["trainer.min_lr_ratio=2"], "trainer.min_lr_ratio=2.0: must be in [0, 1]"),
+    ("ablate", ["trainer.lr=0"], "trainer.lr=0.0: must be > 0"),
+    ("ablate", ["trainer.batch_size=0"], "trainer.batch_size=0: must be > 0"),
+    ("ablate", ["trainer.max_steps=-1"], "trainer.max_steps=-1: must be >= 0"),
+    ("ablate", ["trainer.checkpoint_every=-5"], "trainer.checkpoint_every=-5: must be >= 0"),
+    ("ablate", ["trainer.seq_len=100000"], "trainer.seq_len=100000: must be <= model.max_seq_len"),
+    ("ablate", ["model.max_seq_len=-1"], "model.max_seq_len=-1: must be > 0"),
+    ("ablate", ["model.hidden_size=65"], "model.hidden_size=65: must be divisible by"),
+    ("ablate", ["model.arch=bert"], "model.arch=bert: allowed are llama, gpt2"),
+    ("ablate", ["task.vocab_size=10"], "task.vocab_size=10: must be >= 257"),
+    ("ablate", ["task.heldout_every=0"], "task.heldout_every=0: must be >= 2"),
+    ("ablate", ["task.heldout_every=1"], "task.heldout_every=1: must be >= 2"),
+    ("ablate", ["trainer.grad_accum_steps=2", "trainer.clip_grad_norm=1"],
+     "needs trainer.grad_accum_steps=1"),
+    ("ablate", ["optimizer.weight_decay=-1"], "optimizer=adamw: Invalid weight_decay value"),
+    ("ablate", ["toggles=no_nmf"], "toggle toggles.nmf is not supported by optimizer=adamw"),
+    ("ablate", ["optimizer=galore_adamw", "optimizer.rank=0"], "rank=0: must be > 0"),
+    ("ablate", ["optimizer=galore_adamw", "optimizer.rank=1000"], "rank=1000: must be <="),
+    ("ablate", ["optimizer=galore_adamw", "optimizer.target_modules=[zzz]"],
+     "optimizer.target_modules=['zzz']: matches no 2-D weight of model llama_tiny (its weights: "),
+    ("ablate", ["+ablation=galore_rank", "ablation.variant=x"],
+     "ablation.variant=x: allowed are none (preset galore_rank has no variants)"),
+    ("ablate", ["resume_from=[{tmp}/nowhere]"], "resume_from: "),
+    # -------------------------------------------------- data and paths
+    ("ablate", ["trainer.eval_batches=100000"],
+     "trainer.eval_batches=100000: the held-out split has"),
+    ("ablate", ["task.include=[nothing*.zz]"], "task.include=['nothing*.zz']: matches no file"),
+    ("ablate", ["task=pretrain_hub_wikitext103", "task.path=json",
+                "task.data_files={tmp}/missing.json"], "task.path=json (split train): cannot be"),
+    ("ablate", ["task=pretrain_hub_wikitext103", "task.path=json", "task.data_files={tmp}/empty.json",
+                "task.train_split=train", "task.eval_split=train"], "cannot be loaded: StopIteration"),
+    ("ablate", ["task=pretrain_hub_wikitext103", "task.path=json", "task.data_files={tmp}/blank.json",
+                "task.train_split=train", "task.eval_split=train"],
+     "task pretrain_hub_wikitext103: the training split holds no text"),
+    ("ablate", ["task=pretrain_hub_wikitext103"], "task.path=wikitext (split train): cannot be",
+     SUBPROCESS),
+    ("ablate", ["outputs_dir=/proc/nope"], "outputs_dir: cannot write the run directory"),
+    ("ablate", ["outputs_dir={file}"], "outputs_dir: cannot write the run directory"),
+    # -------------------------------------------------- python -m ablate -m (sweeps)
+    ("ablate", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
+     "hydra.launcher.n_jobs=0: must be >= 1", SUBPROCESS),
+    ("ablate", ["-m", "+ablation=galore_rank", "ablation.variant=x"],
+     "ablation.variant=x: allowed are none"),
+    ("ablate", ["-m", "trainer.seed=0,-1"],
+     "trainer.seed=-1: must be in [0, 2**32 - 1] (job #1 of the sweep: trainer.seed=-1)"),
+    ("ablate", ["-m", "trainer.lr=1e-3,inf"], "trainer.lr=inf: must be a finite number"),
+    ("ablate", ["-m", "trainer.eval_batches=2,100000"], "trainer.eval_batches=100000: the held"),
+    ("ablate", ["-m", "+trainer.foo=1"], "trainer.foo: unknown key"),
+    ("ablate", ["-m", "trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
+    ("ablate", ["-m", "optimizer=adamw,nope"], "allowed optimizer options"),
+    ("ablate", ["-m", "optimizer=galore_adamw", "optimizer.rank=4,1000"], "rank=1000: must be"),
+    ("ablate", ["-m", "outputs_dir=/proc/nope"], "outputs_dir: cannot write the run directory"),
+    # -------------------------------------------------- python -m ablate.rerun
+    ("ablate.rerun", [], "usage: python -m ablate.rerun RUN_DIR"),
+    ("ablate.rerun", ["{tmp}/missing"], "config.yaml not found (RUN_DIR must be a job's"),
+    ("ablate.rerun", ["{tmp}/corrupt"], "config.yaml: not readable as YAML", SUBPROCESS),
+    ("ablate.rerun", ["{tmp}/binary"], "config.yaml: not readable as YAML"),
+    ("ablate.rerun", ["{tmp}/listed"], "config.yaml: not a job's config (a mapping with"),
+    ("ablate.rerun", ["{run}", "trainer.foo=1"], "trainer.foo"),
+    ("ablate.rerun", ["{run}", "+trainer.foo=1"], "trainer.foo: Key 'foo' not in 'TrainerConfig'"),
+    ("ablate.rerun", ["{run}", "trainer.lr=abc"], "trainer.lr: Value 'abc'"),
+    ("ablate.rerun", ["{run}", "trainer.seed=-1"], "trainer.seed=-1: must be in"),
+    ("ablate.rerun", ["{run}", "optimizer=sgd"], "optimizer=sgd: a rerun keeps the saved config"),
+    ("ablate.rerun", ["{run}", "trainer.eval_batches=100000"], "trainer.eval_batches=100000"),
+    ("ablate.rerun", ["{run}", "outputs_dir=/proc/nope"], "outputs_dir: cannot write"),
+    # -------------------------------------------------- python -m ablate.report
+    ("ablate.report", [], "the following arguments are required: sweep_dir"),
+    ("ablate.report", ["{tmp}/missing"], "is not a directory"),
+    ("ablate.report", ["{tmp}/cut"], "summary.json: not readable as JSON"),
+    ("ablate.report", ["{tmp}/empty"], "summary.json: not a job summary (a JSON object with"),
+    ("ablate.report", ["{tmp}/list"], "summary.json: not a job summary", SUBPROCESS),
+    ("ablate.report", ["{tmp}/nothing"], "no job (summary.json or .hydra/) under"),
+    ("ablate.report", ["{run}", "--out", "/proc/nope"], "(--out /proc/nope must be a writable"),
+    ("ablate.report", ["{run}", "--out", "{file}"], "must be a writable directory"),
+    ("ablate.report", ["{run}", "--loss-target", "abc"], "--loss-target: invalid float value"),
+    ("ablate.report", ["{run}", "--loss-target", "-1"], "--loss-target -1.0: must be a loss > 0"),
+    ("ablate.report", ["{run}", "--loss-target", "nan"], "--loss-target nan: must be a loss > 0"),
+    ("ablate.report", ["{run}", "--baseline", "zzz"], "--baseline 'zzz' matches no variant"),
+    ("ablate.report", ["{run}", "--bogus"], "unrecognized arguments: --bogus"),
+]
+if shutil.which("sbatch") is None:
+    ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],
+                 "hydra/launcher=submitit_slurm: no SLURM here"))
+
+
+@pytest.fixture(scope="module")
+def no_progress_bars():
+    """`datasets` draws a progress bar on stderr while it reads a local file: not an error."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    yield
+    datasets.enable_progress_bars()
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, cache_dir, no_progress_bars):
+    """A completed tiny run, and bad files of every kind the rows name."""
+    root = tmp_path_factory.mktemp("prepared")
+    tiny = tiny_overrides(cache_dir)
+    code, _, err = run_in_process(root, *tiny, "trainer.max_steps=1")
+    assert code == 0, err
+    (run,) = (root / "outputs" / "runs").glob("*/*")
+    bad = root / "bad"
+    for name, text in [("corrupt", "optimizer: {name: [\n"), ("listed", "[1, 2]\n")]:
+        (bad / name / ".hydra").mkdir(parents=True)
+        (bad / name / ".hydra" / "config.yaml").write_text(text)
+    (bad / "binary" / ".hydra").mkdir(parents=True)
+    (bad / "binary" / ".hydra" / "config.yaml").write_bytes(bytes(range(128, 256)))
+    for name, text in [("cut", '{"status": "compl'), ("empty", "{}"), ("list", "[1]")]:
+        (bad / name / "0").mkdir(parents=True)
+        shutil.copy(run / "metrics.jsonl", bad / name / "0")
+        (bad / name / "0" / "summary.json").write_text(text)
+    (bad / "nothing").mkdir()
+    (bad / "empty.json").write_text("")
+    (bad / "blank.json").write_text('{"text": ""}\n{"text": "  "}\n')
+    (bad / "file").write_text("a file, not a directory\n")
+    return {"run": run, "tmp": bad, "file": bad / "file"}
+
+
+def tiny_overrides(cache_dir: str) -> list[str]:
+    from conftest import TINY
+
+    return [*TINY, f"task.cache_dir={cache_dir}"]
+
+
+def files_under(*roots: Path) -> set[Path]:
+    return {p for root in roots for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r[0]} {' '.join(r[1])}" for r in ROWS])
+def test_bad_input_is_one_line_before_anything_is_written(row, prepared, cache_dir, tmp_path):
+    module, args, expected, *how = row
+    args = [a.format(**prepared) for a in args]
+    if module == "ablate":  # the tiny settings keep a row that wrongly trains short
+        flags = [a for a in args if a == "-m"]
+        args = [*flags, *tiny_overrides(cache_dir), *[a for a in args if a != "-m"]]
+    (tmp_path / "hf").mkdir()  # an empty Hugging Face cache: the hub task cannot load
+    before = files_under(tmp_path, prepared["run"].parents[2])
+    if how == [SUBPROCESS]:
+        result = ablate(tmp_path, *args, module=module, check=False,
+                        env={**HUB_OFFLINE, "HF_HOME": str(tmp_path / "hf")})
+        code, err = result.returncode, result.stderr
+    else:
+        code, _, err = run_in_process(tmp_path, *args, module=module)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith(("ablate: error: ", f"{module}: error: ", "usage: "))
+    assert expected in lines[0]
+    assert files_under(tmp_path, prepared["run"].parents[2]) == before
