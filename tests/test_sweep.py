@@ -16,7 +16,8 @@ import yaml
 from ablate.config import ConfigError, apply_variant, check, compose, config_dir, typed
 from ablate.job import is_baseline
 from ablate.plan import jobs
-from conftest import ablate, losses
+from ablate import train
+from conftest import ablate, losses, run_in_process
 
 CONF = config_dir()
 
@@ -34,19 +35,26 @@ def sweep_args(tiny_args):
     return [*tiny_args, "logger.wandb.mode=disabled"]
 
 
-def test_failing_job_is_recorded_and_the_others_complete(tmp_path, sweep_args):
-    # A held-out split too small for 10^5 eval batches: the job trains, then fails to evaluate.
-    result = ablate(tmp_path, "-m", *sweep_args, "trainer.eval_batches=100000,2",
-                    "trainer.max_steps=2", check=False)
-    assert result.returncode == 1
+def test_failing_job_is_recorded_and_the_others_complete(tmp_path, sweep_args, monkeypatch):
+    # Job #0 (seed 1) raises at its second step; the sweep runs in this process to inject it.
+    real = train.Trainer.train_step
+
+    def train_step(self):
+        if self.t.seed == 1 and self.step == 1:
+            raise ValueError("injected at step 1")
+        return real(self)
+    monkeypatch.setattr(train.Trainer, "train_step", train_step)
+    code, out, err = run_in_process(tmp_path, "-m", *sweep_args, "trainer.seed=1,0",
+                                    "trainer.max_steps=2")
+    assert code == 1
     (sweep,) = sweep_dirs(tmp_path)
     jobs = summaries(sweep)
     assert jobs[0]["status"] == "failed" and jobs[0]["error_type"] == "ValueError"
-    assert "held-out split has" in jobs[0]["error"]
+    assert jobs[0]["error"] == "injected at step 1"
     assert "ValueError" in (sweep / "0" / "traceback.txt").read_text()
     assert jobs[1]["status"] == "completed"
-    assert "1 job(s) failed" in result.stderr and "#0 failed" in result.stderr
-    assert "1 completed, 1 failed" in result.stdout
+    assert "1 job(s) failed" in err and "#0 failed" in err
+    assert "1 completed, 1 failed" in out
 
 
 def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):

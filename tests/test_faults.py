@@ -1,0 +1,147 @@
+"""Faults that lose nothing: resume from wherever earlier work was written, unreadable
+checkpoints set aside, write failures recorded, runs stuck after a blow-up marked."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from ablate import job, train
+from ablate.job import run_job
+from ablate.report import report
+from conftest import TINY, losses, run_in_process
+
+
+@pytest.fixture
+def sweep(tmp_path, cache_dir):
+    """`python -m ablate -m ARGS` (tiny settings) in tmp_path, in this process: exit status
+    and stdout."""
+    def run(*args: str) -> tuple[int, str]:
+        code, out, err = run_in_process(tmp_path, "-m", *TINY, f"task.cache_dir={cache_dir}",
+                                        "trainer.max_steps=3", *args)
+        return code, out + err
+    return run
+
+
+def summaries(sweep_dir: Path) -> list[dict]:
+    return [json.loads((sweep_dir / str(i) / "summary.json").read_text())
+            for i in range(len(list(sweep_dir.glob("*/summary.json"))))]
+
+
+def test_resume_finds_a_sweep_written_outside_outputs_dir(sweep, tmp_path):
+    first, second = tmp_path / "elsewhere" / "first", tmp_path / "elsewhere" / "second"
+    code, out = sweep("trainer.seed=0,1", f"hydra.sweep.dir={first}")
+    assert code == 0 and out.count("resume: no earlier work of config") == 2
+    code, out = sweep("trainer.seed=0,1", f"hydra.sweep.dir={second}")  # same parent
+    assert code == 0 and out.count("resume: reused the completed run") == 2
+    assert [s["reused_from"] for s in summaries(second)] == [str(first / "0"), str(first / "1")]
+    assert losses(second / "1") == losses(first / "1")
+    # Anywhere else, named by resume_from.
+    third = tmp_path / "third"
+    code, out = sweep("trainer.seed=0", f"hydra.sweep.dir={third}", f"resume_from=[{first}]")
+    assert code == 0 and summaries(third)[0]["reused_from"] == str(first / "0")
+    assert not (tmp_path / "outputs").exists()  # outputs_dir never held any of them
+
+
+def test_checkpoint_and_log_settings_keep_the_config(sweep, tmp_path):
+    """Turning checkpoints on (or logging more often) for a config that ran without them is
+    the same config: same hash, same label, reused."""
+    sweep("trainer.seed=0", "trainer.checkpoint_every=0")
+    code, out = sweep("trainer.seed=0", "trainer.checkpoint_every=2", "trainer.log_interval=2",
+                      "trainer.eval_interval=1")
+    first, second = sorted((tmp_path / "outputs" / "multirun").glob("*/*"))
+    before, after = summaries(first)[0], summaries(second)[0]
+    assert after["config_hash"] == before["config_hash"]
+    assert after["variant"] == before["variant"]
+    assert after["reused_from"] == str(first / "0") and "resume: reused" in out
+
+
+def fail_at(monkeypatch, step: int) -> None:
+    """The job raises when it reaches `step` (after the checkpoints before it)."""
+    real = train.Trainer.train_step
+
+    def train_step(self):
+        if self.step == step:
+            raise RuntimeError(f"killed at step {step}")
+        return real(self)
+    monkeypatch.setattr(train.Trainer, "train_step", train_step)
+
+
+def test_unreadable_checkpoint_is_set_aside_and_the_next_good_one_used(
+        tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg("trainer.checkpoint_every=2")
+    run_job(cfg, tmp_path / "uninterrupted", [])
+    with monkeypatch.context() as patch:
+        fail_at(patch, 3)
+        with pytest.raises(RuntimeError):
+            run_job(cfg, tmp_path / "earlier" / "a", [])  # a good checkpoint at step 2
+        fail_at(patch, 5)
+        with pytest.raises(RuntimeError):
+            run_job(cfg, tmp_path / "earlier" / "b", [])  # at step 4, then cut short:
+    broken = tmp_path / "earlier" / "b" / "checkpoint.pt"
+    broken.write_bytes(broken.read_bytes()[:1000])
+
+    with pytest.warns(UserWarning, match=re.escape(f"cannot read checkpoint {broken} ")):
+        summary = run_job(cfg, tmp_path / "resumed", [], resume_from=[tmp_path / "earlier"])
+    assert summary["status"] == "completed"
+    assert summary["resumed_from"] == {"run_dir": str(tmp_path / "earlier" / "a"), "step": 2}
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "uninterrupted")
+    assert not broken.exists() and broken.with_suffix(".pt.unreadable").exists()  # set aside
+
+
+def test_write_failure_mid_job_is_recorded_and_loses_nothing_earlier(
+        tiny_cfg, tmp_path, monkeypatch):
+    """A full disk at the second checkpoint: the job is failed with the reason, the first
+    checkpoint and the logged metrics are intact, no partial file is left."""
+    real_save, saves = torch.save, []
+
+    def save(obj, path):
+        saves.append(path)
+        if len(saves) == 2:
+            Path(path).write_bytes(b"half a checkpoint")  # what a full disk leaves
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, path)
+    monkeypatch.setattr(job.torch, "save", save)
+    with pytest.raises(OSError):
+        run_job(tiny_cfg("trainer.checkpoint_every=2"), tmp_path, [])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error_type"] == "OSError"
+    assert "No space left on device" in summary["error"]
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 2
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert len(losses(tmp_path)) == 4  # steps 1-4 logged before the failing checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
+
+
+def test_sweep_goes_on_after_a_job_fails_to_write(sweep, tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def save(obj, path):  # the first checkpoint (job #0's) fails; the disk then has room
+        monkeypatch.setattr(job.torch, "save", real_save)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(job.torch, "save", save)
+    code, out = sweep("trainer.seed=0,1", "trainer.checkpoint_every=2")
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    failed, done = summaries(sweep_dir)
+    assert failed["status"] == "failed" and "No space left on device" in failed["error"]
+    assert done["status"] == "completed"
+    assert code == 1 and "ablate: 1 job(s) failed" in out
+
+
+def test_run_stuck_at_uniform_loss_after_a_blow_up_is_stalled(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("optimizer=sgd", "trainer.lr=3", "trainer.schedule=constant",
+                   "trainer.warmup_steps=0", "trainer.max_steps=30")
+    summary = run_job(cfg, tmp_path / "0", [])
+    curve = losses(tmp_path / "0")
+    assert max(curve) > 2 * math.log(512)  # it blew up ...
+    assert summary["final_train_loss"] == pytest.approx(math.log(512), abs=0.02)  # ... and stuck
+    assert summary["status"] == "stalled"
+    run_job(tiny_cfg("optimizer=sgd"), tmp_path / "1", [])
+    text = report(tmp_path, tmp_path / "report")
+    assert "1 stalled" in text and "stalled: loss blew up, then stuck at ln(vocab)" in text
