@@ -79,11 +79,12 @@ def remove_rejected_run(run_dir: Path, outputs_dir: Path, job_name: str) -> None
 
 def resume_roots(cfg: DictConfig, hc) -> list[Path] | None:
     """Where a sweep's jobs look for earlier work of their config: `outputs_dir`, the
-    folder holding this sweep's directory, and every `resume_from` path."""
+    folder holding this sweep's directory, and every `resume_from` path (each folder once)."""
     if not cfg.resume:
         return None
-    roots = [Path(cfg.outputs_dir), Path(hc.sweep.dir).parent, *map(Path, cfg.resume_from)]
-    return list(dict.fromkeys(root.resolve() for root in roots))
+    roots = {Path(p).resolve() for p in [cfg.outputs_dir, Path(hc.sweep.dir).parent,
+                                          *cfg.resume_from]}
+    return sorted(root for root in roots if not any(other in root.parents for other in roots))
 
 
 def one_line_summary(s: dict, run_dir: Path) -> str:

@@ -321,14 +321,11 @@ def _check_against_schema(node: DictConfig, path: str = "") -> None:
             known = ", ".join(k for k in hints if not k.startswith("_"))
             where = path.rstrip(".") or "the top level"
             raise ConfigError(f"{name}: unknown key (allowed under {where}: {known})")
-        hint = hints.get(key)
-        value = node._get_node(key)._value()
-        if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
-            size = len(typing.get_args(hint))
-            if len(value) != size:
-                raise ConfigError(f"{name}={list(value)}: must be a list of {size} numbers")
-        if isinstance(node.get(key), DictConfig):
-            _check_against_schema(node[key], f"{name}.")
+        value, size = node.get(key), len(typing.get_args(hints.get(key)))
+        if typing.get_origin(hints.get(key)) is tuple and len(value) != size:
+            raise ConfigError(f"{name}={list(value)}: must be a list of {size} numbers")
+        if isinstance(value, DictConfig):
+            _check_against_schema(value, f"{name}.")
 
 
 def _check_finite(tree, path: str = "") -> None:
