@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .config import (ConfigError, IncompatibleToggles, apply_variant, check, config_dir,
                      error_line, first_line, register_configs, typed)
 from .job import record, run_job
+from .tune import decide
 
 register_configs()
 
@@ -47,7 +48,15 @@ def main(cfg: DictConfig) -> float:
         try:
             cfg = apply_variant(typed(cfg))
             check(cfg)
-            summary = run_job(cfg, run_dir, overrides, sweep, resume_from=resume_roots(cfg, hc))
+            roots = resume_roots(cfg, hc)
+            tuning = None
+            if cfg.tune is not None:
+                runs, tuning = decide(cfg, [Path(hc.sweep.dir), *(roots or [])])
+                if not runs:
+                    record(cfg, run_dir, overrides, sweep, "skipped", reason=tuning["reason"],
+                           tuning=tuning)
+                    return math.nan
+            summary = run_job(cfg, run_dir, overrides, sweep, roots, tuning)
         except IncompatibleToggles as exc:
             record(cfg, run_dir, overrides, sweep, "skipped", reason=str(exc))
             return math.nan
@@ -58,7 +67,7 @@ def main(cfg: DictConfig) -> float:
                            error_type=type(exc).__name__, error=first_line(exc))
             return math.nan
     print(one_line_summary(summary, run_dir), flush=True)
-    return summary["eval_loss"]
+    return summary["val_loss"]
 
 
 def remove_rejected_run(run_dir: Path, outputs_dir: Path, job_name: str) -> None:
@@ -90,8 +99,9 @@ def resume_roots(cfg: DictConfig, hc) -> list[Path] | None:
 def one_line_summary(s: dict, run_dir: Path) -> str:
     if s["status"] != "completed":
         return f"{s['status']}: {s['variant']} after {s['steps']} steps | {run_dir}"
-    return (f"completed: {s['variant']} seed={s['seed']} | eval_loss={s['eval_loss']:.4f} "
-            f"eval_perplexity={s['eval_perplexity']:.2f} eval_accuracy={s['eval_accuracy']:.4f} | "
+    return (f"completed: {s['variant']} seed={s['seed']} lr={s['peak_lr']:.4g} | "
+            f"val_loss={s['val_loss']:.4f} test_loss={s['test_loss']:.4f} "
+            f"test_perplexity={s['test_perplexity']:.2f} test_accuracy={s['test_accuracy']:.4f} | "
             f"peak_memory_gb={s['peak_memory_gb']:.3f} optimizer_state_gb="
             f"{s['optimizer_state_gb']:.4f} | tgs={s['tgs']:.0f} | {run_dir}")
 

@@ -29,11 +29,13 @@ from .config import NOT_IN_HASH, config_hash, first_line, optimizer_class, parse
 from .sweep import find_checkpoints, find_completed
 from .tracking import WandbRun, fit
 
-# Overrides that do not make a variant: the seed (runs that differ only in it are
-# aggregated), what the resolved config shows anyway (optimizer name, toggles, the preset's
-# variant), and the keys that do not change what is trained (NOT_IN_HASH).
-NOT_IN_VARIANT = {"optimizer", "trainer.seed", *NOT_IN_HASH}
-ROOTS_NOT_IN_VARIANT = {"toggles", "ablation", "hydra", *(k for k in NOT_IN_HASH if "." not in k)}
+# Overrides that do not make a variant: the seed and a tuned sweep's lr factor (runs that
+# differ only in them are one variant: the report aggregates seeds and chooses the lr), what
+# the resolved config shows anyway (optimizer name, toggles, the preset's variant), and the
+# keys that do not change what is trained (NOT_IN_HASH).
+NOT_IN_VARIANT = {"optimizer", "trainer.seed", "trainer.lr_factor", *NOT_IN_HASH}
+ROOTS_NOT_IN_VARIANT = {"toggles", "ablation", "tune", "hydra",
+                        *(k for k in NOT_IN_HASH if "." not in k)}
 
 
 def _json_safe(value):
@@ -98,6 +100,7 @@ def describe(cfg: DictConfig, overrides: list[str], sweep: str | None = None) ->
         "model": cfg.model.name,
         "task": cfg.task.name,
         "seed": cfg.trainer.seed,
+        "lr_factor": cfg.trainer.lr_factor,
         "overrides": list(overrides),
         "config_hash": config_hash(cfg),
     }
@@ -113,7 +116,7 @@ def record(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | No
 
 
 def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | None = None,
-            resume_from: list[Path] | None = None) -> dict:
+            resume_from: list[Path] | None = None, tuning: dict | None = None) -> dict:
     """Train one config into `run_dir`; the summary is written even when training raises
     (then the exception is re-raised after it is recorded). With `resume_from` (folders), a
     completed run of the same config under them is reused, else the most advanced readable
@@ -122,6 +125,8 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
     from .train import Trainer  # transformers loads only when a job runs
 
     summary = {"status": "failed", **describe(cfg, overrides, sweep)}
+    if tuning is not None:
+        summary["tuning"] = tuning
     checkpoints = []
     if resume_from is not None:
         done = find_completed(resume_from, summary["config_hash"], exclude=run_dir)
@@ -144,10 +149,11 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     # job_type groups a variant's seeds; tags filter by optimizer and toggle (`nmf=false`).
     label = fit(summary["variant"])
+    lr_part = f" lr_factor={cfg.trainer.lr_factor:g}" if cfg.tune is not None else ""
     toggle_tags = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
                    for k, v in summary["toggles"].items()]
     wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved, group=sweep,
-                         name=f"{label} seed={cfg.trainer.seed}", job_type=label,
+                         name=f"{label}{lr_part} seed={cfg.trainer.seed}", job_type=label,
                          tags=[cfg.optimizer.name, *toggle_tags])
     summary["wandb_file"] = wandb_run.file
     began = time.perf_counter()

@@ -45,6 +45,15 @@ def find_completed(roots: list[Path], config_hash: str, exclude: Path) -> Path |
     return None
 
 
+def find_outcome(roots: list[Path], config_hash: str) -> dict | None:
+    """The summary of a finished (completed, else stalled or diverged) job of this config
+    under any of `roots`."""
+    found = [summary for root in roots for path in sorted(root.rglob("summary.json"))
+             if (summary := _read(path)) and summary.get("config_hash") == config_hash
+             and summary.get("status") in ("completed", "stalled", "diverged")]
+    return min(found, key=lambda s: s["status"] != "completed", default=None)
+
+
 def find_checkpoints(roots: list[Path], config_hash: str, exclude: Path) -> list[tuple[Path, int]]:
     """The run directories under `roots` with a checkpoint of this config, and its step:
     the most advanced first."""
@@ -68,7 +77,7 @@ def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
         status = summary["status"]
         counts[status] += 1
         if status == "completed":
-            note = f"eval_loss={summary['eval_loss']:.4f}" + (
+            note = f"test_loss={summary['test_loss']:.4f}" + (
                 " (reused)" if "reused_from" in summary else "")
         elif status == "stalled":
             note = "loss blew up, then stuck at ln(vocab)"

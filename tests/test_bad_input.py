@@ -15,6 +15,8 @@ import pytest
 from conftest import ablate, run_in_process
 
 SUBPROCESS = "subprocess"
+JSON_TASK = ["task=pretrain_hub_wikitext103", "task.path=json", "task.train_split=train",
+             "task.val_split=train", "task.test_split=train"]
 HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
@@ -77,15 +79,13 @@ ROWS = [
     ("ablate", ["resume_from=[{tmp}/nowhere]"], "resume_from: "),
     # -------------------------------------------------- data and paths
     ("ablate", ["trainer.eval_batches=100000"],
-     "trainer.eval_batches=100000: the held-out split has"),
+     "trainer.eval_batches=100000: the val split has"),
     ("ablate", ["task.include=[nothing*.zz]"], "task.include=['nothing*.zz']: matches no file"),
-    ("ablate", ["task=pretrain_hub_wikitext103", "task.path=json",
-                "task.data_files={tmp}/missing.json"], "task.path=json (split train): cannot be"),
-    ("ablate", ["task=pretrain_hub_wikitext103", "task.path=json", "task.data_files={tmp}/empty.json",
-                "task.train_split=train", "task.eval_split=train"], "cannot be loaded: StopIteration"),
-    ("ablate", ["task=pretrain_hub_wikitext103", "task.path=json", "task.data_files={tmp}/blank.json",
-                "task.train_split=train", "task.eval_split=train"],
-     "task pretrain_hub_wikitext103: the training split holds no text"),
+    ("ablate", [*JSON_TASK, "task.data_files={tmp}/missing.json"],
+     "task.path=json (split train): cannot be loaded"),
+    ("ablate", [*JSON_TASK, "task.data_files={tmp}/empty.json"], "cannot be loaded: StopIteration"),
+    ("ablate", [*JSON_TASK, "task.data_files={tmp}/blank.json"],
+     "task pretrain_hub_wikitext103: the train split holds no text"),
     ("ablate", ["task=pretrain_hub_wikitext103"], "task.path=wikitext (split train): cannot be",
      SUBPROCESS),
     ("ablate", ["outputs_dir=/proc/nope"], "outputs_dir: cannot write the run directory"),
@@ -98,7 +98,7 @@ ROWS = [
     ("ablate", ["-m", "trainer.seed=0,-1"],
      "trainer.seed=-1: must be in [0, 2**32 - 1] (job #1 of the sweep: trainer.seed=-1)"),
     ("ablate", ["-m", "trainer.lr=1e-3,inf"], "trainer.lr=inf: must be a finite number"),
-    ("ablate", ["-m", "trainer.eval_batches=2,100000"], "trainer.eval_batches=100000: the held"),
+    ("ablate", ["-m", "trainer.eval_batches=2,100000"], "trainer.eval_batches=100000: the val"),
     ("ablate", ["-m", "+trainer.foo=1"], "trainer.foo: unknown key"),
     ("ablate", ["-m", "trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
     ("ablate", ["-m", "optimizer=adamw,nope"], "allowed optimizer options"),
