@@ -172,8 +172,14 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
             def checkpoint() -> None:
                 tmp = run_dir / "checkpoint.pt.tmp"
                 try:
-                    torch.save(trainer.state_dict(), tmp)
+                    with open(tmp, "wb") as f:  # closed at once on a failure: its space freed
+                        torch.save(trainer.state_dict(), f)
                     tmp.replace(run_dir / "checkpoint.pt")
+                except RuntimeError as exc:  # how torch's writer reports a full disk
+                    tmp.unlink(missing_ok=True)
+                    raise OSError(f"cannot write {tmp}: {first_line(exc)} (its disk has "
+                                  f"{shutil.disk_usage(run_dir).free} bytes free without it)"
+                                  ) from exc
                 finally:
                     tmp.unlink(missing_ok=True)
                 write_json(run_dir / "checkpoint.json",

@@ -101,12 +101,12 @@ def test_write_failure_mid_job_is_recorded_and_loses_nothing_earlier(
     checkpoint and the logged metrics are intact, no partial file is left."""
     real_save, saves = torch.save, []
 
-    def save(obj, path):
-        saves.append(path)
+    def save(obj, file):
+        saves.append(obj["step"])
         if len(saves) == 2:
-            Path(path).write_bytes(b"half a checkpoint")  # what a full disk leaves
+            file.write(b"half a checkpoint")  # what a full disk leaves
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, path)
+        real_save(obj, file)
     monkeypatch.setattr(job.torch, "save", save)
     with pytest.raises(OSError):
         run_job(tiny_cfg("trainer.checkpoint_every=2"), tmp_path, [])
@@ -122,7 +122,7 @@ def test_write_failure_mid_job_is_recorded_and_loses_nothing_earlier(
 def test_sweep_goes_on_after_a_job_fails_to_write(sweep, tmp_path, monkeypatch):
     real_save = torch.save
 
-    def save(obj, path):  # the first checkpoint (job #0's) fails; the disk then has room
+    def save(obj, file):  # the first checkpoint (job #0's) fails; the disk then has room
         monkeypatch.setattr(job.torch, "save", real_save)
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(job.torch, "save", save)
