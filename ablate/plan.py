@@ -49,8 +49,6 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
-from .config import config_dir
-
 
 @dataclass(frozen=True)
 class Component:
@@ -221,7 +219,8 @@ def normalize(words: str) -> str:
 
 def parse_markdown(text: str) -> list[Ablation]:
     """The "### name" blocks with "- **Ablated Part**:", "- **Action**:",
-    "- **Replacement**:" (a list) and "- **Metrics**:" lines; the rest is ignored."""
+    "- **Replacement**:" (a list below it, or comma-separated on its line) and
+    "- **Metrics**:" lines; the rest is ignored."""
     ablations = []
     for block in re.split(r"^###\s+", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
@@ -240,7 +239,8 @@ def parse_markdown(text: str) -> list[Ablation]:
         ablations.append(Ablation(
             name=name.strip(), part=fields["ablated part"],
             action=fields.get("action", "").upper(),
-            replacement=fields.get("replacement list", []),
+            replacement=fields.get("replacement list") or [
+                word.strip() for word in fields.get("replacement", "").split(",") if word.strip()],
             metrics=[m.strip() for m in fields.get("metrics", "").split(",") if m.strip()]))
     return ablations
 
@@ -262,6 +262,10 @@ def parse_jsonl(text: str) -> list[Ablation]:
         if not isinstance(row, dict):
             raise PlanError(f"line {number}: {line.strip()[:40]!r} is a JSON "
                             f"{type(row).__name__}; each line must be one JSON object")
+        unknown = [key for key in row if key not in JSONL_FIELDS]
+        if unknown:
+            raise PlanError(f"line {number}: unknown key {unknown[0]!r} (allowed: "
+                            f"{', '.join(JSONL_FIELDS)})")
         missing = [key for key in ("name", "ablated_part", "action") if key not in row]
         if missing:
             raise PlanError(f"line {number}: missing {', '.join(missing)} (need name, "
@@ -355,6 +359,10 @@ def preset(ablations: list[Ablation], name: str, seeds: int) -> tuple[dict, list
                      f"({ablation.action.lower()})")
         not_measured += [m for m in map(str, ablation.metrics)
                          if normalize(m) not in MEASURED and m not in not_measured]
+    if len(variants) == 1:
+        raise PlanError("every replacement in the plan is the baseline's value "
+                        f"({', '.join(f'{k}={yaml_value(v)}' for k, v in baseline.items())}): "
+                        "there is nothing to compare")
     body = {
         "defaults": [{"override /optimizer": optimizers[0]}],
         **_nested(baseline),  # the composed config is the baseline; variants change one key
@@ -473,6 +481,18 @@ def read_preset(text: str, path: str) -> dict:
     return body
 
 
+def write(body: dict, out: Path, source: str) -> None:
+    """The preset as YAML; a file there that this tool did not write is never replaced."""
+    header = f"# @package _global_\n# Imported from {source} by python -m ablate.plan\n"
+    try:
+        if out.is_file() and "by python -m ablate.plan" not in out.read_text(errors="replace"):
+            raise PlanError(f"{out} exists and is not an imported plan: choose another "
+                            "--name or --out")
+        out.write_text(header + yaml.safe_dump(body, sort_keys=False))
+    except OSError as exc:
+        raise PlanError(f"cannot write {out}: {exc.strerror}") from None
+
+
 def positive_int(text: str) -> int:
     if not re.fullmatch(r"\+?\d+", text.strip()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be a positive integer")
@@ -519,12 +539,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.dry_run:
             lines = [" ".join(job) for job in jobs(body)]
         else:
+            from .config import config_dir  # only here: it imports torch, slow to start
+
             out = Path(args.out or config_dir() / "ablation" / f"{body['ablation']['name']}.yaml")
-            header = f"# @package _global_\n# Imported from {args.plan} by python -m ablate.plan\n"
-            try:
-                out.write_text(header + yaml.safe_dump(body, sort_keys=False))
-            except OSError as exc:
-                raise PlanError(f"cannot write --out {out}: {exc.strerror}") from None
+            write(body, out, args.plan)
     except PlanError as exc:
         sys.exit(f"ablate.plan: error: {exc}")
     for note in notes:

@@ -209,6 +209,9 @@ FILES = {
     "replacement_string.jsonl": jsonl(replacement="4"),
     "action_number.jsonl": jsonl(action=3),
     "rank_json_float.jsonl": jsonl(replacement=[4.5]),
+    "unknown_key.jsonl": json.dumps({"name": "x", "ablated_part": "rank", "action": "REPLACE",
+                                     "replacements": ["4"]}) + "\n",
+    "rank_128.md": md("rank", "REPLACE", "128"),
     "rank_-4.md": md("rank", "REPLACE", "-4"),
     "rank_0.md": md("rank", "REPLACE", "0"),
     "rank_4.5.md": md("rank", "REPLACE", "4.5"),
@@ -236,6 +239,7 @@ FILES = {
                               "hydra:\n  sweeper:\n    params:\n      ablation.variant: baseline,x\n",
     "variant_not_list.yaml": "ablation:\n  variants: {baseline: toggles.nmf=false}\n",
     "bad_sweep.yaml": "hydra:\n  sweeper:\n    params:\n      trainer.seed: \"0,,]\"\n",
+    "hand_written.yaml": "# @package _global_\n# a preset written by hand\n",
     "a_directory.yaml/": None,
     "a_directory.md/": None,
 }
@@ -250,9 +254,11 @@ BAD_INPUTS = [  # (argv, what the one error line must contain)
     (["plan.md", "--name", "../elsewhere"], "--name: '../elsewhere': letters, digits, _ and -"),
     (["plan.md", "--out", "preset.txt"], "--out: 'preset.txt': a preset is a .yaml file"),
     (["plan.md", "--out", "no/such/dir/p.yaml"],
-     "cannot write --out no/such/dir/p.yaml: No such file or directory"),
-    (["plan.md", "--out", "/proc/no_such_dir/p.yaml"], "cannot write --out /proc/no_such_dir/"),
-    (["plan.md", "--out", "a_directory.yaml"], "cannot write --out a_directory.yaml: Is a dir"),
+     "cannot write no/such/dir/p.yaml: No such file or directory"),
+    (["plan.md", "--out", "/proc/no_such_dir/p.yaml"], "cannot write /proc/no_such_dir/p.yaml"),
+    (["plan.md", "--out", "a_directory.yaml"], "cannot write a_directory.yaml: Is a directory"),
+    (["plan.md", "--out", "hand_written.yaml"], "hand_written.yaml exists and is not an imported "
+                                                "plan: choose another --name or --out"),
     (["no_such_plan.md"], "plan no_such_plan.md: no such file"),
     (["a_directory.md"], "plan a_directory.md: a directory, not a file"),
     (["binary.md"], "plan binary.md: not a text file"),
@@ -265,8 +271,12 @@ BAD_INPUTS = [  # (argv, what the one error line must contain)
     (["missing_action.jsonl"], "line 2: missing action (need name, ablated_part, action"),
     (["replacement_string.jsonl"], "line 1: replacement is '4'; it must be a list"),
     (["action_number.jsonl"], "line 1: action is 3; it must be a string"),
+    (["unknown_key.jsonl"], "line 1: unknown key 'replacements' (allowed: name, ablated_part, "
+                            "action, replacement, metrics)"),
     (["rank_json_float.jsonl"], "replacement 4.5 for rank (optimizer.rank): allowed are positive "
                                 "integers"),
+    (["rank_128.md"], "every replacement in the plan is the baseline's value "
+                      "(optimizer.rank=128): there is nothing to compare"),
     (["rank_-4.md"], "replacement '-4' for rank (optimizer.rank): allowed are positive integers"),
     (["rank_0.md"], "replacement '0' for rank (optimizer.rank): allowed are positive integers"),
     (["rank_4.5.md"], "replacement '4.5' for rank (optimizer.rank): allowed are positive integ"),
@@ -344,3 +354,16 @@ def test_bad_input_from_a_real_process(argv, expected, plan_files, tmp_path):
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
     assert plan_files() == before
+
+
+def test_inline_replacements_and_rewriting_an_imported_preset(tmp_path):
+    text = ("### ranks\n- **Ablated Part**: GaLore rank r\n- **Action**: REPLACE\n"
+            "- **Replacement**: 4, 8\n")
+    body, _ = preset(parse_markdown(text), "p", seeds=1)
+    assert body["ablation"]["variants"] == {"baseline": [], "rank_4": ["optimizer.rank=4"],
+                                            "rank_8": ["optimizer.rank=8"]}
+    (tmp_path / "plan.md").write_text(text)
+    out = tmp_path / "p.yaml"
+    for _ in range(2):  # the second run replaces the preset the first one wrote
+        main([str(tmp_path / "plan.md"), "--out", str(out), "--seeds", "1"])
+    assert yaml.safe_load(out.read_text())["ablation"]["variants"] == body["ablation"]["variants"]
