@@ -119,17 +119,15 @@ PHRASES = [  # (regex, token): several words that are one idea, rewritten before
     (r"second[- ]order moments?|variances?", "second moment"),
 ]
 SYNONYMS = {  # word -> the token it counts as (both stemmed)
-    "projector": "proj", "projection": "proj", "project": "proj", "subspace": "proj",
+    "projector": "proj", "projection": "proj", "subspace": "proj",
     "frequency": "gap", "interval": "gap", "period": "gap", "every": "gap", "t": "gap",
     "change": "update", "refresh": "update", "switch": "update", "recompute": "update",
-    "normalization": "norm", "normal": "norm", "rms": "norm",
+    "normalization": "norm", "rms": "norm",
     "r": "rank", "dimension": "rank",
-    "alpha": "scale", "scaling": "scale",
-    "adaptive": "adapt", "adaptivity": "adapt",
+    "alpha": "scale",
     "estimation": "estimate", "estimator": "estimate",
     "matrices": "matrix",
     "one": "side", "two": "side", "both": "side", "single": "side", "number": "side",
-    "sided": "side",
     "choice": "choose", "type": "choose", "kind": "choose", "selection": "choose",
 }
 FILLERS = set("""the a an of in on for to with and or vs versus its their by from as s
