@@ -353,8 +353,8 @@ def preset(ablations: list[Ablation], name: str, seeds: int) -> tuple[dict, list
                 label = (f"no_{component.name}" if value == component.removed
                          else f"{component.name}_{yaml_value(value)}")
                 variants[label] = [assignment]
-        notes.append(f"{ablation.name}: {ablation.part!r} -> {component.key} "
-                     f"({ablation.action.lower()})")
+        notes.append(f"{ablation.name}: {ablation.part!r} -> {component.name}: "
+                     f"{component.key} ({ablation.action.lower()})")
         not_measured += [m for m in map(str, ablation.metrics)
                          if normalize(m) not in MEASURED and m not in not_measured]
     if len(variants) == 1:
@@ -435,7 +435,7 @@ def read(path: str) -> tuple[str, str]:
         raise PlanError(f"plan {path}: " + ("a directory, not a file" if file.is_dir()
                                             else "no such file"))
     try:
-        text = sys.stdin.read() if path == "-" else file.read_text()
+        text = sys.stdin.read() if path == "-" else file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         text = "\0"
     except OSError as exc:
