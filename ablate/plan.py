@@ -48,6 +48,10 @@ from pathlib import Path
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .config import config_dir, register_configs
 
 
 @dataclass(frozen=True)
@@ -364,11 +368,12 @@ def preset(ablations: list[Ablation], name: str, seeds: int) -> tuple[dict, list
     body = {
         "defaults": [{"override /optimizer": optimizers[0]}],
         **_nested(baseline),  # the composed config is the baseline; variants change one key
-        "ablation": {"name": name, "baseline": [f"{k}={yaml_value(v)}" for k, v in baseline.items()],
+        "ablation": {"name": name, "seeds": list(range(seeds)),
+                     "baseline": [f"{k}={yaml_value(v)}" for k, v in baseline.items()],
                      "variants": variants, "not_measured": not_measured},
         "hydra": {"sweeper": {"params": {
             "ablation.variant": ",".join(variants),
-            "trainer.seed": ",".join(str(s) for s in range(seeds))}}},
+            "trainer.seed": "${sweep_values:${ablation.seeds}}"}}},  # as every preset's
     }
     return body, notes
 
@@ -387,7 +392,12 @@ def _nested(flat: dict) -> dict:
 def jobs(preset_body: dict) -> list[list[str]]:
     """The overrides of every job a preset expands to (the sweeper's cartesian product, each
     `ablation.variant` replaced by its assignments)."""
-    params = preset_body.get("hydra", {}).get("sweeper", {}).get("params", {})
+    register_configs()  # the sweeps' ${sweep_values:...}
+    try:
+        node = OmegaConf.select(OmegaConf.create(preset_body), "hydra.sweeper.params")
+        params = {} if node is None else OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise PlanError(f"hydra.sweeper.params: {str(exc).splitlines()[0]}") from None
     parser = OverridesParser.create()
     axes = []
     for key, values in params.items():
@@ -537,8 +547,6 @@ def main(argv: list[str] | None = None) -> None:
         if args.dry_run:
             lines = [" ".join(job) for job in jobs(body)]
         else:
-            from .config import config_dir  # only here: it imports torch, slow to start
-
             out = Path(args.out or config_dir() / "ablation" / f"{body['ablation']['name']}.yaml")
             write(body, out, args.plan)
     except PlanError as exc:

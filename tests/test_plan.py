@@ -101,7 +101,7 @@ def test_jsonl_from_stdin_and_the_written_preset(tmp_path):
     assert body["ablation"]["variants"] == {"baseline": [], "rank_4": ["optimizer.rank=4"],
                                             "no_eight_bit": ["toggles.eight_bit=false"]}
     assert body["ablation"]["not_measured"] == ["GLUE"]
-    assert body["hydra"]["sweeper"]["params"]["trainer.seed"] == "0,1"
+    assert body["ablation"]["seeds"] == [0, 1]
     assert len(jobs(body)) == 3 * 2
 
 
