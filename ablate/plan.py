@@ -47,7 +47,7 @@ from pathlib import Path
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -138,6 +138,7 @@ FILLERS = set("""the a an of in on for to with and or vs versus its their by fro
     mechanism method component part module technique strategy approach scheme style based
     use using used only optimizer optimiser state effect role
     adalomo lomo galore adam adamw sgd""".split())
+MAX_SEEDS = 1000  # every seed is a training run per variant: more is a typo
 ACCEPT = 0.6  # the least score that names a component
 MARGIN = 0.15  # a runner-up this close makes the part ambiguous
 
@@ -273,9 +274,10 @@ def parse_jsonl(text: str) -> list[Ablation]:
             raise PlanError(f"line {number}: missing {', '.join(missing)} (need name, "
                             "ablated_part, action; replacement for REPLACE; metrics)")
         for key, kind in JSONL_FIELDS.items():
-            if key in row and not isinstance(row[key], kind):
+            if key in row and not (isinstance(row[key], str) if kind is str else isinstance(
+                    row[key], list) and all(isinstance(x, (str, int, float)) for x in row[key])):
                 raise PlanError(f"line {number}: {key} is {row[key]!r}; it must be a "
-                                f"{'string' if kind is str else 'list'}")
+                                f"{'string' if kind is str else 'list of strings or numbers'}")
         ablations.append(Ablation(row["name"], row["ablated_part"], row["action"].upper(),
                                   row.get("replacement", []), row.get("metrics", [])))
     return ablations
@@ -403,10 +405,10 @@ def jobs(preset_body: dict) -> list[list[str]]:
     for key, values in params.items():
         try:
             (override,) = parser.parse_overrides([f"{key}={values}"])
-        except OverrideParseException as exc:
+            axes.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        except HydraException as exc:
             raise PlanError(f"hydra.sweeper.params: {key}: {values!r} is not a sweep "
                             f"({str(exc).splitlines()[0]})") from None
-        axes.append([f"{key}={v}" for v in override.sweep_string_iterator()])
     job_base = {"optimizer": d["override /optimizer"] for d in preset_body.get("defaults", [])
                 if isinstance(d, dict) and "override /optimizer" in d}
     job_base.update({k: yaml_value(v) for k, v in _flat(preset_body).items()})
@@ -442,16 +444,16 @@ def read(path: str) -> tuple[str, str]:
     """The plan's text and a name for its preset (from the file name)."""
     file = Path(path)
     if path != "-" and not file.is_file():
-        raise PlanError(f"plan {path}: " + ("a directory, not a file" if file.is_dir()
-                                            else "no such file"))
+        raise PlanError(f"plan {path!r}: " + ("a directory, not a file" if file.is_dir()
+                                              else "no such file"))
     try:
         text = sys.stdin.read() if path == "-" else file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         text = "\0"
     except OSError as exc:
-        raise PlanError(f"plan {path}: cannot read it ({exc.strerror})") from None
+        raise PlanError(f"plan {path!r}: cannot read it ({exc.strerror})") from None
     if "\0" in text:
-        raise PlanError(f"plan {path}: not a text file (a plan is Markdown or JSONL, or a "
+        raise PlanError(f"plan {path!r}: not a text file (a plan is Markdown or JSONL, or a "
                         "preset .yaml)")
     if path == "-":
         return text, "plan_stdin"
@@ -501,9 +503,9 @@ def write(body: dict, out: Path, source: str) -> None:
         raise PlanError(f"cannot write {out}: {exc.strerror}") from None
 
 
-def positive_int(text: str) -> int:
-    if not re.fullmatch(r"\+?\d+", text.strip()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive integer")
+def seed_count(text: str) -> int:
+    if not re.fullmatch(r"\+?\d+", text.strip()) or not 1 <= int(text) <= MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer from 1 to {MAX_SEEDS}")
     return int(text)
 
 
@@ -522,16 +524,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="preset to write, a .yaml file (default "
                                       "conf/ablation/NAME.yaml)")
     parser.add_argument("--name", help="preset name (default from the plan's file name)")
-    parser.add_argument("--seeds", type=positive_int, default=3,
-                        help="seeds per variant (default 3)")
+    parser.add_argument("--seeds", type=seed_count, default=3,
+                        help=f"seeds per variant (default 3, at most {MAX_SEEDS})")
     parser.add_argument("--dry-run", action="store_true",
                         help="print one line per job (its overrides) and write nothing")
     args = parser.parse_args(argv)
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
         parser.error(f"argument --name: {args.name!r}: letters, digits, _ and - only "
                      "(it names conf/ablation/NAME.yaml)")
-    if args.out is not None and not args.out.endswith(".yaml"):
-        parser.error(f"argument --out: {args.out!r}: a preset is a .yaml file")
+    if args.out is not None and not re.fullmatch(r"[A-Za-z0-9_-]+\.yaml", Path(args.out).name):
+        parser.error(f"argument --out: {args.out!r}: a preset is NAME.yaml, NAME of letters, "
+                     "digits, _ and - (it is +ablation=NAME)")
     is_preset = args.plan.endswith((".yaml", ".yml"))
     if is_preset and not args.dry_run:
         parser.error(f"{args.plan} is a preset already: add --dry-run to list its jobs")

@@ -45,11 +45,10 @@ def dry_run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
                               *{(f"optimizer.scale={a}",) for a in (0.5, 1.0, 2.0)},
                               ("toggles.projection=random",), ("toggles.two_sided=true",)}),
 ])
-def test_every_shared_plan_imports_with_the_expected_jobs(prefix, optimizer, variants):
+def test_every_shared_plan_imports_with_the_expected_jobs(prefix, optimizer, variants, capsys):
     (path,) = PLANS.glob(f"{prefix}_*.txt")
-    result = dry_run(str(path))
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    main([str(path), "--dry-run"])  # in-process: the real-process runs are below
+    lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 * len(variants)  # three seeds each
     baseline = {"optimizer": optimizer}
     for line in lines:
@@ -202,6 +201,7 @@ FILES = {
     "empty.md": "",
     "prose.md": "# A plan\nWe will ablate the rank.\n",
     "binary.md": bytes(range(256)),
+    "utf16.md": "### a\n".encode("utf-16"),
     "not_object.jsonl": "[1, 2]\n",
     "string_line.jsonl": '"rank"\n',
     "not_json.jsonl": "{name: rank}\n",
@@ -211,6 +211,7 @@ FILES = {
     "rank_json_float.jsonl": jsonl(replacement=[4.5]),
     "unknown_key.jsonl": json.dumps({"name": "x", "ablated_part": "rank", "action": "REPLACE",
                                      "replacements": ["4"]}) + "\n",
+    "metrics_null.jsonl": jsonl(metrics=["Loss", None]),
     "rank_128.md": md("rank", "REPLACE", "128"),
     "rank_-4.md": md("rank", "REPLACE", "-4"),
     "rank_0.md": md("rank", "REPLACE", "0"),
@@ -238,6 +239,8 @@ FILES = {
     "variant_undefined.yaml": "ablation:\n  variants: {baseline: []}\n"
                               "hydra:\n  sweeper:\n    params:\n      ablation.variant: baseline,x\n",
     "variant_not_list.yaml": "ablation:\n  variants: {baseline: toggles.nmf=false}\n",
+    "list_sweep.yaml": "hydra:\n  sweeper:\n    params:\n      trainer.seed: [0, 1]\n",
+    "unknown_interpolation.yaml": "hydra:\n  sweeper:\n    params:\n      trainer.seed: ${nope}\n",
     "bad_sweep.yaml": "hydra:\n  sweeper:\n    params:\n      trainer.seed: \"0,,]\"\n",
     "hand_written.yaml": "# @package _global_\n# a preset written by hand\n",
     "a_directory.yaml/": None,
@@ -245,23 +248,27 @@ FILES = {
 }
 
 BAD_INPUTS = [  # (argv, what the one error line must contain)
-    (["plan.md", "--seeds", "0"], "argument --seeds: '0': must be a positive integer"),
-    (["plan.md", "--seeds", "-2"], "argument --seeds: '-2': must be a positive integer"),
-    (["plan.md", "--seeds", "two"], "argument --seeds: 'two': must be a positive integer"),
-    (["plan.md", "--seeds", "1.5"], "argument --seeds: '1.5': must be a positive integer"),
+    (["plan.md", "--seeds", "0"], "argument --seeds: '0': must be an integer from 1 to 1000"),
+    (["plan.md", "--seeds", "-2"], "argument --seeds: '-2': must be an integer from 1 to 1000"),
+    (["plan.md", "--seeds", "two"], "argument --seeds: 'two': must be an integer from 1 to 1000"),
+    (["plan.md", "--seeds", "1.5"], "argument --seeds: '1.5': must be an integer from 1 to 1000"),
     ([], "the following arguments are required: plan"),
     (["plan.md", "--colour"], "unrecognized arguments: --colour"),
     (["plan.md", "--name", "../elsewhere"], "--name: '../elsewhere': letters, digits, _ and -"),
-    (["plan.md", "--out", "preset.txt"], "--out: 'preset.txt': a preset is a .yaml file"),
+    (["plan.md", "--out", "preset.txt"], "--out: 'preset.txt': a preset is NAME.yaml, NAME of letters"),
     (["plan.md", "--out", "no/such/dir/p.yaml"],
      "cannot write no/such/dir/p.yaml: No such file or directory"),
     (["plan.md", "--out", "/proc/no_such_dir/p.yaml"], "cannot write /proc/no_such_dir/p.yaml"),
     (["plan.md", "--out", "a_directory.yaml"], "cannot write a_directory.yaml: Is a directory"),
     (["plan.md", "--out", "hand_written.yaml"], "hand_written.yaml exists and is not an imported "
                                                 "plan: choose another --name or --out"),
-    (["no_such_plan.md"], "plan no_such_plan.md: no such file"),
-    (["a_directory.md"], "plan a_directory.md: a directory, not a file"),
-    (["binary.md"], "plan binary.md: not a text file"),
+    (["plan.md", "--out", ".yaml"], "--out: '.yaml': a preset is NAME.yaml"),
+    (["plan.md", "--seeds", "99999999999999999999"], "must be an integer from 1 to 1000"),
+    (["no_such_plan.md"], "plan 'no_such_plan.md': no such file"),
+    ([""], "plan '': a directory, not a file"),
+    (["a_directory.md"], "plan 'a_directory.md': a directory, not a file"),
+    (["binary.md"], "plan 'binary.md': not a text file"),
+    (["utf16.md"], "plan 'utf16.md': not a text file"),
     (["empty.md"], "the plan has no ablation"),
     (["prose.md"], "the plan has no ablation"),
     (["-"], "the plan has no ablation"),  # empty standard input
@@ -269,7 +276,9 @@ BAD_INPUTS = [  # (argv, what the one error line must contain)
     (["string_line.jsonl"], "line 1: '\"rank\"' is a JSON str; each line must be one JSON object"),
     (["not_json.jsonl"], "line 1: not JSON (Expecting property name"),
     (["missing_action.jsonl"], "line 2: missing action (need name, ablated_part, action"),
-    (["replacement_string.jsonl"], "line 1: replacement is '4'; it must be a list"),
+    (["replacement_string.jsonl"], "line 1: replacement is '4'; it must be a list of strings "
+                                   "or numbers"),
+    (["metrics_null.jsonl"], "line 1: metrics is ['Loss', None]; it must be a list of strings"),
     (["action_number.jsonl"], "line 1: action is 3; it must be a string"),
     (["unknown_key.jsonl"], "line 1: unknown key 'replacements' (allowed: name, ablated_part, "
                             "action, replacement, metrics)"),
@@ -308,6 +317,9 @@ BAD_INPUTS = [  # (argv, what the one error line must contain)
                                               "ablation.variants (baseline)"),
     (["variant_not_list.yaml", "--dry-run"], "ablation.variants.baseline is 'toggles.nmf=false'; "
                                              "it must be a list of key=value"),
+    (["list_sweep.yaml", "--dry-run"], "hydra.sweeper.params: trainer.seed: [0, 1] is not a sweep"),
+    (["unknown_interpolation.yaml", "--dry-run"], "hydra.sweeper.params: Interpolation key "
+                                                  "'nope' not found"),
     (["bad_sweep.yaml", "--dry-run"], "hydra.sweeper.params: trainer.seed: '0,,]' is not a sweep"),
     (["scalar.yaml"], "scalar.yaml is a preset already: add --dry-run to list its jobs"),
 ]
@@ -345,8 +357,8 @@ def test_bad_input_is_one_line_exit_1_and_writes_nothing(argv, expected, plan_fi
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["plan.md", "--seeds", "0"], "argument --seeds: '0': must be a positive integer"),
-    (["binary.md", "--dry-run"], "plan binary.md: not a text file"),
+    (["plan.md", "--seeds", "0"], "argument --seeds: '0': must be an integer from 1 to 1000"),
+    (["binary.md", "--dry-run"], "plan 'binary.md': not a text file"),
 ])
 def test_bad_input_from_a_real_process(argv, expected, plan_files, tmp_path):
     before = plan_files()
