@@ -179,6 +179,9 @@ def test_scores_are_the_documented_weighted_jaccard():
     # used by adaptive_lr and nmf (weight 1/2 each), nmf by nmf only (weight 1).
     assert scores("NMF of the second moment")["adaptive_lr"] == pytest.approx(1 / 2)
     assert scores("NMF of the second moment")["nmf"] == 1
+    # A word of the part that another alias of the component has counts as a match:
+    # "low-rank projection" has lowrank and proj, "gradient projection" has gradient.
+    assert scores("low-rank gradient projection")["projection"] == 1
     # A parenthetical counts when it matches and is not held against a part when it does not.
     assert scores("Grouped update normalization (Section 3.2)")["grouped_norm"] == 1
     assert scores("rank and scale")["rank"] == scores("rank and scale")["scale"] == 1 / 2
@@ -237,7 +240,8 @@ FILES = {
     "list.yaml": "- 1\n- 2\n",
     "params_list.yaml": "hydra:\n  sweeper:\n    params: [1, 2]\n",
     "variant_undefined.yaml": "ablation:\n  variants: {baseline: []}\n"
-                              "hydra:\n  sweeper:\n    params:\n      ablation.variant: baseline,x\n",
+                              "hydra:\n  sweeper:\n    params:\n"
+                              "      ablation.variant: baseline,x\n",
     "variant_not_list.yaml": "ablation:\n  variants: {baseline: toggles.nmf=false}\n",
     "list_sweep.yaml": "hydra:\n  sweeper:\n    params:\n      trainer.seed: [0, 1]\n",
     "unknown_interpolation.yaml": "hydra:\n  sweeper:\n    params:\n      trainer.seed: ${nope}\n",
@@ -255,7 +259,7 @@ BAD_INPUTS = [  # (argv, what the one error line must contain)
     ([], "the following arguments are required: plan"),
     (["plan.md", "--colour"], "unrecognized arguments: --colour"),
     (["plan.md", "--name", "../elsewhere"], "--name: '../elsewhere': letters, digits, _ and -"),
-    (["plan.md", "--out", "preset.txt"], "--out: 'preset.txt': a preset is NAME.yaml, NAME of letters"),
+    (["plan.md", "--out", "preset.txt"], "--out: 'preset.txt': a preset is NAME.yaml, NAME of "),
     (["plan.md", "--out", "no/such/dir/p.yaml"],
      "cannot write no/such/dir/p.yaml: No such file or directory"),
     (["plan.md", "--out", "/proc/no_such_dir/p.yaml"], "cannot write /proc/no_such_dir/p.yaml"),
