@@ -3,7 +3,8 @@
 A plan (the planner's Markdown, as the files in shared/planner-plans/ are, or JSONL with one
 ablation per line) names components in its own words. One registry below maps those words
 to config keys; every ablation becomes variants of one baseline, each changing one key.
-The written preset (conf/ablation/NAME.yaml) sweeps `ablation.variant` x `trainer.seed`.
+The written preset (conf/ablation/NAME.yaml) sweeps `ablation.variant` x `trainer.seed`
+(over `ablation.seeds`).
 `--dry-run` prints one line per job: the overrides `python -m ablate` would need for it.
 A preset file (.yaml) is accepted too, with --dry-run, to list the jobs it expands to.
 
@@ -298,8 +299,9 @@ def component_for(part: str) -> Component:
     if best >= ACCEPT - MARGIN and len(close) > 1:
         raise PlanError(f"ambiguous ablated part {part!r}: it fits " + ", ".join(
             f"{name} ({score[name]:.2f})" for name in close) + "; name one of them")
-    unknown = "names no optimizer part" if not tokens(part) else "unknown ablated part"
-    raise PlanError(f"{unknown} {part!r}; known components, closest first: {', '.join(ranked)}")
+    why = "" if tokens(part) else " (it has no word but fillers and optimizer names)"
+    raise PlanError(f"unknown ablated part {part!r}{why}; known components, closest first: "
+                    f"{', '.join(ranked)}")
 
 
 def value_for(component: Component, word) -> object:

@@ -154,7 +154,7 @@ WORDINGS = [
     ("gradient clipping", "unknown ablated part 'gradient clipping'; known components, closest "
                           "first: projection, "),
     ("momentum (first moment)", "unknown ablated part 'momentum (first moment)'"),
-    ("GaLore", "names no optimizer part 'GaLore'"),
+    ("GaLore", "unknown ablated part 'GaLore' (it has no word but fillers and optimizer names)"),
     ("rank and scale", "ambiguous ablated part 'rank and scale': it fits "),
     ("adaptive learning rate and grouped normalization", "ambiguous ablated part "),
 ]
@@ -308,7 +308,7 @@ BAD_INPUTS = [  # (argv, what the one error line must contain)
     (["rank_remove.md"], "study: rank cannot be removed, only replaced"),
     (["action_delete.md"], "study: action 'DELETE' (allowed: REMOVE, or REPLACE with a "),
     (["replace_no_list.md"], "study: action 'REPLACE' (allowed: REMOVE, or REPLACE with a "),
-    (["empty_part.md"], "names no optimizer part ''; known components, closest first"),
+    (["empty_part.md"], "unknown ablated part '' (it has no word but fillers and optimizer "),
     (["unknown_part.md"], "unknown ablated part 'Warp drive'; known components, closest first"),
     (["ambiguous_part.md"], "ambiguous ablated part 'rank and scale': it fits"),
     (["two_optimizers.md"], "the plan ablates parts of adalomo and galore_adamw"),
