@@ -375,9 +375,9 @@ def preset(ablations: list[Ablation], name: str, seeds: int) -> tuple[dict, list
         "ablation": {"name": name, "seeds": list(range(seeds)),
                      "baseline": [f"{k}={yaml_value(v)}" for k, v in baseline.items()],
                      "variants": variants, "not_measured": not_measured},
-        "hydra": {"sweeper": {"params": {
-            "ablation.variant": ",".join(variants),
-            "trainer.seed": "${sweep_values:${ablation.seeds}}"}}},  # as every preset's
+        "hydra": {"sweeper": {"params": {  # the seed first, as every preset (for +tune=lr)
+            "trainer.seed": "${sweep_values:${ablation.seeds}}",
+            "ablation.variant": ",".join(variants)}}},
     }
     return body, notes
 
