@@ -275,10 +275,12 @@ def parse_jsonl(text: str) -> list[Ablation]:
             raise PlanError(f"line {number}: missing {', '.join(missing)} (need name, "
                             "ablated_part, action; replacement for REPLACE; metrics)")
         for key, kind in JSONL_FIELDS.items():
-            if key in row and not (isinstance(row[key], str) if kind is str else isinstance(
-                    row[key], list) and all(isinstance(x, (str, int, float)) for x in row[key])):
-                raise PlanError(f"line {number}: {key} is {row[key]!r}; it must be a "
-                                f"{'string' if kind is str else 'list of strings or numbers'}")
+            value = row.get(key, kind())
+            items = value if isinstance(value, list) else [value]
+            if not isinstance(value, kind) or not all(isinstance(x, (str, int, float))
+                                                      for x in items):
+                raise PlanError(f"line {number}: {key} is {value!r}; it must be a " + (
+                    "string" if kind is str else "list of strings or numbers"))
         ablations.append(Ablation(row["name"], row["ablated_part"], row["action"].upper(),
                                   row.get("replacement", []), row.get("metrics", [])))
     return ablations
