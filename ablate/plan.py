@@ -79,7 +79,10 @@ class Component:
 COMPONENTS = [
     Component("adaptive_lr", "adalomo", "toggles.adaptive_lr", True, removed=False, aliases=(
         "adaptive learning rate", "second moment", "second moment estimation")),
-    Component("grouped_norm", "adalomo", "toggles.grouped_norm", True, removed=False, aliases=(
+    Component("grouped_norm", "adalomo", "toggles.grouped_norm", True, removed=False,
+              replacements={"global": "global", "global normalization": "global",
+                            "global update normalization": "global", "grouped": True},
+              aliases=(
         "grouped update normalization", "update normalization", "normalization")),
     Component("nmf", "adalomo", "toggles.nmf", True, removed=False, aliases=(
         "non-negative matrix factorization", "factored second moment")),

@@ -383,3 +383,11 @@ def test_inline_replacements_and_rewriting_an_imported_preset(tmp_path):
     for _ in range(2):  # the second run replaces the preset the first one wrote
         main([str(tmp_path / "plan.md"), "--out", str(out), "--seeds", "1"])
     assert yaml.safe_load(out.read_text())["ablation"]["variants"] == body["ablation"]["variants"]
+
+
+def test_global_normalization_is_a_replacement_of_grouped_normalization():
+    text = ("### global\n- **Ablated Part**: AdaLomo's grouped update normalization\n"
+            "- **Action**: REPLACE\n- **Replacement**: Global update normalization\n")
+    body, _ = preset(parse_markdown(text), "p", seeds=1)
+    assert body["ablation"]["variants"] == {
+        "baseline": [], "grouped_norm_global": ["toggles.grouped_norm=global"]}
