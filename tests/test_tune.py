@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from ablate import train
 from ablate.report import Job, choose_lr, compare, confidence_interval, main
 from ablate.tune import best_factor, edge
-from conftest import ablate
+from conftest import ablate, run_in_process
 
 GRID = "tune.lr_factors=[0.1,1,10]"
 
@@ -160,13 +161,22 @@ def test_fewer_than_two_seeds_is_no_test():
                     "trainer.max_steps=4", "trainer.log_interval=10"]),
     ("one_step", ["optimizer=sgd,adamw", "trainer.max_steps=1"]),
     ("one_seed", ["optimizer=sgd,adamw", "trainer.seed=3"]),
-    # Every job fails while training: more evaluation windows than the split holds.
-    ("all_failed", ["optimizer=sgd,adamw", "trainer.eval_batches=100000"]),
+    # Every job fails while training (raised in this process: bad input such as more
+    # evaluation windows than the split holds is refused before any job starts).
+    ("all_failed", ["optimizer=sgd,adamw"]),
 ])
-def test_reports_of_edge_sweeps_complete(tmp_path, tiny_args, case, args):
-    result = ablate(tmp_path, "-m", *tiny_args, *args, "logger.wandb.mode=disabled",
-                    check=False)
-    assert result.returncode == (1 if case == "all_failed" else 0), result.stderr
+def test_reports_of_edge_sweeps_complete(tmp_path, tiny_args, case, args, monkeypatch):
+    if case == "all_failed":
+        def broken(self):
+            raise ValueError("injected while training")
+        monkeypatch.setattr(train.Trainer, "train_step", broken)
+        code, _, err = run_in_process(tmp_path, "-m", *tiny_args, *args,
+                                      "logger.wandb.mode=disabled")
+    else:
+        result = ablate(tmp_path, "-m", *tiny_args, *args, "logger.wandb.mode=disabled",
+                        check=False)
+        code, err = result.returncode, result.stderr
+    assert code == (1 if case == "all_failed" else 0), err
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     rows = report_rows(sweep_dir, tmp_path / "report")
     assert len(rows) == 2
@@ -174,7 +184,7 @@ def test_reports_of_edge_sweeps_complete(tmp_path, tiny_args, case, args):
     assert "Traceback" not in md
     if case == "all_failed":
         assert all(row["n"] == "0" and row["test_loss_mean"] == "" for row in rows.values())
-        assert md.count(": failed: ValueError: the val split has") == 2
+        assert md.count(": failed: ValueError: injected while training") == 2
     elif case == "nan_curves":
         assert all(row["loss_auc_mean"] == "" and row["n"] == "2" for row in rows.values())
         assert all(row["p_value"] != "" or row["is_baseline"] == "True" for row in rows.values())
