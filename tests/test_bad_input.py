@@ -68,7 +68,7 @@ ROWS = [
     ("ablate", ["task.heldout_every=1"], "task.heldout_every=1: must be >= 2"),
     ("ablate", ["trainer.grad_accum_steps=2", "trainer.clip_grad_norm=1"],
      "needs trainer.grad_accum_steps=1"),
-    ("ablate", ["optimizer.weight_decay=-1"], "optimizer=adamw: Invalid weight_decay value"),
+    ("ablate", ["optimizer.weight_decay=-1"], "optimizer=adamw: weight_decay=-1.0: must be >= 0"),
     ("ablate", ["toggles=no_nmf"], "toggle toggles.nmf is not supported by optimizer=adamw"),
     ("ablate", ["optimizer=galore_adamw", "optimizer.rank=0"], "rank=0: must be > 0"),
     ("ablate", ["optimizer=galore_adamw", "optimizer.rank=1000"], "rank=1000: must be <="),
