@@ -77,8 +77,10 @@ def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
         status = summary["status"]
         counts[status] += 1
         if status == "completed":
+            resumed = summary.get("resumed_from")
             note = f"test_loss={summary['test_loss']:.4f}" + (
-                " (reused)" if "reused_from" in summary else "")
+                " (reused)" if "reused_from" in summary else
+                f" (resumed at step {resumed['step']})" if resumed else "")
         elif status == "stalled":
             note = "loss blew up, then stuck at ln(vocab)"
         elif status == "failed":
