@@ -27,7 +27,7 @@ import yaml
 STATUSES = ("completed", "diverged", "failed", "skipped", "killed")
 # Summary fields aggregated per variant (mean and std over its completed jobs).
 METRICS = ("eval_loss", "eval_perplexity", "eval_accuracy", "final_train_loss",
-           "peak_memory_gb", "optimizer_state_gb", "tgs")
+           "peak_memory_gb", "estimated_memory_gb", "optimizer_state_gb", "tgs")
 TARGET_FACTOR = 1.05  # default loss target: the baseline's mean final train loss + 5%
 
 
@@ -207,7 +207,7 @@ def variant_rows(jobs: list[Job], baseline: str, target: float) -> list[dict]:
                **{status: sum(job.status == status for job in group) for status in STATUSES}}
         for key in METRICS:
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(
-                [number(job.summary[key]) for job in done])
+                [number(job.summary.get(key)) for job in done])
         reached = [s for s in (steps_to_target(job.curve, target) for job in done)
                    if not math.isnan(s)]
         row["loss_target"] = target
@@ -236,8 +236,8 @@ def pm(row: dict, key: str) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ["variant", "n", "eval loss", "eval ppl", "Δ ppl", "peak mem GB", "opt state GB",
-            "TGS", "steps to target", "loss AUC", "jobs"]
+    head = ["variant", "n", "eval loss", "eval ppl", "Δ ppl", "peak mem GB", "est. GB",
+            "opt state GB", "TGS", "steps to target", "loss AUC", "jobs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         label = f"`{row['label']}`".replace("|", "\\|")
@@ -249,7 +249,8 @@ def markdown_table(rows: list[dict]) -> str:
             "" if math.isnan(d) else f"{'+' if d >= 0 else ''}{fmt(d)} ({pct:+.1f}%)")
         jobs = ", ".join(f"{row[s]} {s}" for s in STATUSES if row[s])
         cells = [label, str(row["n"]), pm(row, "eval_loss"), pm(row, "eval_perplexity"), delta,
-                 pm(row, "peak_memory_gb"), pm(row, "optimizer_state_gb"), pm(row, "tgs"),
+                 pm(row, "peak_memory_gb"), pm(row, "estimated_memory_gb"),
+                 pm(row, "optimizer_state_gb"), pm(row, "tgs"),
                  steps, pm(row, "loss_auc"), jobs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
