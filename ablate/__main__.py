@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .config import (ConfigError, IncompatibleToggles, apply_variant, check, config_dir,
                      register_configs, typed)
 from .job import record, run_job
+from .tune import decide
 
 register_configs()
 
@@ -45,20 +46,29 @@ def main(cfg: DictConfig) -> float:
     if not multirun:
         summary = run_job(cfg, run_dir, overrides)
     else:
+        resume_from = Path(cfg.outputs_dir) if cfg.resume else None
+        tuning = None
+        if cfg.tune is not None:
+            roots = [Path(hc.sweep.dir)] + ([resume_from] if resume_from is not None else [])
+            runs, tuning = decide(cfg, roots)
+            if not runs:
+                record(cfg, run_dir, overrides, sweep_name(cfg, hc), "skipped",
+                       reason=tuning["reason"], tuning=tuning)
+                return math.nan
         try:
-            summary = run_job(cfg, run_dir, overrides, sweep_name(cfg, hc),
-                              resume_from=Path(cfg.outputs_dir) if cfg.resume else None)
+            summary = run_job(cfg, run_dir, overrides, sweep_name(cfg, hc), resume_from, tuning)
         except Exception:  # noqa: BLE001 - recorded in summary.json and traceback.txt
             return math.nan
     print(one_line_summary(summary, run_dir), flush=True)
-    return summary["eval_loss"]
+    return summary["val_loss"]
 
 
 def one_line_summary(s: dict, run_dir: Path) -> str:
     if s["status"] != "completed":
         return f"{s['status']}: {s['variant']} after {s['steps']} steps | {run_dir}"
-    return (f"completed: {s['variant']} seed={s['seed']} | eval_loss={s['eval_loss']:.4f} "
-            f"eval_perplexity={s['eval_perplexity']:.2f} eval_accuracy={s['eval_accuracy']:.4f} | "
+    return (f"completed: {s['variant']} seed={s['seed']} lr={s['peak_lr']:.4g} | "
+            f"val_loss={s['val_loss']:.4f} test_loss={s['test_loss']:.4f} "
+            f"test_perplexity={s['test_perplexity']:.2f} test_accuracy={s['test_accuracy']:.4f} | "
             f"peak_memory_gb={s['peak_memory_gb']:.3f} optimizer_state_gb="
             f"{s['optimizer_state_gb']:.4f} | tgs={s['tgs']:.0f} | {run_dir}")
 

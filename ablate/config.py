@@ -172,7 +172,7 @@ class LocalTaskConfig(TaskConfig):
     """Python's standard-library sources: a real corpus present on every machine."""
 
     include: List[str] = MISSING  # globs relative to the stdlib directory
-    heldout_every: int = MISSING  # every k-th file (sorted by path) is held out
+    heldout_every: int = MISSING  # every k-th file (sorted by path) is held out: val, test, val...
 
 
 @dataclass
@@ -183,7 +183,8 @@ class HubTaskConfig(TaskConfig):
     config_name: Optional[str] = None
     data_files: Optional[Any] = None
     train_split: str = MISSING
-    eval_split: str = MISSING
+    val_split: str = MISSING  # for choosing (a tuned sweep's lr)
+    test_split: str = MISSING  # for the report's numbers; may equal val_split (then halved)
     text_field: str = MISSING
     streaming: bool = MISSING
     max_train_docs: int = MISSING
@@ -196,7 +197,8 @@ class TrainerConfig:
     batch_size: int = MISSING
     seq_len: int = MISSING
     grad_accum_steps: int = MISSING
-    lr: float = MISSING  # peak learning rate of the schedule (default: optimizer.lr)
+    lr: float = MISSING  # learning rate (default: optimizer.lr); the schedule's peak is lr x lr_factor
+    lr_factor: float = MISSING  # 1, or a point of a tuned sweep's grid (conf/tune/)
     schedule: Schedule = MISSING
     warmup_steps: int = MISSING
     min_lr_ratio: float = MISSING  # final lr = lr * min_lr_ratio (cosine and linear)
@@ -237,6 +239,17 @@ class AblationConfig:
     variants: Dict[str, List[str]] = field(default_factory=dict)
     variant: Optional[str] = None
     not_measured: List[str] = field(default_factory=list)  # asked-for metrics no task measures
+    # The seeds the preset sweeps (its trainer.seed sweep reads them, and so does +tune=lr,
+    # which needs the seed before the lr in the sweep's order).
+    seeds: Optional[List[int]] = None
+
+
+@dataclass
+class TuneConfig:
+    """Per-variant learning-rate tuning (conf/tune/, ablate/tune.py)."""
+
+    lr_factors: List[float] = MISSING  # the grid: multiples of trainer.lr
+    grid_seed: int = MISSING  # the seed that runs the whole grid; other seeds the chosen lr
 
 
 @dataclass
@@ -244,6 +257,7 @@ class Config:
     outputs_dir: str = MISSING  # run and sweep directories go under it
     resume: bool = MISSING  # multirun: reuse completed jobs and checkpoints of the same config
     ablation: Optional[AblationConfig] = None
+    tune: Optional[TuneConfig] = None
     optimizer: Any = MISSING
     toggles: TogglesConfig = MISSING
     model: ModelConfig = MISSING
@@ -261,6 +275,11 @@ def register_configs() -> None:
     # A sweep directory name that two sweeps started in the same second cannot share.
     OmegaConf.register_new_resolver("unique", lambda: secrets.token_hex(3), use_cache=True,
                                     replace=True)
+    # A list as a sweep's comma-separated values (the presets' seeds, the tuning grid), or
+    # the fallback value when the list is unset.
+    OmegaConf.register_new_resolver(
+        "sweep_values", lambda xs, fallback=None: ",".join(map(str, xs)) if xs else str(fallback),
+        replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     # Kept out of the option groups so that `optimizer=...` lists only real choices.
@@ -299,7 +318,7 @@ def _positive(cfg: DictConfig, *keys: str) -> None:
 def check(cfg: DictConfig) -> None:
     """Reject values that the schema's types admit but training cannot use (one-line errors)."""
     _positive(cfg, "trainer.batch_size", "trainer.seq_len", "trainer.grad_accum_steps",
-              "trainer.lr", "trainer.eval_batches", "trainer.log_interval",
+              "trainer.lr", "trainer.lr_factor", "trainer.eval_batches", "trainer.log_interval",
               "model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
               "model.intermediate_size", "task.vocab_size")
     t = cfg.trainer
@@ -326,6 +345,14 @@ def check(cfg: DictConfig) -> None:
     if cfg.task.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be <= model.vocab_size="
                           f"{cfg.model.vocab_size} for model {cfg.model.name}")
+    if cfg.tune is not None:
+        factors = list(cfg.tune.lr_factors)
+        if not factors or not all(0 < f < float("inf") for f in factors) or (
+                len(set(factors)) < len(factors)):
+            raise ConfigError(f"tune.lr_factors={factors}: must be distinct numbers > 0 "
+                              "(finite), at least one")
+        if cfg.tune.grid_seed < 0:
+            raise ConfigError(f"tune.grid_seed={cfg.tune.grid_seed}: must be >= 0")
     accepted = inspect.signature(optimizer_class(cfg)).parameters
     bad = [key for key, value in cfg.toggles.items()
            if key != "fused_backward" and value is not None and key not in accepted]

@@ -1,7 +1,7 @@
 """Text corpora, a byte-level BPE tokenizer trained on them, and deterministic batches.
 
-A corpus is tokenized once into two flat streams of ids (train, held-out), with an
-end-of-text id between documents, and cached under `task.cache_dir` keyed by a hash of
+A corpus is tokenized once into three flat streams of ids (train, validation, test), with
+an end-of-text id between documents, and cached under `task.cache_dir` keyed by a hash of
 the texts and the vocabulary size, so every run on the same text sees the same ids.
 """
 
@@ -24,13 +24,18 @@ EOT = "<|endoftext|>"
 @dataclass
 class Corpus:
     train: torch.Tensor  # 1-D int32 token ids
-    heldout: torch.Tensor
+    val: torch.Tensor  # for choosing (the learning rate of a tuned sweep)
+    test: torch.Tensor  # for reporting: never used to choose anything
     tokenizer: Tokenizer
     fingerprint: str  # hash of the texts and the vocabulary size
 
 
-def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str]]:
-    """Train and held-out texts: the stdlib files matching `task.include`, sorted by path."""
+SPLITS = ("train", "val", "test")
+
+
+def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
+    """Train, validation and test texts: the stdlib files matching `task.include`, sorted by
+    path; every `heldout_every`-th file is held out, alternately for validation and test."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted({p.relative_to(root).as_posix() for pattern in task.include
                     for p in root.glob(pattern) if p.is_file() and "site-packages" not in p.parts})
@@ -40,11 +45,13 @@ def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str]]:
     k = task.heldout_every
     train = [t for i, t in enumerate(texts) if (i + 1) % k]
     heldout = [t for i, t in enumerate(texts) if (i + 1) % k == 0]
-    return train, heldout
+    return train, heldout[0::2], heldout[1::2]
 
 
-def hub_texts(task: DictConfig) -> tuple[list[str], list[str]]:
-    """The first `max_*_docs` non-empty documents of each split, loaded through `datasets`."""
+def hub_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
+    """The first `max_*_docs` non-empty documents of each split, loaded through `datasets`.
+    When validation and test name the same split (C4 has no test split), its first
+    2 x `max_eval_docs` documents are dealt alternately to validation and test."""
     import datasets  # imported here: slow to import, and only hub tasks need it
 
     data_files = task.data_files  # a path, a list, or {split: path(s)}
@@ -63,7 +70,12 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str]]:
                     break
         return texts
 
-    return take(task.train_split, task.max_train_docs), take(task.eval_split, task.max_eval_docs)
+    train = take(task.train_split, task.max_train_docs)
+    if task.val_split == task.test_split:
+        heldout = take(task.val_split, 2 * task.max_eval_docs)
+        return train, heldout[0::2], heldout[1::2]
+    return (train, take(task.val_split, task.max_eval_docs),
+            take(task.test_split, task.max_eval_docs))
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
@@ -86,24 +98,25 @@ def encode(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
 
 
 def load_corpus(task: DictConfig) -> Corpus:
-    train_texts, heldout_texts = stdlib_texts(task) if "include" in task else hub_texts(task)
+    texts = dict(zip(SPLITS, stdlib_texts(task) if "include" in task else hub_texts(task)))
     digest = hashlib.sha256(str(task.vocab_size).encode())
-    for text in train_texts + [EOT] + heldout_texts:
-        digest.update(text.encode("utf-8", errors="replace"))
+    for split in SPLITS:
+        for text in [split, *texts[split]]:
+            digest.update(text.encode("utf-8", errors="replace"))
     fingerprint = digest.hexdigest()[:16]
     cache = Path(task.cache_dir) / f"{task.name}-{fingerprint}"
-    if not (cache / "heldout.pt").exists():
-        tokenizer = train_tokenizer(train_texts, task.vocab_size)
+    if not (cache / "test.pt").exists():
+        tokenizer = train_tokenizer(texts["train"], task.vocab_size)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache.parent))  # rename makes the cache appear whole
         tokenizer.save(str(tmp / "tokenizer.json"))
-        torch.save(encode(tokenizer, train_texts), tmp / "train.pt")
-        torch.save(encode(tokenizer, heldout_texts), tmp / "heldout.pt")
+        for split in SPLITS:
+            torch.save(encode(tokenizer, texts[split]), tmp / f"{split}.pt")
         try:
             os.rename(tmp, cache)
         except OSError:  # another process cached it first
             pass
-    return Corpus(train=torch.load(cache / "train.pt"), heldout=torch.load(cache / "heldout.pt"),
+    return Corpus(**{split: torch.load(cache / f"{split}.pt") for split in SPLITS},
                   tokenizer=Tokenizer.from_file(str(cache / "tokenizer.json")),
                   fingerprint=fingerprint)
 
@@ -117,11 +130,11 @@ def train_batch(stream: torch.Tensor, step: int, rows: int, seq_len: int, seed: 
     return windows[:, :-1], windows[:, 1:]
 
 
-def eval_batches(stream: torch.Tensor, n_batches: int, rows: int, seq_len: int):
-    """Fixed, evenly spaced windows of the held-out stream: the same for every run."""
+def eval_batches(stream: torch.Tensor, n_batches: int, rows: int, seq_len: int, split: str):
+    """Fixed, evenly spaced windows of a held-out stream: the same for every run."""
     n = n_batches * rows
     if len(stream) < n * (seq_len + 1):
-        raise ValueError(f"held-out split has {len(stream)} tokens, fewer than "
+        raise ValueError(f"the {split} split has {len(stream)} tokens, fewer than "
                          f"trainer.eval_batches x batch_size x (seq_len+1) = {n * (seq_len + 1)}")
     starts = torch.linspace(0, len(stream) - seq_len - 1, n).long().tolist()
     windows = torch.stack([stream[s:s + seq_len + 1] for s in starts]).long()

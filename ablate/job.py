@@ -27,11 +27,12 @@ from .config import config_hash, optimizer_class, parse_assignment
 from .sweep import find_checkpoint, find_completed
 from .tracking import WandbRun, fit
 
-# Overrides that do not make a variant: the seed (runs that differ only in it are
-# aggregated), what the resolved config shows anyway (optimizer name, toggles, the preset's
+# Overrides that do not make a variant: the seed and a tuned sweep's lr factor (runs that
+# differ only in them are one variant: the report aggregates seeds and chooses the lr), what the resolved config shows anyway (optimizer name, toggles, the preset's
 # variant), and where things are written or shown.
-NOT_IN_VARIANT = {"optimizer", "trainer.seed", "trainer.progress"}
-ROOTS_NOT_IN_VARIANT = {"toggles", "ablation", "hydra", "logger", "outputs_dir", "resume"}
+NOT_IN_VARIANT = {"optimizer", "trainer.seed", "trainer.lr_factor", "trainer.progress"}
+ROOTS_NOT_IN_VARIANT = {"toggles", "ablation", "tune", "hydra", "logger", "outputs_dir",
+                        "resume"}
 
 
 def _json_safe(value):
@@ -97,6 +98,7 @@ def describe(cfg: DictConfig, overrides: list[str], sweep: str | None = None) ->
         "model": cfg.model.name,
         "task": cfg.task.name,
         "seed": cfg.trainer.seed,
+        "lr_factor": cfg.trainer.lr_factor,
         "overrides": list(overrides),
         "config_hash": config_hash(cfg),
     }
@@ -112,7 +114,7 @@ def record(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | No
 
 
 def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | None = None,
-            resume_from: Path | None = None) -> dict:
+            resume_from: Path | None = None, tuning: dict | None = None) -> dict:
     """Train one config into `run_dir`; the summary is written even when training raises
     (then the exception is re-raised after it is recorded). With `resume_from`, a completed
     run of the same config under it is reused, and its latest checkpoint continued."""
@@ -120,6 +122,8 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
 
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = {"status": "failed", **describe(cfg, overrides, sweep)}
+    if tuning is not None:
+        summary["tuning"] = tuning
     if resume_from is not None:
         done = find_completed(resume_from, summary["config_hash"], exclude=run_dir)
         if done is not None:
@@ -132,10 +136,11 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     # job_type groups a variant's seeds; tags filter by optimizer and toggle (`nmf=false`).
     label = fit(summary["variant"])
+    lr_part = f" lr_factor={cfg.trainer.lr_factor:g}" if cfg.tune is not None else ""
     toggle_tags = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
                    for k, v in summary["toggles"].items()]
     wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved, group=sweep,
-                         name=f"{label} seed={cfg.trainer.seed}", job_type=label,
+                         name=f"{label}{lr_part} seed={cfg.trainer.seed}", job_type=label,
                          tags=[cfg.optimizer.name, *toggle_tags])
     summary["wandb_file"] = wandb_run.file
     began = time.perf_counter()

@@ -74,9 +74,9 @@ COMPONENTS = [
 
 # What the tasks measure, by the words plans use; anything else is listed as not measured.
 MEASURED = {
-    "loss": "eval_loss", "perplexity": "eval_perplexity",
-    "pre-training perplexity": "eval_perplexity", "model_performance": "eval_perplexity",
-    "model performance": "eval_perplexity", "accuracy": "eval_accuracy",
+    "loss": "test_loss", "perplexity": "test_perplexity",
+    "pre-training perplexity": "test_perplexity", "model_performance": "test_perplexity",
+    "model performance": "test_perplexity", "accuracy": "test_accuracy",
     "memory (gb)": "peak_memory_gb", "memory usage": "peak_memory_gb",
     "memory_usage": "peak_memory_gb", "total memory": "peak_memory_gb",
     "optimizer memory": "optimizer_state_gb", "throughput (tgs)": "tgs", "throughput": "tgs",

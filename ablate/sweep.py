@@ -33,6 +33,15 @@ def find_completed(root: Path, config_hash: str, exclude: Path) -> Path | None:
     return None
 
 
+def find_outcome(roots: list[Path], config_hash: str) -> dict | None:
+    """The summary of a finished (completed, else diverged) job of this config under any
+    of `roots`."""
+    found = [summary for root in roots for path in sorted(root.rglob("summary.json"))
+             if (summary := _read(path)) and summary.get("config_hash") == config_hash
+             and summary.get("status") in ("completed", "diverged")]
+    return min(found, key=lambda s: s["status"] != "completed", default=None)
+
+
 def find_checkpoint(root: Path, config_hash: str, exclude: Path) -> tuple[Path, int] | None:
     """The run directory under `root` with the most advanced checkpoint of this config."""
     best = None
@@ -55,7 +64,7 @@ def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
         status = summary["status"]
         counts[status] += 1
         if status == "completed":
-            note = f"eval_loss={summary['eval_loss']:.4f}" + (
+            note = f"test_loss={summary['test_loss']:.4f}" + (
                 " (reused)" if "reused_from" in summary else "")
         elif status == "failed":
             note = f"{summary.get('error_type')}: {summary.get('error')}  [{job}]"

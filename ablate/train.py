@@ -32,16 +32,24 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module):
     cls, kwargs = optimizer_class(cfg), optimizer_kwargs(cfg)
 
     def make(named_params: list) -> torch.optim.Optimizer:
-        return cls(named_params, lr=cfg.trainer.lr, **kwargs)
+        return cls(named_params, lr=peak_lr(cfg.trainer), **kwargs)
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return OptimizerInBackward(named, make) if cfg.toggles.fused_backward else make(named)
 
 
+def peak_lr(t: DictConfig) -> float:
+    """`trainer.lr` (the optimizer's recommended lr by default) times `trainer.lr_factor`
+    (the point of a tuned sweep's grid; 1 otherwise)."""
+    return t.lr * t.lr_factor
+
+
 def lr_at(step: int, t: DictConfig) -> float:
-    """Linear warm-up to `lr`, then cosine or linear decay to `lr * min_lr_ratio`, or constant."""
+    """Linear warm-up to the peak lr, then cosine or linear decay to peak * `min_lr_ratio`,
+    or constant."""
+    peak = peak_lr(t)
     if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
+        return peak * (step + 1) / t.warmup_steps
     progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
     if t.schedule.value == "cosine":
         factor = t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -49,7 +57,7 @@ def lr_at(step: int, t: DictConfig) -> float:
         factor = 1 - (1 - t.min_lr_ratio) * progress
     else:
         factor = 1.0
-    return t.lr * factor
+    return peak * factor
 
 
 class Trainer:
@@ -106,22 +114,23 @@ class Trainer:
         return total
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        """Held-out loss, perplexity = exp(loss), and next-token top-1 accuracy."""
+    def evaluate(self, split: str) -> dict:
+        """Loss, perplexity = exp(loss) and next-token top-1 accuracy on a held-out split
+        (`val` or `test`), keyed `{split}_loss` etc."""
         self.model.eval()
         loss_sum, correct, count = 0.0, 0, 0
-        for x, y in eval_batches(self.corpus.heldout, self.t.eval_batches, self.t.batch_size,
-                                 self.t.seq_len):
+        for x, y in eval_batches(getattr(self.corpus, split), self.t.eval_batches,
+                                 self.t.batch_size, self.t.seq_len, split):
             x, y = x.to(self.device), y.to(self.device)
             loss, logits = self.loss(x, y)
             loss_sum += loss.item() * y.numel()
             correct += (logits.argmax(-1) == y).sum().item()
             count += y.numel()
         self.model.train()
-        eval_loss = loss_sum / count
-        return {"eval_loss": eval_loss,
-                "eval_perplexity": torch.tensor(eval_loss, dtype=torch.float64).exp().item(),
-                "eval_accuracy": correct / count}
+        loss = loss_sum / count
+        return {f"{split}_loss": loss,
+                f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
+                f"{split}_accuracy": correct / count}
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -174,17 +183,18 @@ class Trainer:
                      "tokens": self.step * self.tokens_per_step, "tgs": self.tgs(),
                      "elapsed": self.train_s})
             if t.eval_interval and self.step % t.eval_interval == 0 and self.step < t.max_steps:
-                log({"step": self.step, **self.evaluate()})
+                log({"step": self.step, **self.evaluate("val")})
             if checkpoint and t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 checkpoint()
         bar.close()
-        nan = float("nan")
-        evaluation = (self.evaluate() if status == "completed"
-                      else {"eval_loss": nan, "eval_perplexity": nan, "eval_accuracy": nan})
         if status == "completed":
+            evaluation = {**self.evaluate("val"), **self.evaluate("test")}
             log({"step": self.step, **evaluation})
+        else:
+            evaluation = {f"{split}_{metric}": float("nan") for split in ("val", "test")
+                          for metric in ("loss", "perplexity", "accuracy")}
         return {
-            "status": status, "final_train_loss": loss, **evaluation,
+            "status": status, "final_train_loss": loss, "peak_lr": peak_lr(t), **evaluation,
             "peak_memory_gb": peak_bytes(self.device) / GB,
             "optimizer_state_gb": optimizer_state_bytes(self.optimizer) / GB,
             "tgs": self.tgs(), "steps": self.step, "tokens": self.step * self.tokens_per_step,

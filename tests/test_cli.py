@@ -21,14 +21,14 @@ def test_single_run_writes_metrics_summary_and_offline_wandb(tmp_path, tiny_args
     (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 4
-    assert f"eval_loss={summary['eval_loss']:.4f}" in result.stdout and str(run_dir) in result.stdout
+    assert f"test_loss={summary['test_loss']:.4f}" in result.stdout and str(run_dir) in result.stdout
     assert len(losses(run_dir)) == 4
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     wandb_run = read_run(summary["wandb_file"])
     assert Path(summary["wandb_file"]).is_relative_to(run_dir.resolve())
     assert wandb_run["config"]["trainer.max_steps"] == 4
     assert wandb_run["config"]["model.hidden_size"] == 64
-    assert wandb_run["summary"]["eval_loss"] == summary["eval_loss"]
+    assert wandb_run["summary"]["test_loss"] == summary["test_loss"]
 
 
 def test_multirun_then_rerun_reproduces_losses_exactly(tmp_path, tiny_args):

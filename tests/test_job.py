@@ -16,7 +16,7 @@ from conftest import losses
 from wandb_file import read_run
 
 SUMMARY_KEYS = {
-    "status", "final_train_loss", "eval_loss", "eval_perplexity", "eval_accuracy",
+    "status", "final_train_loss", "val_loss", "test_loss", "test_perplexity", "test_accuracy", "peak_lr",
     "peak_memory_gb", "optimizer_state_gb", "tgs", "steps", "tokens", "wall_s", "optimizer",
     "toggles", "model", "task", "params_m", "overrides", "config_hash",
 }
@@ -30,8 +30,11 @@ def test_summary_contract(tiny_cfg, tmp_path):
     assert SUMMARY_KEYS <= on_disk.keys()
     assert on_disk["status"] == "completed"
     assert on_disk["steps"] == 8 and on_disk["tokens"] == 8 * 4 * 32
-    assert on_disk["eval_perplexity"] == pytest.approx(math.exp(on_disk["eval_loss"]), rel=1e-12)
-    assert 0 <= on_disk["eval_accuracy"] <= 1
+    for split in ("val", "test"):
+        assert on_disk[f"{split}_perplexity"] == pytest.approx(math.exp(on_disk[f"{split}_loss"]),
+                                                               rel=1e-12)
+        assert 0 <= on_disk[f"{split}_accuracy"] <= 1
+    assert on_disk["val_loss"] != on_disk["test_loss"]  # two different splits
     for key in ("peak_memory_gb", "optimizer_state_gb", "tgs", "wall_s", "params_m"):
         assert on_disk[key] > 0, key
     # AdamW keeps two fp32 moments per parameter, plus a 4-byte step count per tensor.
@@ -43,9 +46,11 @@ def test_summary_contract(tiny_cfg, tmp_path):
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == list(range(1, 9))
     assert {"step", "loss", "lr", "tokens", "tgs", "elapsed"} <= train_rows[0].keys()
-    eval_rows = [r for r in rows if "eval_loss" in r]
+    eval_rows = [r for r in rows if "val_loss" in r]
     assert [r["step"] for r in eval_rows] == [4, 8]
-    assert eval_rows[-1]["eval_loss"] == on_disk["eval_loss"]
+    assert eval_rows[-1]["val_loss"] == on_disk["val_loss"]
+    assert eval_rows[-1]["test_loss"] == on_disk["test_loss"]
+    assert "test_loss" not in eval_rows[0]  # the test split is only read at the end
     assert train_rows[-1]["loss"] == on_disk["final_train_loss"]
 
 
@@ -63,7 +68,7 @@ def test_divergence_stops_early_with_status_diverged(tiny_cfg, tmp_path):
     assert summary["status"] == "diverged"
     assert summary["steps"] < 20
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["status"] == "diverged" and math.isnan(float(on_disk["eval_loss"]))
+    assert on_disk["status"] == "diverged" and math.isnan(float(on_disk["test_loss"]))
 
 
 def test_exception_is_recorded_then_reraised(tiny_cfg, tmp_path, monkeypatch):
@@ -86,7 +91,7 @@ def test_offline_wandb_run_holds_flat_config_and_summary(tiny_cfg, tmp_path):
     assert run["config"]["optimizer.name"] == "adamw"
     assert run["config"]["trainer.max_steps"] == 6
     assert run["config"]["toggles.fused_backward"] is True
-    for key in ("eval_loss", "tgs", "peak_memory_gb", "config_hash", "status"):
+    for key in ("test_loss", "tgs", "peak_memory_gb", "config_hash", "status"):
         assert run["summary"][key] == summary[key], key
     assert [row["loss"] for row in run["history"] if "loss" in row] == losses(tmp_path)
 
