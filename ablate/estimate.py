@@ -70,6 +70,16 @@ def estimate(cfg: DictConfig, weights: str = "fp32", accounting: str = "full",
                                      weights, checkpointing))
 
 
+def summary_fields(cfg: DictConfig) -> dict:
+    """A job's estimate in GB, its total beside the measured peak; none for an optimizer
+    class the estimator does not know (the job still trains)."""
+    try:
+        gb = estimate(cfg).gb()
+    except ConfigError:
+        return {"estimated_memory_gb": None}
+    return {"estimated_memory_gb": gb.pop("total"), "estimated_memory": gb}
+
+
 def weight_bytes(model: torch.nn.Module, width: int) -> int:
     return sum(p.numel() for p in model.parameters()) * width
 

@@ -118,10 +118,11 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
     """Train one config into `run_dir`; the summary is written even when training raises
     (then the exception is re-raised after it is recorded). With `resume_from`, a completed
     run of the same config under it is reused, and its latest checkpoint continued."""
-    from .train import Trainer  # transformers loads only when a job runs
+    from .estimate import summary_fields  # transformers loads only when a job runs
+    from .train import Trainer
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"status": "failed", **describe(cfg, overrides, sweep)}
+    summary = {"status": "failed", **describe(cfg, overrides, sweep), **summary_fields(cfg)}
     if tuning is not None:
         summary["tuning"] = tuning
     if resume_from is not None:

@@ -12,8 +12,10 @@ from ablate.config import compose
 from ablate.data import load_corpus
 from ablate.estimate import (estimate, main, saved_activation_bytes, tied_params,
                              weight_bytes)
-from ablate.memory import optimizer_state_bytes
+from ablate.job import run_job
+from ablate.memory import GB, optimizer_state_bytes
 from ablate.models import build_model, count_params
+from ablate.report import main as report_main
 from ablate.train import Trainer, build_optimizer
 
 MODELS = ["model=llama_tiny", "model=gpt2_tiny"]
@@ -153,3 +155,16 @@ def test_table_sweeps_and_skips_combinations_that_make_no_sense(capsys):
 def test_bad_override_is_one_line_before_any_compute():
     with pytest.raises(SystemExit, match=r"^ablate.estimate: error: trainer.seq_len=-1: must be > 0$"):
         main(["trainer.seq_len=-1"])
+
+
+def test_summary_and_report_show_the_estimate_beside_the_peak(tiny_cfg, tmp_path, capsys):
+    cfg = tiny_cfg("trainer.max_steps=2")
+    summary = run_job(cfg, tmp_path / "sweep" / "0", [])
+    predicted = estimate(cfg)
+    assert summary["estimated_memory_gb"] == predicted.total / GB
+    assert summary["estimated_memory"]["optimizer_state"] * GB == predicted.optimizer_state
+    report_main([str(tmp_path / "sweep")])
+    head, _, row = [line for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("|")][:3]
+    cells = dict(zip(head.split(" | "), row.split(" | ")))
+    assert cells["est. GB"] == f"{predicted.total / GB:.4g}"
