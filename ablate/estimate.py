@@ -4,14 +4,17 @@ The model and the optimizer are built on the `meta` device (no memory is allocat
 figures hold for sizes no machine at hand can train. The terms, in bytes:
 
 - weights: every parameter, at the storage dtype (`--weights`, default fp32 as the trainer);
-- gradients alive at the peak: all of them without a fused backward (and with gradient
-  accumulation); with one, the largest single gradient, plus a tied embedding's gradient,
-  which autograd holds from the output layer's backward until the input embedding's;
+- gradients: all of them without a fused backward (and with gradient accumulation); with
+  one, those alive at once: the largest single gradient, plus a tied embedding's, which
+  autograd holds from the output layer's backward until the input embedding's;
 - optimizer state: each optimizer's own tensors, counted from the param groups the optimizer
   itself built (exactly what `optimizer_state_gb` measures after training);
 - activations: the tensors the forward saves for the backward (a closed form of what the
   `transformers` LLaMA and GPT-2 save, with SDPA attention), plus the two logits-sized
-  gradients alive at the start of the backward.
+  gradients alive at the start of the backward;
+- total: the peak, at the larger of two moments: the start of the backward (weights, state,
+  all activations, the gradients alive at once) and, without a fused backward, the update
+  (weights, state, every gradient; the activations are freed by then).
 
 `python -m ablate.estimate [--table] [--weights bf16] [--accounting galore] [overrides]`
 """
@@ -43,13 +46,10 @@ class Estimate:
     gradients: int
     optimizer_state: int
     activations: int
-
-    @property
-    def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer_state + self.activations
+    total: int
 
     def gb(self) -> dict:
-        return {**{k: v / GB for k, v in asdict(self).items()}, "total": self.total / GB}
+        return {k: v / GB for k, v in asdict(self).items()}
 
 
 def estimate(cfg: DictConfig, weights: str = "fp32", accounting: str = "full",
@@ -59,15 +59,18 @@ def estimate(cfg: DictConfig, weights: str = "fp32", accounting: str = "full",
     model = build_model(cfg.model, "meta")
     optimizer = build_optimizer(cfg, model)
     if accounting == "galore":
-        return Estimate(weight_bytes(model, 2), 0, optimizer_state_bytes(optimizer, 2, 2), 0)
+        kept = weight_bytes(model, 2), optimizer_state_bytes(optimizer, 2, 2)
+        return Estimate(kept[0], 0, kept[1], 0, sum(kept))
     t, width = cfg.trainer, DTYPE_BYTES[weights]
     all_grads = not cfg.toggles.fused_backward or t.grad_accum_steps > 1
-    return Estimate(
-        weights=weight_bytes(model, width),
-        gradients=gradient_bytes(model, width, all_grads),
-        optimizer_state=optimizer_state_bytes(optimizer, width, 4),
-        activations=activation_bytes(cfg.model, t.batch_size, t.seq_len, t.precision.value,
-                                     weights, checkpointing))
+    gradients = gradient_bytes(model, width, all_grads)
+    state = optimizer_state_bytes(optimizer, width, 4)
+    activations = activation_bytes(cfg.model, t.batch_size, t.seq_len, t.precision.value,
+                                   weights, checkpointing)
+    at_backward = activations + (gradients if t.grad_accum_steps > 1
+                                 else gradient_bytes(model, width, False))
+    return Estimate(weight_bytes(model, width), gradients, state, activations,
+                    weight_bytes(model, width) + state + max(at_backward, gradients))
 
 
 def summary_fields(cfg: DictConfig) -> dict:
