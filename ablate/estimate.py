@@ -28,8 +28,11 @@ import sys
 from dataclasses import asdict, dataclass
 
 import torch
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
+from .__main__ import one_line
 from .config import ConfigError, IncompatibleToggles, apply_variant, check, compose
 from .memory import GB
 from .models import build_model
@@ -254,8 +257,8 @@ def main(argv: list[str] | None = None) -> None:
             check(cfg)
         except IncompatibleToggles:
             continue  # a combination of the product that makes no sense, as in a sweep
-        except ConfigError as exc:
-            sys.exit(f"ablate.estimate: error: {exc}")
+        except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+            sys.exit(f"ablate.estimate: error: {one_line(exc)}")
         rows.append((label(cfg), estimate(cfg, args.weights, args.accounting).gb()))
     if not args.table:
         name, gb = rows[0]

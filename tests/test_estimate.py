@@ -152,9 +152,16 @@ def test_table_sweeps_and_skips_combinations_that_make_no_sense(capsys):
         "| llama_20m adalomo nmf=False fused"]
 
 
-def test_bad_override_is_one_line_before_any_compute():
-    with pytest.raises(SystemExit, match=r"^ablate.estimate: error: trainer.seq_len=-1: must be > 0$"):
-        main(["trainer.seq_len=-1"])
+@pytest.mark.parametrize("override,message", [
+    ("trainer.seq_len=-1", "trainer.seq_len=-1: must be > 0"),
+    ("model=llama_2b", "In 'config': Could not find 'model/llama_2b'; allowed model options: gpt2_large"),
+    ("optimizer.rank=8", "Could not override 'optimizer.rank'.: Key 'rank' not in 'AdamWConfig'"),
+])
+def test_bad_input_is_one_line_before_any_compute(override, message):
+    with pytest.raises(SystemExit) as exit_:
+        main([override])
+    assert str(exit_.value).startswith(f"ablate.estimate: error: {message}")
+    assert "\n" not in str(exit_.value)
 
 
 def test_summary_and_report_show_the_estimate_beside_the_peak(tiny_cfg, tmp_path, capsys):
