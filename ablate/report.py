@@ -207,7 +207,7 @@ def variant_rows(jobs: list[Job], baseline: str, target: float) -> list[dict]:
                **{status: sum(job.status == status for job in group) for status in STATUSES}}
         for key in METRICS:
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(
-                [number(job.summary.get(key)) for job in done])
+                [number(job.summary[key]) for job in done if key in job.summary])
         reached = [s for s in (steps_to_target(job.curve, target) for job in done)
                    if not math.isnan(s)]
         row["loss_target"] = target
