@@ -130,6 +130,7 @@ class AdaLomoConfig(OptimizerConfig):
     eps: Tuple[float, float] = MISSING
     clip_threshold: float = MISSING
     decay_rate: float = MISSING
+    beta2: Optional[float] = None  # a constant in [0, 1); None: the schedule 1 - t^decay_rate
     weight_decay: float = MISSING
     clip_grad_value: Optional[float] = None
 
@@ -144,7 +145,10 @@ class TogglesConfig:
     two_sided: Optional[bool] = None  # GaLore: project both sides (P^T G Q)
     eight_bit: Optional[bool] = None  # GaLore: Adam moments in 8 bits (its own default: off)
     adaptive_lr: Optional[bool] = None  # AdaLomo: false = no second moment (u = g)
-    grouped_norm: Optional[bool] = None  # AdaLomo: false = plain lr step, no RMS clip/scale
+    # AdaLomo: false = plain lr step, no RMS clip/scale; global = one RMS over all parameters'
+    # updates. true, false or global: a bool-or-string has no OmegaConf type, so the
+    # optimizer's constructor checks it (reported by check()).
+    grouped_norm: Any = None
     nmf: Optional[bool] = None  # AdaLomo: false = full m x n second moment, not factored
 
 
@@ -334,6 +338,11 @@ def check(cfg: DictConfig) -> None:
         if cfg.toggles.fused_backward and t.grad_accum_steps > 1:
             raise ConfigError("trainer.clip_grad_norm with toggles.fused_backward=true needs "
                               f"trainer.grad_accum_steps=1 (got {t.grad_accum_steps})")
+    # Its first, gathering backward would consume the gradients accumulated so far.
+    if cfg.toggles.grouped_norm == "global" and cfg.toggles.fused_backward \
+            and t.grad_accum_steps > 1:
+        raise ConfigError("toggles.grouped_norm=global with toggles.fused_backward=true needs "
+                          f"trainer.grad_accum_steps=1 (got {t.grad_accum_steps})")
     if t.seq_len > cfg.model.max_seq_len:
         raise ConfigError(f"trainer.seq_len={t.seq_len}: must be <= model.max_seq_len="
                           f"{cfg.model.max_seq_len} for model {cfg.model.name}")
@@ -412,12 +421,27 @@ def apply_variant(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"ablation.variant={ablation.variant}: allowed are {allowed}")
     for assignment in ablation.variants[ablation.variant]:
         key, value = parse_assignment(assignment)
+        if key == "optimizer":  # a group choice, which Hydra has already composed
+            value = optimizer_option(value)
         try:
             OmegaConf.update(cfg, key, value, merge=False)
         except Exception as exc:  # noqa: BLE001 - OmegaConf raises several kinds
             raise ConfigError(f"ablation variant {ablation.variant}: {assignment}: "
                               f"{str(exc).splitlines()[0]}") from exc
     return cfg
+
+
+def optimizer_option(name: str) -> DictConfig:
+    """conf/optimizer/NAME.yaml under the schema its defaults list names: what `optimizer=NAME`
+    composes, for a preset variant that changes the optimizer (`optimizer=sgd`)."""
+    path = config_dir() / "optimizer" / f"{name}.yaml"
+    if not path.is_file():
+        allowed = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise ConfigError(f"optimizer={name}: allowed are {allowed}")
+    body = OmegaConf.load(path)
+    schemas = [ConfigStore.instance().load(entry.split("@")[0].lstrip("/") + ".yaml").node
+               for entry in body.pop("defaults", []) if entry.startswith("/schema/")]
+    return OmegaConf.merge(*schemas, body)
 
 
 def typed(cfg: DictConfig) -> DictConfig:

@@ -36,7 +36,7 @@ from .__main__ import one_line
 from .config import ConfigError, IncompatibleToggles, apply_variant, check, compose
 from .memory import GB
 from .models import build_model
-from .optim import AdaLomo, GaLoreAdamW, Lomo
+from .optim import AdaLomo, AdamW, GaLoreAdamW, Lomo
 from .optim.galore import BLOCKSIZE, MIN_8BIT_SIZE, projected, projected_shape, sides
 from .train import build_optimizer
 
@@ -120,8 +120,8 @@ def optimizer_state_bytes(optimizer, width: int, float_bytes: int) -> int:
 def param_state_bytes(kind: type, group: dict, p: torch.Tensor, width: int,
                       float_bytes: int) -> int:
     n = p.numel()
-    if kind is torch.optim.AdamW or kind is torch.optim.Adam:
-        moments = 3 if group["amsgrad"] else 2
+    if kind is AdamW:
+        moments = 2 if group["adaptive_lr"] else 1
         return moments * n * width + 4  # + the step count, a float32 tensor
     if kind is torch.optim.SGD:
         return n * width if group["momentum"] != 0 else 0
@@ -140,8 +140,8 @@ def param_state_bytes(kind: type, group: dict, p: torch.Tensor, width: int,
         left, right = sides(p.shape, group)
         projectors = (p.shape[0] * rows if left else 0) + (cols * p.shape[1] if right else 0)
         return moment_bytes(rows * cols, group["eight_bit"], float_bytes) + projectors * width
-    raise ConfigError(f"optimizer class {kind.__name__}: the estimator knows AdamW, Adam, SGD, "
-                      "Lomo, AdaLomo, GaLoreAdamW")
+    raise ConfigError(f"optimizer class {kind.__name__}: the estimator knows AdamW, SGD, Lomo, "
+                      "AdaLomo, GaLoreAdamW")
 
 
 def optimizer_kind(optimizer) -> type:

@@ -16,16 +16,24 @@ import torch
 
 
 class OptimizerInBackward:
+    """An optimizer whose update needs sums over every parameter before any parameter is
+    updated (AdaLomo's global update normalization) says so with `needs_global_sums`; it
+    gives its own part with `global_sums()` (from the present gradient, its state untouched)
+    and reads the sum over all instances from its `global_totals` when it steps."""
+
     def __init__(self, named_params: Iterable[tuple[str, torch.nn.Parameter]],
                  make_optimizer: Callable[[list], torch.optim.Optimizer]):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._handles = []
         self.accumulating = False  # True on micro-batches that only accumulate gradients
-        self.clip_coef: torch.Tensor | None = None  # set by the norm pass, used by the next
-        self._sq_norms: list[torch.Tensor] | None = None  # collecting during a norm pass
+        self.clip_coef: torch.Tensor | None = None  # set by a gathering pass, used by the next
+        self._gathering: str | None = None  # "norms" or "sums" during a gathering pass
+        self._gathered: list[torch.Tensor] = []
         for name, p in named_params:
             self.optimizers[name] = make_optimizer([(name, p)])
             self._handles.append(p.register_post_accumulate_grad_hook(self._hook(name)))
+        self._needing_sums = {name for name, opt in self.optimizers.items()
+                              if getattr(opt, "needs_global_sums", False)}
 
     def _hook(self, name: str):
         # The hook lives on the tensor, which autograd's garbage collector cannot see into:
@@ -36,24 +44,39 @@ class OptimizerInBackward:
             self = owner()
             if self is None or self.accumulating:
                 return
-            if self._sq_norms is not None:
-                self._sq_norms.append(p.grad.detach().float().pow(2).sum())
+            if self._gathering == "norms":
+                self._gathered.append(p.grad.detach().float().pow(2).sum())
             else:
                 if self.clip_coef is not None:
                     p.grad.mul_(self.clip_coef)
-                self.optimizers[name].step()
+                if self._gathering is None:
+                    self.optimizers[name].step()
+                elif name in self._needing_sums:
+                    self._gathered.append(self.optimizers[name].global_sums())
             p.grad = None
         return hook
 
-    def norm_pass(self, loss: torch.Tensor, max_norm: float) -> torch.Tensor:
-        """Global gradient-norm clipping needs the norm before any update: a first backward
-        only gathers it (the graph is kept for the second, updating backward)."""
-        self._sq_norms = []
-        loss.backward(retain_graph=True)
-        total = torch.stack(self._sq_norms).sum().sqrt()
-        self._sq_norms = None
-        self.clip_coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        return total
+    def gather(self, loss: torch.Tensor, clip_grad_norm: float | None) -> None:
+        """What every update needs before any update, each from a backward that only
+        gathers (the graph kept for the next): the global gradient norm for
+        `clip_grad_norm`, then the optimizers' `global_sums`, which are computed from the
+        clipped gradients and so need a backward of their own. Without either, nothing runs;
+        with both, the updating backward is the third."""
+        if clip_grad_norm is not None:
+            total = self._gathering_pass(loss, "norms").sum().sqrt()
+            self.clip_coef = torch.clamp(clip_grad_norm / (total + 1e-6), max=1.0)
+        if self._needing_sums:
+            totals = self._gathering_pass(loss, "sums")
+            for name in self._needing_sums:
+                self.optimizers[name].global_totals = totals
+
+    def _gathering_pass(self, loss: torch.Tensor, what: str) -> torch.Tensor:
+        self._gathering, self._gathered = what, []
+        try:
+            loss.backward(retain_graph=True)
+            return torch.stack(self._gathered).sum(0)
+        finally:
+            self._gathering, self._gathered = None, []
 
     @property
     def param_groups(self) -> list[dict]:

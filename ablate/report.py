@@ -1,11 +1,15 @@
 """`python -m ablate.report SWEEP_DIR [--baseline PARTS] [--loss-target X] [--out DIR]`:
-one row per variant of a sweep, in report.md, report.csv, three plots and the terminal.
+one row per variant of a sweep, in report.md, report.csv, four plots and the terminal.
 
 Every job under SWEEP_DIR (nested sweep directories too) is read from its `summary.json`
 and `metrics.jsonl`; a job directory without a summary (`.hydra/` only) counts as killed.
 Jobs of one config (same `config_hash`: a job reused or resumed in a later sweep) count once.
 Jobs with the same `variant` label (they differ only in the seed) make one row: the mean and
-sample standard deviation (n - 1) over its completed jobs. The baseline variant is the one
+sample standard deviation (n - 1) over its completed jobs. A variant run at several
+`trainer.lr_factor`s (a tuned sweep, +tune=lr) is shown at the factor with the lowest
+validation loss on its grid seed, as the jobs themselves chose (ablate/tune.py); its numbers
+are the test split's. Each variant's test loss is compared with the baseline's by Welch's
+t-test (scipy.stats.ttest_ind, equal_var=False). The baseline variant is the one
 `--baseline` names, else the preset's (`is_baseline`), else the lowest-numbered job's.
 """
 
@@ -23,12 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from scipy import stats
+
+from .tune import best_factor, edge, grid_loss
 
 STATUSES = ("completed", "diverged", "failed", "skipped", "killed")
 # Summary fields aggregated per variant (mean and std over its completed jobs).
-METRICS = ("eval_loss", "eval_perplexity", "eval_accuracy", "final_train_loss",
+METRICS = ("test_loss", "test_perplexity", "test_accuracy", "val_loss", "final_train_loss",
            "peak_memory_gb", "estimated_memory_gb", "optimizer_state_gb", "tgs")
 TARGET_FACTOR = 1.05  # default loss target: the baseline's mean final train loss + 5%
+ALPHA = 0.05  # significance level of the verdicts
 
 
 @dataclass
@@ -43,8 +51,12 @@ class Job:
 
 
 def number(value) -> float:
-    """A summary value as a float: summary.json writes NaN and inf as strings."""
-    return math.nan if value is None else float(value)
+    """A summary value as a float (summary.json writes NaN and inf as strings); NaN when
+    missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def path_order(root: Path, path: Path) -> list[tuple[int, int | str]]:
@@ -170,11 +182,60 @@ def find_baseline(jobs: list[Job], spec: str | None) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- numbers
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); NaN where undefined (n = 0, or n = 1
-    for the std)."""
+    """Mean and sample standard deviation (n - 1) of the finite values; NaN where undefined
+    (no finite value, or one for the std)."""
+    values = [v for v in values if math.isfinite(v)]
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval for the mean of the finite values; NaN under two values."""
+    values = [v for v in values if math.isfinite(v)]
+    if len(values) < 2:
+        return math.nan, math.nan
+    mean, sem = statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
+    half = stats.t.ppf((1 + level) / 2, len(values) - 1) * sem
+    return mean - half, mean + half
+
+
+def compare(values: list[float], base: list[float]) -> tuple[float, float, str]:
+    """A variant's test losses against the baseline's: difference of means, Welch's t-test
+    p-value, and the verdict at ALPHA (a higher loss is worse)."""
+    values = [v for v in values if math.isfinite(v)]
+    base = [v for v in base if math.isfinite(v)]
+    diff = (statistics.fmean(values) - statistics.fmean(base)) if values and base else math.nan
+    if len(values) < 2 or len(base) < 2:
+        return diff, math.nan, ("1 seed: no test" if values and base
+                                else "no completed job: no test")
+    p = float(stats.ttest_ind(values, base, equal_var=False).pvalue)
+    if math.isnan(p):
+        return diff, p, "no test: no spread over seeds"
+    if p >= ALPHA:
+        return diff, p, "no significant difference"
+    return diff, p, "worse" if diff > 0 else "better"
+
+
+def choose_lr(group: list[Job]) -> tuple[list[Job], dict]:
+    """A variant's jobs at its chosen `lr_factor`, and the choice: with one factor, all of
+    them; with several (a tuned sweep), the factor with the lowest validation loss on the
+    grid seed (every factor's grid-seed run must have finished), as ablate/tune.py chose."""
+    factors = sorted({number(job.summary.get("lr_factor", 1.0)) for job in group})
+    if len(factors) < 2:
+        return group, {}
+    tuned = [job.summary["tuning"] for job in group if job.summary.get("tuning")]
+    grid_seed = tuned[0]["grid_seed"] if tuned else min(job.summary["seed"] for job in group)
+    on_grid = {number(job.summary["lr_factor"]): job for job in group
+               if job.summary["seed"] == grid_seed}
+    losses = {f: grid_loss(job.summary) for f, job in on_grid.items()}
+    grid = {f: loss for f, loss in losses.items() if loss is not None}
+    choice = {"grid_seed": grid_seed, "grid": grid,
+              "peak_lrs": {f: number(job.summary.get("peak_lr")) for f, job in on_grid.items()},
+              "missing": [f for f in factors if f not in grid]}
+    chosen = best_factor(grid) if not choice["missing"] else None
+    choice.update(chosen=chosen, edge=edge(chosen, factors) if chosen is not None else None)
+    return [job for job in group if number(job.summary.get("lr_factor", 1.0)) == chosen], choice
 
 
 def steps_to_target(curve: list[tuple[int, float]], target: float) -> float:
@@ -191,23 +252,43 @@ def loss_auc(curve: list[tuple[int, float]]) -> float:
     return area / (curve[-1][0] - curve[0][0])
 
 
-def variant_rows(jobs: list[Job], baseline: str, target: float) -> list[dict]:
-    """One CSV row per variant, the baseline first, the rest in job order."""
-    by_variant: dict[str, list[Job]] = {}
+def by_variant(jobs: list[Job]) -> dict[str, list[Job]]:
+    groups: dict[str, list[Job]] = {}
     for job in jobs:
-        by_variant.setdefault(job.summary["variant"], []).append(job)
-    labels = [baseline] + [label for label in by_variant if label != baseline]
+        groups.setdefault(job.summary["variant"], []).append(job)
+    return groups
+
+
+def tuning_skipped(job: Job) -> bool:
+    """A job a tuned sweep did not run: its seed runs only the chosen lr."""
+    return job.status == "skipped" and str(job.summary.get("reason", "")).startswith("tuning:")
+
+
+def variant_rows(jobs: list[Job], baseline: str, target: float) -> tuple[list[dict], dict]:
+    """One CSV row per variant, the baseline first, the rest in job order; and each tuned
+    variant's lr choice."""
+    groups = by_variant(jobs)
+    labels = [baseline] + [label for label in groups if label != baseline]
     common = common_parts(labels)
-    rows = []
+    rows, choices = [], {}
     for label in labels:
-        group = by_variant[label]
+        group, choices[label] = choose_lr(groups[label])
+        group = [job for job in group if not tuning_skipped(job)]
         done = [job for job in group if job.status == "completed"]
+        choice = choices[label]
+        lrs = {number(job.summary["peak_lr"]) for job in group if "peak_lr" in job.summary}
         row = {"variant": label, "label": short_label(label, common),
                "is_baseline": label == baseline, "n": len(done),
+               "tuned": bool(choice), "lr_factor": choice["chosen"] if choice else math.nan,
+               "lr": lrs.pop() if len(lrs) == 1 else math.nan,
+               "lr_edge": (choice or {}).get("edge") or "",
                **{status: sum(job.status == status for job in group) for status in STATUSES}}
         for key in METRICS:
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(
-                [number(job.summary[key]) for job in done if key in job.summary])
+                [number(job.summary.get(key)) for job in done])
+        row["test_loss_ci_low"], row["test_loss_ci_high"] = confidence_interval(
+            [number(job.summary.get("test_loss")) for job in done])
+        row["test_losses"] = [number(job.summary.get("test_loss")) for job in done]
         reached = [s for s in (steps_to_target(job.curve, target) for job in done)
                    if not math.isnan(s)]
         row["loss_target"] = target
@@ -215,11 +296,15 @@ def variant_rows(jobs: list[Job], baseline: str, target: float) -> list[dict]:
         row["steps_to_target_n"] = len(reached)
         row["loss_auc_mean"], row["loss_auc_std"] = mean_std([loss_auc(job.curve) for job in done])
         rows.append(row)
-    base_ppl = rows[0]["eval_perplexity_mean"]
+    base_ppl, base_losses = rows[0]["test_perplexity_mean"], rows[0]["test_losses"]
     for row in rows:
-        row["delta_eval_perplexity"] = row["eval_perplexity_mean"] - base_ppl
-        row["delta_eval_perplexity_pct"] = 100 * row["delta_eval_perplexity"] / base_ppl
-    return rows
+        row["delta_test_perplexity"] = row["test_perplexity_mean"] - base_ppl
+        row["delta_test_perplexity_pct"] = 100 * row["delta_test_perplexity"] / base_ppl
+        row["delta_test_loss"], row["p_value"], row["verdict"] = (
+            (math.nan, math.nan, "baseline") if row["is_baseline"]
+            else compare(row["test_losses"], base_losses))
+        del row["test_losses"]
+    return rows, choices
 
 
 # ---------------------------------------------------------------- writing
@@ -235,20 +320,31 @@ def pm(row: dict, key: str) -> str:
     return fmt(mean) + (f" ± {fmt(std)}" if not math.isnan(std) else "")
 
 
+def signed(x: float) -> str:
+    return "" if math.isnan(x) else f"{'+' if x >= 0 else ''}{fmt(x)}"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    head = ["variant", "n", "eval loss", "eval ppl", "Δ ppl", "peak mem GB", "est. GB",
-            "opt state GB", "TGS", "steps to target", "loss AUC", "jobs"]
+    head = ["variant", "lr", "n", "test loss", "95% CI", "Δ loss", "p (Welch)", "verdict",
+            "test ppl", "Δ ppl", "peak mem GB", "est. GB", "opt state GB", "TGS",
+            "steps to target", "loss AUC", "jobs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         label = f"`{row['label']}`".replace("|", "\\|")
+        lr = fmt(row["lr"]) + (f" (×{fmt(row['lr_factor'])})" if row["tuned"] else "") + (
+            f" ({row['lr_edge']} tried: widen the grid)" if row["lr_edge"] else "")
+        ci = ("" if math.isnan(row["test_loss_ci_low"]) else
+              f"{fmt(row['test_loss_ci_low'])} – {fmt(row['test_loss_ci_high'])}")
         steps = pm(row, "steps_to_target")
         if row["steps_to_target_n"] < row["n"]:
             steps = f"{steps} ({row['steps_to_target_n']}/{row['n']} reached)".lstrip()
-        d, pct = row["delta_eval_perplexity"], row["delta_eval_perplexity_pct"]
+        d, pct = row["delta_test_perplexity"], row["delta_test_perplexity_pct"]
         delta = "baseline" if row["is_baseline"] else (
-            "" if math.isnan(d) else f"{'+' if d >= 0 else ''}{fmt(d)} ({pct:+.1f}%)")
+            "" if math.isnan(d) else f"{signed(d)} ({pct:+.1f}%)")
+        p = "" if math.isnan(row["p_value"]) else f"{row['p_value']:.3g}"
         jobs = ", ".join(f"{row[s]} {s}" for s in STATUSES if row[s])
-        cells = [label, str(row["n"]), pm(row, "eval_loss"), pm(row, "eval_perplexity"), delta,
+        cells = [label, lr, str(row["n"]), pm(row, "test_loss"), ci, signed(row["delta_test_loss"]),
+                 p, row["verdict"], pm(row, "test_perplexity"), delta,
                  pm(row, "peak_memory_gb"), pm(row, "estimated_memory_gb"),
                  pm(row, "optimizer_state_gb"), pm(row, "tgs"),
                  steps, pm(row, "loss_auc"), jobs]
@@ -266,10 +362,35 @@ def write_csv(path: Path, rows: list[dict]) -> None:
                              for k, v in row.items()})
 
 
+def tuning_notes(choices: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    """One line per tuned variant: the grid's validation losses and the choice."""
+    notes = []
+    for variant, choice in choices.items():
+        if not choice:
+            continue
+        grid = ", ".join(f"×{fmt(f)}: {fmt(loss)}" for f, loss in sorted(choice["grid"].items()))
+        if choice["missing"]:
+            outcome = ("no choice: no finished grid-seed run at lr_factor " +
+                       ", ".join(fmt(f) for f in choice["missing"]))
+        elif choice["chosen"] is None:
+            outcome = "no choice: every lr diverged"
+        else:
+            outcome = f"chosen ×{fmt(choice['chosen'])}"
+            if choice["edge"]:
+                outcome += (f": the best lr is the {choice['edge']} tried, widen the grid "
+                            "(tune.lr_factors)")
+        notes.append(f"- `{labels[variant]}` (seed {choice['grid_seed']}, validation loss "
+                     f"by lr_factor; diverged = inf): {grid}; {outcome}")
+    return notes
+
+
 def job_notes(jobs: list[Job], labels: dict[str, str]) -> list[str]:
-    """One line per job that did not complete, saying why."""
+    """One line per job that did not complete (other than a tuned sweep's unchosen lrs),
+    saying why."""
     notes = []
     for job in jobs:
+        if tuning_skipped(job):
+            continue
         s = job.summary
         why = {"diverged": f"non-finite loss after {s.get('steps')} steps",
                "failed": f"{s.get('error_type')}: {s.get('error')}",
@@ -318,6 +439,41 @@ def plot_losses(path: Path, jobs: list[Job], rows: list[dict]) -> None:
     plt.close(fig)
 
 
+def plot_sensitivity(path: Path, rows: list[dict], choices: dict[str, dict]) -> None:
+    """Validation loss on the grid seed against the peak lr, a line per tuned variant; the
+    chosen lr is a star, a diverged run an x at the top."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    finite = [loss for c in choices.values() if c for loss in c["grid"].values()
+              if math.isfinite(loss)]
+    top = max(finite) if finite else 1.0
+    colors = iter(plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors)
+    for row in rows:
+        choice = choices[row["variant"]]
+        if not choice:
+            continue
+        color = "black" if row["is_baseline"] else next(colors)
+        points = sorted((choice["peak_lrs"][f], loss) for f, loss in choice["grid"].items())
+        ok = [(lr, loss) for lr, loss in points if math.isfinite(loss)]
+        name = row["label"] + (" (baseline)" if row["is_baseline"] else "")
+        ax.plot([lr for lr, _ in ok], [loss for _, loss in ok], marker="o", color=color,
+                label=name)
+        bad = [lr for lr, loss in points if not math.isfinite(loss)]
+        if bad:
+            ax.plot(bad, [top] * len(bad), "x", color=color, markersize=9)
+        if choice["chosen"] is not None:
+            ax.plot(choice["peak_lrs"][choice["chosen"]], choice["grid"][choice["chosen"]],
+                    "*", color=color, markersize=15)
+    ax.set(xscale="log", xlabel="peak learning rate (log)", ylabel="validation loss",
+           title="Learning-rate sensitivity (grid seed): ★ chosen, x diverged")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_bars(path: Path, rows: list[dict], panels: list[tuple[str, str]], title: str) -> None:
     """Horizontal bars (one per variant, in table order) of each `(metric, axis label)`,
     mean with a ±std whisker; a variant with no completed job says so."""
@@ -359,7 +515,9 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
     if not jobs:
         raise SystemExit(f"ablate.report: error: no job (summary.json or .hydra/) under {root}")
     baseline, how = find_baseline(jobs, baseline_spec)
-    base_final = mean_std([number(job.summary["final_train_loss"]) for job in jobs
+    # Each variant's jobs at its chosen lr (all of them in a sweep that is not tuned).
+    shown = [job for group in by_variant(jobs).values() for job in choose_lr(group)[0]]
+    base_final = mean_std([number(job.summary["final_train_loss"]) for job in shown
                            if job.summary["variant"] == baseline and job.status == "completed"])[0]
     if loss_target is None:
         target = TARGET_FACTOR * base_final
@@ -368,12 +526,15 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
                       "none: the baseline has no completed job (give --loss-target)")
     else:
         target, target_how = loss_target, f"{fmt(loss_target)} (given: --loss-target)"
-    rows = variant_rows(jobs, baseline, target)
+    rows, choices = variant_rows(jobs, baseline, target)
     common = common_parts([row["variant"] for row in rows])
     labels = {row["variant"]: row["label"] for row in rows}
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "report.csv", rows)
-    plot_losses(out / "loss_vs_step.png", jobs, rows)
+    plot_losses(out / "loss_vs_step.png", shown, rows)
+    tuned = any(choices.values())
+    if tuned:
+        plot_sensitivity(out / "lr_sensitivity.png", rows, choices)
     kinds = sorted({str(job.summary.get("memory_kind")) for job in jobs if "memory_kind" in
                     job.summary})
     plot_bars(out / "memory.png", rows,
@@ -394,15 +555,24 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
         f"- Device: {', '.join(devices)}; peak memory is {', '.join(kinds)}", "",
         markdown_table(rows), "",
         "Numbers are mean ± sample std (n - 1) over the n completed jobs of each variant (no "
-        "std when n = 1; blank when n = 0). Δ ppl: mean eval perplexity minus the baseline's. "
+        "std when n = 1; blank when n = 0), on the test split; lr is the peak learning rate "
+        "(chosen on the validation split in a tuned sweep). 95% CI: Student-t interval of the "
+        "mean test loss. Δ loss and Δ ppl: the variant's mean minus the baseline's. p (Welch): "
+        "Welch's t-test of the variant's test losses against the baseline's (seeds as "
+        f"samples); verdict at alpha {ALPHA}: worse (higher loss), better, or no significant "
+        "difference; with one seed on either side, no test. "
         "Steps to target: first logged step whose training loss (unsmoothed) is <= the loss "
         "target, over the jobs that reached it. Loss AUC: trapezoid area under the logged "
-        "training loss divided by the step span (a mean loss). report.csv has every number at "
-        "full precision.", "",
+        "training loss divided by the step span (a mean loss). A blank is a number that cannot "
+        "be computed (no completed job, one seed, a non-finite curve). report.csv has every "
+        "number at full precision.", "",
+        *(["![learning-rate sensitivity](lr_sensitivity.png)", ""] if tuned else []),
         "![training loss vs step](loss_vs_step.png)", "",
         "![peak and optimizer-state memory](memory.png)", "",
         "![throughput](tgs.png)",
     ]
+    if tuned:
+        lines += ["", "## Learning-rate choice", "", *tuning_notes(choices, labels)]
     notes = job_notes(jobs, labels)
     if notes:
         lines += ["", "## Jobs that did not complete", "", *notes]
@@ -428,8 +598,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"ablate.report: error: --loss-target {args.loss_target}: must be a loss > 0")
     out = args.out or args.sweep_dir / "report"
     print(report(args.sweep_dir, out, args.baseline, args.loss_target))
-    print(f"written: {out / 'report.md'}, {out / 'report.csv'}, loss_vs_step.png, memory.png, "
-          "tgs.png")
+    print(f"written: {out / 'report.md'}, {out / 'report.csv'} and the plots beside them")
 
 
 if __name__ == "__main__":

@@ -102,8 +102,7 @@ class Trainer:
             total += value
             if self.fused:
                 self.optimizer.accumulating = i < k - 1
-                if t.clip_grad_norm is not None:
-                    self.optimizer.norm_pass(loss, t.clip_grad_norm)
+                self.optimizer.gather(loss, t.clip_grad_norm)
             loss.backward()
         if not self.fused:
             if t.clip_grad_norm is not None:

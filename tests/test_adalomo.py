@@ -12,6 +12,7 @@ import torch
 
 from ablate.config import ConfigError, check, compose
 from ablate.data import train_batch
+from ablate.fused import OptimizerInBackward
 from ablate.memory import optimizer_state_bytes
 from ablate.optim import AdaLomo, Lomo
 from ablate.train import Trainer
@@ -137,7 +138,10 @@ def test_standalone_step_equals_lomo_optim_with_loss_scale_and_both_clips(tiny_c
 @pytest.mark.parametrize("optimizer", ["adalomo toggles=all", "adalomo toggles=no_adaptive_lr",
                                        "adalomo toggles=no_grouped_norm",
                                        "adalomo toggles=no_nmf", "lomo",
-                                       "adalomo toggles=all model=gpt2_tiny"])
+                                       "adalomo toggles=all model=gpt2_tiny",
+                                       "adalomo toggles=global_norm",
+                                       "adalomo toggles=global_norm trainer.clip_grad_norm=0.05",
+                                       "adalomo optimizer.beta2=0.999"])
 def test_fused_equals_unfused(tiny_cfg, optimizer):
     common = (f"optimizer={optimizer.split()[0]}", *optimizer.split()[1:],
               "optimizer.weight_decay=0.1")
@@ -150,33 +154,38 @@ def test_fused_equals_unfused(tiny_cfg, optimizer):
 # ---------------------------------------------------------------- toggles
 def textbook_adalomo(params: list[torch.Tensor], grads_at, steps: int, lrs: list[float],
                      adaptive_lr=True, grouped_norm=True, nmf=True, eps=(1e-30, 1e-3),
-                     clip_threshold=1.0, decay_rate=-0.8, weight_decay=0.01) -> list:
+                     clip_threshold=1.0, decay_rate=-0.8, beta2=None, weight_decay=0.01) -> list:
     """The algorithm box written out plainly, one formula per line, nothing in place."""
     params = [p.detach().clone() for p in params]
     second = [None] * len(params)  # (r, c) or v
     rms = lambda x: x.pow(2).mean().sqrt()  # noqa: E731
     for t in range(1, steps + 1):
-        beta2 = 1 - t ** decay_rate
+        beta2_t = 1 - t ** decay_rate if beta2 is None else beta2
+        updates = []
         for i, g in enumerate(grads_at(params)):
             p = params[i]
             if adaptive_lr and nmf and p.dim() == 2:
                 r_new, c_new = (g * g + eps[0]).mean(dim=1), (g * g + eps[0]).mean(dim=0)
                 r, c = second[i] or (torch.zeros_like(r_new), torch.zeros_like(c_new))
-                r, c = beta2 * r + (1 - beta2) * r_new, beta2 * c + (1 - beta2) * c_new
+                r, c = beta2_t * r + (1 - beta2_t) * r_new, beta2_t * c + (1 - beta2_t) * c_new
                 second[i] = (r, c)
                 u = g / torch.outer(r / r.mean(), c).sqrt()
             elif adaptive_lr:
                 v = second[i] if second[i] is not None else torch.zeros_like(g)
-                v = beta2 * v + (1 - beta2) * (g * g + eps[0])
+                v = beta2_t * v + (1 - beta2_t) * (g * g + eps[0])
                 second[i] = v
                 u = g / v.sqrt()
             else:
                 u = g
-            if grouped_norm:
+            updates.append(u)
+        rms_all = rms(torch.cat([u.flatten() for u in updates]))
+        for i, u in enumerate(updates):
+            p = params[i]
+            if grouped_norm == "global":
+                u = u / max(1.0, rms_all / clip_threshold)
+            elif grouped_norm:
                 u = u / max(1.0, rms(u) / clip_threshold)
-                lr = lrs[i] * max(eps[1], rms(p))
-            else:
-                lr = lrs[i]
+            lr = lrs[i] * max(eps[1], rms(p)) if grouped_norm else lrs[i]
             params[i] = p * (1 - lr * weight_decay) - lr * u
     return params
 
@@ -225,6 +234,90 @@ def test_each_toggle_equals_the_textbook_with_that_component_removed(preset):
         assert shapes == {"exp_avg_sq": (6, 4)}
     else:
         assert shapes == {"exp_avg_sq_row": (6,), "exp_avg_sq_col": (4,)}
+
+
+def two_layer_problem(clip_grad_norm=None):
+    """Two nn.Linear layers with a tanh between, a fresh batch per step; the gradients the
+    textbook gets are clipped by their global norm as torch.nn.utils.clip_grad_norm_ does."""
+    gen = torch.Generator().manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    batches = [(torch.randn(8, 4, generator=gen), torch.randn(8, 3, generator=gen))
+               for _ in range(4)]
+
+    def loss_of(params, x, y):
+        w1, b1, w2, b2 = params
+        return ((torch.tanh(x @ w1.T + b1) @ w2.T + b2 - y) ** 2).mean()
+
+    def textbook_grads():
+        batch = iter(batches)
+
+        def grads_at(params):
+            params = [p.detach().requires_grad_() for p in params]
+            grads = torch.autograd.grad(loss_of(params, *next(batch)), params)
+            if clip_grad_norm is None:
+                return grads
+            norm = torch.stack([g.norm() for g in grads]).norm()
+            return [g * min(1.0, clip_grad_norm / (norm.item() + 1e-6)) for g in grads]
+        return grads_at
+    return model, batches, loss_of, textbook_grads
+
+
+@pytest.mark.parametrize("path", ["step", "fused", "fused clip_grad_norm"])
+def test_global_norm_equals_the_textbook_on_two_linear_layers(path):
+    """One RMS over all four parameters' u (clip_threshold 0.5, so the clip acts), four
+    steps; the fused backward gathers the sums in a first backward (and, with global norm
+    clipping, the norm in one before it)."""
+    clip = 0.1 if "clip" in path else None
+    model, batches, loss_of, textbook_grads = two_layer_problem(clip)
+    start = [p.detach().clone() for p in model.parameters()]
+    options = dict(lr=0.1, weight_decay=0.01, clip_threshold=0.5)
+    if path == "step":
+        opt = AdaLomo(model.parameters(), grouped_norm="global", **options)
+    else:
+        opt = OptimizerInBackward(model.named_parameters(), lambda params: AdaLomo(
+            params, grouped_norm="global", **options))
+    for x, y in batches:
+        loss = loss_of(list(model.parameters()), x, y)
+        if path == "step":
+            loss.backward()
+            opt.step()
+        else:
+            opt.gather(loss, clip)
+            loss.backward()
+    expected = textbook_adalomo(start, textbook_grads(), 4, [0.1] * 4, grouped_norm="global",
+                                clip_threshold=0.5)
+    torch.testing.assert_close([p.detach() for p in model.parameters()], expected,
+                               rtol=RTOL, atol=1e-7)
+    grouped = textbook_adalomo(start, textbook_grads(), 4, [0.1] * 4, clip_threshold=0.5)
+    assert not torch.allclose(expected[2], grouped[2], rtol=1e-3)
+
+
+def test_constant_beta2_equals_the_textbook():
+    (w0, b0), grads_at = toy_problem()
+    w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
+    opt = AdaLomo([w, b], lr=0.1, weight_decay=0.01, beta2=0.9)
+    for _ in range(3):
+        w.grad, b.grad = grads_at([w, b])
+        opt.step()
+    expected = textbook_adalomo([w0, b0], toy_problem()[1], 3, [0.1, 0.1], beta2=0.9)
+    torch.testing.assert_close([w.detach(), b.detach()], expected, rtol=RTOL, atol=1e-7)
+    scheduled = textbook_adalomo([w0, b0], toy_problem()[1], 3, [0.1, 0.1])
+    assert not torch.allclose(expected[0], scheduled[0], rtol=1e-3)
+
+
+def test_grouped_norm_values_and_global_norm_with_accumulation_are_one_line_errors():
+    assert check(compose(["optimizer=adalomo", "toggles=global_norm"])) is None
+    assert check(compose(["optimizer=adalomo", "toggles.grouped_norm=false"])) is None
+    with pytest.raises(ConfigError, match=r"^optimizer=adalomo: grouped_norm='globl': "
+                                          r"allowed are true, false, global$"):
+        check(compose(["optimizer=adalomo", "toggles.grouped_norm=globl"]))
+    with pytest.raises(ConfigError, match=r"grouped_norm=global .* trainer.grad_accum_steps=1"):
+        check(compose(["optimizer=adalomo", "toggles=global_norm", "trainer.grad_accum_steps=2"]))
+    assert check(compose(["optimizer=adalomo", "toggles=global_norm", "toggles.fused_backward=false",
+                          "trainer.grad_accum_steps=2"])) is None
 
 
 def test_no_grouped_norm_steps_by_exactly_lr_times_u():
@@ -322,6 +415,7 @@ def test_optimizer_state_gb_on_llama_60m_is_the_closed_form(cache_dir, preset):
 @pytest.mark.parametrize("cls, kwargs, message", [
     (AdaLomo, {"eps": (1e-30,)}, "eps="), (AdaLomo, {"clip_threshold": 0.0}, "clip_threshold="),
     (AdaLomo, {"decay_rate": 0.1}, "decay_rate="), (Lomo, {"lr": -1.0}, "lr="),
+    (AdaLomo, {"beta2": 1.0}, "beta2="), (AdaLomo, {"grouped_norm": "yes"}, "grouped_norm="),
     (Lomo, {"clip_grad_norm": 0.0}, "clip_grad_norm="), (Lomo, {"loss_scale": 0.0}, "loss_scale="),
     (AdaLomo, {"clip_grad_value": -1.0}, "clip_grad_value="),
     (AdaLomo, {"weight_decay": -0.1}, "weight_decay="),

@@ -21,12 +21,14 @@ from ablate.train import Trainer, build_optimizer
 MODELS = ["model=llama_tiny", "model=gpt2_tiny"]
 OPTIMIZERS = [
     ["optimizer=adamw"],
+    ["optimizer=adamw", "toggles=no_adaptive_lr"],
     ["optimizer=sgd", "optimizer.momentum=0.9"],
     ["optimizer=sgd"],
     ["optimizer=lomo"],
     ["optimizer=adalomo"],
     ["optimizer=adalomo", "toggles=no_nmf"],
     ["optimizer=adalomo", "toggles=no_adaptive_lr"],
+    ["optimizer=adalomo", "toggles=global_norm"],
     ["optimizer=galore_adamw", "optimizer.rank=8"],
     ["optimizer=galore_adamw", "optimizer.rank=8", "toggles=two_sided"],
     ["optimizer=galore_adamw", "optimizer.rank=8", "toggles=eight_bit"],

@@ -19,7 +19,7 @@ from ablate.tracking import fit, flatten
 from conftest import ablate
 from wandb_file import read_run
 
-METRICS = ("eval_loss", "eval_perplexity", "eval_accuracy", "final_train_loss",
+METRICS = ("test_loss", "test_perplexity", "test_accuracy", "val_loss", "final_train_loss",
            "peak_memory_gb", "optimizer_state_gb", "tgs")
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -95,7 +95,7 @@ def test_report_numbers_are_the_summaries_numbers(sweep, capsys):
     assert cell(base, "steps_to_target_mean") == np.mean(first_below)
     assert cell(base, "loss_auc_mean") == pytest.approx(np.mean(auc), rel=1e-12)
     assert cell(base, "loss_auc_std") == pytest.approx(np.std(auc, ddof=1), rel=1e-9)
-    assert cell(base, "delta_eval_perplexity") == 0.0
+    assert cell(base, "delta_test_perplexity") == 0.0
 
     assert [json.loads((job / "summary.json").read_text())["status"]
             for job in groups["trainer.lr=1000000.0"]] == ["diverged", "diverged"]
@@ -107,9 +107,9 @@ def test_report_numbers_are_the_summaries_numbers(sweep, capsys):
     assert "All variants share: `sgd model.hidden_size=64" in md
     assert "Baseline: `trainer.lr=0.5`, the lowest-numbered job's" in md
     base_line = next(line for line in md.splitlines() if line.startswith("| `trainer.lr=0.5`"))
-    assert f"{np.mean([s['eval_loss'] for s in summaries]):.4g} ± " in base_line
+    assert f"{np.mean([s['test_loss'] for s in summaries]):.4g} ± " in base_line
     assert "2 completed, 1 killed" in base_line
-    assert "| `trainer.lr=1000000.0` | 0 |" in md and "2 diverged |" in md
+    assert "| `trainer.lr=1000000.0` | 1000000 | 0 |" in md and "2 diverged |" in md
     assert "seed 2: killed: no summary.json" in md
     assert base_line in printed  # the table goes to the terminal too
     for name in ("loss_vs_step.png", "memory.png", "tgs.png"):

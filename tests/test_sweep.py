@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablate.config import ConfigError, apply_variant, check, compose, config_dir, typed
+from ablate.config import (ConfigError, apply_variant, check, compose, config_dir, config_hash,
+                           typed)
 from ablate.job import is_baseline
 from ablate.plan import jobs
 from conftest import ablate, losses
@@ -133,6 +134,21 @@ def test_every_preset_expands_to_jobs_that_pass_the_config_check(preset):
         check(cfg)
         baselines += bool(is_baseline(cfg))
     assert baselines == 3  # the unablated variant, once per seed
+
+
+@pytest.mark.parametrize("preset", sorted(
+    p.stem for p in CONF.glob("ablation/*.yaml") if "variants" in yaml.safe_load(p.read_text())
+    .get("ablation", {})))
+def test_every_variant_applied_equals_its_assignments_composed_by_hydra(preset):
+    """What a sweep job runs (`ablation.variant=NAME`, applied after composition; a variant
+    may pick another optimizer) is the config Hydra composes from the same assignments."""
+    variants = yaml.safe_load((CONF / "ablation" / f"{preset}.yaml").read_text())["ablation"][
+        "variants"]
+    for name, assignments in variants.items():
+        common = [f"+ablation={preset}", f"ablation.variant={name}"]
+        applied = apply_variant(typed(compose(common)))
+        composed = typed(compose([*common, *assignments]))
+        assert config_hash(applied) == config_hash(composed), name
 
 
 @pytest.mark.parametrize("extra, allowed", [

@@ -1,7 +1,8 @@
 """Memory-efficient optimizers with component switches, usable with or without the runner."""
 
 from .adalomo import AdaLomo
+from .adamw import AdamW
 from .galore import GaLoreAdamW
 from .lomo import Lomo
 
-__all__ = ["AdaLomo", "GaLoreAdamW", "Lomo"]
+__all__ = ["AdaLomo", "AdamW", "GaLoreAdamW", "Lomo"]

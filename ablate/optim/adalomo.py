@@ -17,43 +17,51 @@ class AdaLomo(Optimizer):
 
     .. code-block:: text
 
-        input: lr, eps = (eps1, eps2), clip_threshold d, decay_rate tau, weight decay wd,
-               switches adaptive_lr, grouped_norm, nmf
+        input: lr, eps = (eps1, eps2), clip_threshold d, decay_rate tau, beta2 (None: the
+               schedule), weight decay wd, switches adaptive_lr, grouped_norm, nmf
         for step t = 1, 2, ..., for each parameter p with gradient g (fp32; first the
         gradient is unscaled and clipped as in `Lomo`, steps 1-3):
-          1. beta2 <- 1 - t^tau                                       (0 at t = 1)
+          1. beta2_t <- 1 - t^tau  (0 at t = 1)  if beta2 is None, else beta2 (constant)
           2. if adaptive_lr and nmf and p is a matrix (m x n):
-               r <- beta2 r + (1 - beta2) rowmean(g^2 + eps1)   (m: each row's mean)
-               c <- beta2 c + (1 - beta2) colmean(g^2 + eps1)   (n: each column's mean)
+               r <- beta2_t r + (1 - beta2_t) rowmean(g^2 + eps1)   (m: each row's mean)
+               c <- beta2_t c + (1 - beta2_t) colmean(g^2 + eps1)   (n: each column's mean)
                v <- (r / mean(r)) outer c
              elif adaptive_lr:
-               v <- beta2 v + (1 - beta2) (g^2 + eps1)             (full size of p)
+               v <- beta2_t v + (1 - beta2_t) (g^2 + eps1)          (full size of p)
           3. u <- g / sqrt(v)            if adaptive_lr, else u <- g
-          4. if grouped_norm:
-               u   <- u / max(1, RMS(u) / d)
-               lr' <- lr * max(eps2, RMS(p))
-             else:
-               lr' <- lr
+          4. if grouped_norm is True:     u <- u / max(1, RMS(u) / d)
+             if grouped_norm is "global": u <- u / max(1, RMS(all u) / d)
+               (one RMS over every parameter's u, concatenated: steps 1-3 run for all
+               parameters before any parameter takes step 5)
+             if grouped_norm (True or "global"): lr' <- lr * max(eps2, RMS(p))
+             else:                               lr' <- lr
           5. p <- p * (1 - lr' * wd)
           6. p <- p - lr' * u
 
     All switches on is exactly the reference. `nmf=False` keeps the full m x n second moment
     (memory O(mn) instead of O(m + n)); `adaptive_lr=False` keeps none (no state tensors);
-    `grouped_norm=False` makes the step a plain `lr * u`. Tensors with more than two
-    dimensions are factored as (first dim) x (the rest).
+    `grouped_norm=False` makes the step a plain `lr * u`; `grouped_norm="global"` replaces the
+    per-parameter RMS of u by one over all parameters (the relative step lr' stays per
+    parameter). A constant `beta2` has no bias correction: at t = 1, v is (1 - beta2) times
+    the schedule's. Tensors with more than two dimensions are factored as (first dim) x (the
+    rest).
 
     `step()` is the ordinary path. In the trainer's fused backward every parameter has its
     own instance whose `step()` runs from that parameter's gradient hook, so the update uses
     only that parameter's gradient and state; global norm clipping is then the trainer's
-    (`trainer.clip_grad_norm`). Used on its own, `clip_grad_norm` clips by the norm over all
-    of this instance's gradients. `step()` frees each `p.grad` it uses.
+    (`trainer.clip_grad_norm`), and so is the global RMS of u: a first backward calls
+    `global_sums()` on every instance (u computed, state untouched), and the sum over all
+    instances is handed to each as `global_totals` before the updating backward. Used on its
+    own, `clip_grad_norm` clips by the norm over all of this instance's gradients, and
+    "global" is over all of its parameters. `step()` frees each `p.grad` it uses.
     """
 
     def __init__(self, params, lr: float = 1e-3, eps: tuple[float, float] = (1e-30, 1e-3),
                  clip_threshold: float = 1.0, decay_rate: float = -0.8,
-                 weight_decay: float = 0.0, clip_grad_norm: float | None = None,
-                 clip_grad_value: float | None = None, loss_scale: float = 1.0,
-                 adaptive_lr: bool = True, grouped_norm: bool = True, nmf: bool = True):
+                 beta2: float | None = None, weight_decay: float = 0.0,
+                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
+                 loss_scale: float = 1.0, adaptive_lr: bool = True,
+                 grouped_norm: bool | str = True, nmf: bool = True):
         check_common(lr, weight_decay, clip_grad_norm, clip_grad_value, loss_scale)
         if len(eps) != 2 or not (eps[0] >= 0.0 and eps[1] >= 0.0):
             raise ValueError(f"eps={list(eps)}: must be two numbers >= 0 (eps1, eps2)")
@@ -61,13 +69,26 @@ class AdaLomo(Optimizer):
             raise ValueError(f"clip_threshold={clip_threshold}: must be > 0")
         if not decay_rate <= 0.0:
             raise ValueError(f"decay_rate={decay_rate}: must be <= 0")
+        if beta2 is not None and not 0.0 <= beta2 < 1.0:
+            raise ValueError(f"beta2={beta2}: must be in [0, 1), or None for the schedule "
+                             "1 - t^decay_rate")
+        if not (isinstance(grouped_norm, bool) or grouped_norm == "global"):
+            raise ValueError(f"grouped_norm={grouped_norm!r}: allowed are true, false, global")
         defaults = dict(lr=lr, eps=tuple(eps), clip_threshold=clip_threshold,
-                        decay_rate=decay_rate, weight_decay=weight_decay,
+                        decay_rate=decay_rate, beta2=beta2, weight_decay=weight_decay,
                         clip_grad_value=clip_grad_value, adaptive_lr=adaptive_lr,
                         grouped_norm=grouped_norm, nmf=nmf)
         super().__init__(params, defaults)
         self.clip_grad_norm = clip_grad_norm  # global over this instance: not per group
         self.loss_scale = loss_scale
+        # Sums over every parameter (of u^2, and the element count) for grouped_norm="global",
+        # given by the fused backward before its updating pass; None: step() takes its own.
+        self.global_totals: Tensor | None = None
+
+    @property
+    def needs_global_sums(self) -> bool:
+        """Whether an update needs sums over all parameters (the fused backward's protocol)."""
+        return any(group["grouped_norm"] == "global" for group in self.param_groups)
 
     def _init_state(self, p: Tensor, group: dict) -> dict:
         """The state of `p`, created at its first step: a python step count and, with
@@ -90,23 +111,49 @@ class AdaLomo(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        pending = []  # grouped_norm="global": every u first, then the updates
         for p, group, grad in fp32_grads(self, self.clip_grad_norm, self.loss_scale):
             state = self._init_state(p, group)
             state["step"] += 1
-            adalomo_update_(p, grad, state, lr=group["lr"], eps=group["eps"],
-                            clip_threshold=group["clip_threshold"],
-                            decay_rate=group["decay_rate"], weight_decay=group["weight_decay"],
-                            grouped_norm=group["grouped_norm"])
+            u = adalomo_direction_(grad, state, state["step"], eps1=group["eps"][0],
+                                   decay_rate=group["decay_rate"], beta2=group["beta2"])
+            if group["grouped_norm"] == "global":
+                pending.append((p, group, u))
+            else:
+                adalomo_step_(p, u, group)
+        if pending:
+            totals = self.global_totals
+            if totals is None:
+                totals = sum(sq_sum_and_count(u) for _, _, u in pending)
+            update_rms = (totals[0] / totals[1]).sqrt().float()
+            for p, group, u in pending:
+                adalomo_step_(p, u, group, update_rms)
         return loss
 
+    @torch.no_grad()
+    def global_sums(self) -> Tensor:
+        """[sum of u^2, number of elements] over this instance's parameters whose group has
+        grouped_norm="global", u as `step()` would compute it from the present gradients;
+        the state is left as it was (steps 1-3 run on a copy). Frees each `p.grad`."""
+        sums = torch.zeros(2, dtype=torch.float64)
+        for p, group, grad in fp32_grads(self, self.clip_grad_norm, self.loss_scale):
+            if group["grouped_norm"] != "global":
+                continue
+            state = {key: value.clone() if torch.is_tensor(value) else value
+                     for key, value in self._init_state(p, group).items()}
+            u = adalomo_direction_(grad, state, state["step"] + 1, eps1=group["eps"][0],
+                                   decay_rate=group["decay_rate"], beta2=group["beta2"])
+            sums = sums + sq_sum_and_count(u).cpu()
+        return sums
 
-def adalomo_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float,
-                    eps: tuple[float, float], clip_threshold: float, decay_rate: float,
-                    weight_decay: float, grouped_norm: bool) -> None:
-    """Steps 1-6 on one tensor. Which second moment (if any) is kept is read off `state`.
-    `grad` is fp32 and becomes `u` in place: no full-size temporary on the factored path."""
-    eps1, eps2 = eps
-    beta2 = 1.0 - state["step"] ** decay_rate
+
+def adalomo_direction_(grad: Tensor, state: dict, step: int, *, eps1: float,
+                       decay_rate: float, beta2: float | None) -> Tensor:
+    """Steps 1-3 on one tensor: updates the second moment in `state` (which one, if any, is
+    read off it) and turns `grad` (fp32) into u in place: no full-size temporary on the
+    factored path."""
+    if beta2 is None:
+        beta2 = 1.0 - step ** decay_rate
     if "exp_avg_sq_row" in state:
         matrix = grad.view(grad.shape[0], -1)  # shares grad's memory
         row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
@@ -118,18 +165,32 @@ def adalomo_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float,
         v = state["exp_avg_sq"]
         v.mul_(beta2).add_(grad.square().add_(eps1), alpha=1.0 - beta2)
         grad.mul_(v.rsqrt())
-    u = grad
-    p32 = p.float()
-    if grouped_norm:
-        lr = lr * rms(p32).clamp_(min=eps2)
-        step_size = lr / (rms(u) / clip_threshold).clamp_(min=1.0)
+    return grad
+
+
+def adalomo_step_(p: Tensor, u: Tensor, group: dict, update_rms: Tensor | None = None) -> None:
+    """Steps 4-6 on one tensor. `update_rms`: the RMS of all parameters' u, for
+    grouped_norm="global"; grouped_norm=True takes this tensor's own."""
+    lr, p32 = group["lr"], p.float()
+    if group["grouped_norm"]:
+        lr = lr * rms(p32).clamp_(min=group["eps"][1])
+        if update_rms is None:
+            update_rms = rms(u)
+        step_size = lr / (update_rms / group["clip_threshold"]).clamp_(min=1.0)
     else:
         step_size = torch.tensor(lr)
-    if weight_decay:
-        p32.mul_(1.0 - lr * weight_decay)
+    if group["weight_decay"]:
+        p32.mul_(1.0 - lr * group["weight_decay"])
     p32.addcmul_(u, step_size, value=-1.0)
     if p32 is not p:
         p.copy_(p32)
+
+
+def sq_sum_and_count(u: Tensor) -> Tensor:
+    """[sum of u^2, number of elements] in float64: added up over parameters for the
+    global RMS (the same sums in the same precision fused or not)."""
+    return torch.stack([torch.linalg.vector_norm(u).double().square(),
+                        torch.tensor(float(u.numel()), dtype=torch.float64, device=u.device)])
 
 
 def rms(x: Tensor) -> Tensor:

@@ -1,0 +1,90 @@
+"""AdamW (Loshchilov and Hutter, 2019), as `torch.optim.AdamW` computes it, with a switch
+that removes the second moment: the AdaLomo paper's Section 2.2 takes Adam apart this way."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+
+class AdamW(Optimizer):
+    r"""AdamW with decoupled weight decay; `adaptive_lr=False` removes the second moment on
+    the same code path.
+
+    .. code-block:: text
+
+        input: lr, betas = (beta1, beta2), eps, weight decay wd, switch adaptive_lr
+        for step t = 1, 2, ..., for each parameter p with gradient g:
+          1. p <- p * (1 - lr * wd)
+          2. m <- beta1 m + (1 - beta1) g
+          3. v <- beta2 v + (1 - beta2) g^2                          (if adaptive_lr)
+          4. m_hat <- m / (1 - beta1^t),  v_hat <- v / (1 - beta2^t)
+          5. p <- p - lr * m_hat / (sqrt(v_hat) + eps)                (if adaptive_lr)
+             p <- p - lr * m_hat                                      (otherwise)
+
+    All on is `torch.optim.AdamW` on its single-tensor path (the one it takes on CPU), op for
+    op. `adaptive_lr=False` keeps no `exp_avg_sq`: momentum SGD with Adam's bias correction,
+    so it wants a much larger lr. Adam without momentum is `betas=(0.0, beta2)`: then
+    m = g, and `exp_avg` is still kept, as torch keeps it.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, adaptive_lr: bool = True):
+        if not lr >= 0.0:
+            raise ValueError(f"lr={lr}: must be >= 0")
+        if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
+            raise ValueError(f"betas={list(betas)}: must be two numbers in [0, 1)")
+        if not eps >= 0.0:
+            raise ValueError(f"eps={eps}: must be >= 0")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"weight_decay={weight_decay}: must be >= 0")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        adaptive_lr=adaptive_lr)
+        super().__init__(params, defaults)
+
+    def _init_state(self, p: Tensor, group: dict) -> dict:
+        """The state of `p`, created at its first step, in torch's form (a float32 step
+        count on the CPU, the moments like `p`); no second moment without `adaptive_lr`."""
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["adaptive_lr"]:
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self._init_state(p, group)
+                state["step"] += 1
+                adamw_update_(p, p.grad, state, lr=group["lr"], betas=group["betas"],
+                              eps=group["eps"], weight_decay=group["weight_decay"])
+        return loss
+
+
+def adamw_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float,
+                  betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+    """Steps 1-5 on one tensor; whether there is a second moment is read off `state`."""
+    beta1, beta2 = betas
+    step = state["step"].item()
+    if weight_decay:
+        p.mul_(1 - lr * weight_decay)
+    exp_avg = state["exp_avg"]
+    exp_avg.lerp_(grad, 1 - beta1)
+    step_size = lr / (1 - beta1 ** step)
+    if "exp_avg_sq" in state:
+        exp_avg_sq = state["exp_avg_sq"]
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step) ** 0.5).add_(eps)
+        p.addcdiv_(exp_avg, denom, value=-step_size)
+    else:
+        p.add_(exp_avg, alpha=-step_size)
