@@ -159,55 +159,68 @@ def moment_bytes(numel: int, eight_bit: bool, float_bytes: int) -> int:
 
 def activation_bytes(model: DictConfig, batch_size: int, seq_len: int, precision: str,
                      weights: str = "fp32", checkpointing: bool = False) -> int:
-    """Saved-for-backward bytes, plus the gradient of the log-softmax and of the logits (fp32,
-    one logits-sized tensor each), alive together at the start of the backward."""
+    """Saved-for-backward bytes, plus what the backward adds at its peak: the gradients of
+    the log-softmax and of the logits (fp32, logits-sized, together at its start), or, with
+    activation checkpointing, one layer's recomputed activations if those are larger."""
+    terms = layer_terms(model, seq_len, precision, weights)
     tokens = batch_size * seq_len
+    recomputed = tokens * terms.per_token + terms.per_layer + terms.in_layers
     return (saved_activation_bytes(model, batch_size, seq_len, precision, weights,
-                                   checkpointing) + 2 * tokens * model.vocab_size * 4)
+                                   checkpointing)
+            + max(2 * tokens * model.vocab_size * 4, recomputed if checkpointing else 0))
 
 
 def saved_activation_bytes(model: DictConfig, batch_size: int, seq_len: int, precision: str,
                            weights: str = "fp32", checkpointing: bool = False) -> int:
     """What the forward of `transformers`' LLaMA / GPT-2 (SDPA attention) and the fp32
-    cross-entropy save for the backward; parameters excluded.
+    cross-entropy save for the backward, parameters excluded: the layers' share
+    (`layer_terms`; with activation checkpointing only each layer's fp32 input), the final
+    norm, the output layer's input, the log-softmax, input ids and targets."""
+    terms = layer_terms(model, seq_len, precision, weights)
+    tokens, h = batch_size * seq_len, model.hidden_size
+    if checkpointing:
+        layers = model.num_layers * tokens * 4 * h
+    else:
+        layers = model.num_layers * (tokens * terms.per_token + terms.per_layer) + terms.in_layers
+    return (layers + tokens * (terms.head_per_token + 8 + 8 + 4 * model.vocab_size)
+            + terms.head + terms.outside + 4)  # + the loss's total weight
 
-    With bf16 (autocast, or bf16 weights) the matmuls save bf16 inputs, and autocast one
-    bf16 copy of each linear weight and of each linear's input per consumer (LLaMA's q, k, v
-    read three copies of one normed input); norms and the loss stay fp32. With activation
-    checkpointing (issue 13) each layer keeps only its fp32 input, and the backward
-    recomputes one layer at a time."""
-    h, inter, heads, layers = (model.hidden_size, model.intermediate_size, model.num_heads,
-                               model.num_layers)
-    tokens = batch_size * seq_len
+
+@dataclass
+class LayerTerms:
+    per_token: int  # bytes a layer saves per token
+    per_layer: int  # bytes a layer saves whatever the batch: autocast's bf16 weight copies
+    in_layers: int  # saved once, used by every layer (LLaMA's RoPE cos and sin)
+    outside: int  # saved once, outside the layers (GPT-2's position ids)
+    head_per_token: int  # final norm and the output layer's input, per token
+    head: int  # the output layer's bf16 weight copy
+
+
+def layer_terms(model: DictConfig, seq_len: int, precision: str, weights: str) -> LayerTerms:
+    """The closed form, per architecture. With bf16 (autocast, or bf16 weights) the matmuls
+    save bf16 inputs, and autocast one bf16 copy of each linear weight and of each linear's
+    input per consumer (LLaMA's q, k, v read three copies of one normed input); norms and
+    the residual stream stay fp32."""
+    h, inter, heads = model.hidden_size, model.intermediate_size, model.num_heads
     a = 2 if "bf16" in (precision, weights) else 4  # bytes of a matmul's saved input/output
-    cast_copies = precision == "bf16" and weights == "fp32"
-    norm = 8 * h + 4  # per token: fp32 input and normed output, and 1/rms (LLaMA)
+    cast = precision == "bf16" and weights == "fp32"
+    head_copy = 2 * model.vocab_size * h if cast else 0
     if model.arch == "llama":
-        attn_inputs = (3 if cast_copies else 1) * a * h  # q, k, v projections' input
-        mlp_inputs = (2 if cast_copies else 1) * a * h  # gate and up projections' input
+        norm = 8 * h + 4  # RMSNorm: fp32 input, normed output and 1/rms
+        attn_inputs = (3 if cast else 1) * a * h  # q, k, v projections' input
+        mlp_inputs = (2 if cast else 1) * a * h  # gate and up projections' input
         # q and k after RoPE, v, attention output; log-sum-exp per head; gate, up, silu,
         # product (the down projection's input)
-        layer = 2 * norm + attn_inputs + mlp_inputs + 4 * a * h + 4 * heads + 4 * a * inter
-        linear_weights = 4 * h * h + 3 * h * inter
-        constant = 2 * seq_len * (h // heads) * 4  # RoPE cos and sin, shared by the layers
-        head = norm + a * h  # final norm, the output layer's input
-    else:
-        norm = 4 * h + 8  # LayerNorm: its input, mean and 1/std
-        # c_attn's input, its q/k/v output, log-sum-exp, attention output; c_fc's input,
-        # gelu_new's four saved tensors and c_proj's input
-        layer = 2 * norm + a * h + 3 * a * h + 4 * heads + a * h + a * h + 5 * a * inter
-        linear_weights = 4 * h * h + 2 * h * inter
-        constant = seq_len * 8  # position ids
-        head = norm + a * h
-    per_token_layer = 4 * h if checkpointing else layer
-    saved = (layers * tokens * per_token_layer
-             + tokens * (head + 8 + 8 + 4 * model.vocab_size)  # input ids, targets, log-softmax
-             + constant + 4)  # the loss's total weight
-    if checkpointing:
-        saved += tokens * layer
-    if cast_copies:
-        saved += 2 * (layers * linear_weights + model.vocab_size * h)  # with the output layer
-    return saved
+        per_token = 2 * norm + attn_inputs + mlp_inputs + 4 * a * h + 4 * heads + 4 * a * inter
+        return LayerTerms(per_token, 2 * (4 * h * h + 3 * h * inter) if cast else 0,
+                          in_layers=2 * seq_len * (h // heads) * 4, outside=0,
+                          head_per_token=norm + a * h, head=head_copy)
+    norm = 4 * h + 8  # LayerNorm: fp32 input, mean and 1/std
+    # c_attn's input, its q/k/v output, log-sum-exp, attention output; c_fc's input,
+    # gelu_new's four saved tensors and c_proj's input
+    per_token = 2 * norm + 4 * a * h + 4 * heads + a * h + a * h + 5 * a * inter
+    return LayerTerms(per_token, 2 * (4 * h * h + 2 * h * inter) if cast else 0, in_layers=0,
+                      outside=seq_len * 8, head_per_token=norm + a * h, head=head_copy)
 
 
 # ---------------------------------------------------------------- command line

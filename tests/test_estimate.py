@@ -69,13 +69,19 @@ def test_optimizer_state_and_weights_are_exact(tiny_cfg, trainer, model, optimiz
                                     for p in trainer.model.parameters())
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("shape", [[], ["trainer.batch_size=3", "trainer.seq_len=24",
                                         "model.num_heads=4", "model.num_layers=3"]])
 @pytest.mark.parametrize("model", MODELS)
-def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, shape, precision):
+def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, shape, precision,
+                                                   checkpointing):
+    """With activation checkpointing (the `transformers` switch, ahead of the trainer's) the
+    forward saves each layer's input only; the layer is recomputed in the backward."""
     cfg = tiny_cfg(model, *shape, f"trainer.precision={precision}")
     trainer = trainer(cfg)
+    if checkpointing:
+        trainer.model.gradient_checkpointing_enable()
     params = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
     saved = {}
 
@@ -92,7 +98,7 @@ def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, sha
         loss = trainer.loss(x, y)[0]
     loss.backward()
     assert sum(saved.values()) == saved_activation_bytes(cfg.model, t.batch_size, t.seq_len,
-                                                         precision)
+                                                         precision, "fp32", checkpointing)
 
 
 @pytest.mark.parametrize("model", MODELS)
