@@ -15,17 +15,13 @@ from ablate.train import Trainer, lr_at
 from test_trainer import assert_same_params, train
 
 
-@pytest.mark.parametrize("fused", ["true", "false"])
-def test_runner_adamw_equals_torch_adamw_with_weight_decay(tiny_cfg, fused):
-    """Six steps on a tiny LLaMA (warm-up, then cosine decay): our class through the trainer
-    against a hand-written loop around torch.optim.AdamW on the same init and batches."""
-    cfg = tiny_cfg("optimizer=adamw", "optimizer.weight_decay=0.1", "trainer.lr=0.01",
-                   f"toggles.fused_backward={fused}")
-    ours = train(cfg)
-    reference = Trainer(cfg)  # same seed, same init
-    if fused == "true":
+def run_by_hand(cfg, make_optimizer) -> tuple[Trainer, torch.optim.Optimizer]:
+    """The trainer's model, init and batches (the same seed), stepped by a hand-written
+    ordinary loop around `make_optimizer(params)` with the trainer's lr schedule."""
+    reference = Trainer(cfg)
+    if cfg.toggles.fused_backward:
         reference.optimizer.remove_hooks()
-    opt = torch.optim.AdamW(reference.model.parameters(), lr=0.01, weight_decay=0.1)
+    opt = make_optimizer(reference.model.parameters())
     t = cfg.trainer
     for step in range(t.max_steps):
         opt.param_groups[0]["lr"] = lr_at(step, t)
@@ -33,6 +29,18 @@ def test_runner_adamw_equals_torch_adamw_with_weight_decay(tiny_cfg, fused):
         reference.loss(x, y)[0].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    return reference, opt
+
+
+@pytest.mark.parametrize("fused", ["true", "false"])
+def test_runner_adamw_equals_torch_adamw_with_weight_decay(tiny_cfg, fused):
+    """Six steps on a tiny LLaMA (warm-up, then cosine decay): our class through the trainer
+    against a hand-written loop around torch.optim.AdamW on the same init and batches."""
+    cfg = tiny_cfg("optimizer=adamw", "optimizer.weight_decay=0.1", "trainer.lr=0.01",
+                   f"toggles.fused_backward={fused}")
+    ours = train(cfg)
+    reference, opt = run_by_hand(cfg, lambda params: torch.optim.AdamW(
+        params, lr=0.01, weight_decay=0.1))
     assert_same_params(ours.model, reference.model, rtol=1e-6, atol=0)
     assert ours.losses[-1] < ours.losses[0]
     assert optimizer_state_bytes(ours.optimizer) == optimizer_state_bytes(opt)
@@ -111,17 +119,8 @@ def test_no_adaptive_lr_toggle_through_the_runner(tiny_cfg, fused):
     n_tensors = len(list(ours.model.parameters()))
     moments = optimizer_state_bytes(full.optimizer) - 4 * n_tensors  # minus the step counts
     assert optimizer_state_bytes(ours.optimizer) == moments // 2 + 4 * n_tensors
-    reference = Trainer(cfg)
-    if fused == "true":
-        reference.optimizer.remove_hooks()
-    opt = AdamW(reference.model.parameters(), lr=0.01, weight_decay=0.0, adaptive_lr=False)
-    t = cfg.trainer
-    for step in range(t.max_steps):
-        opt.param_groups[0]["lr"] = lr_at(step, t)
-        x, y = train_batch(reference.corpus.train, step, t.batch_size, t.seq_len, t.seed)
-        reference.loss(x, y)[0].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    reference, _ = run_by_hand(cfg, lambda params: AdamW(params, lr=0.01, weight_decay=0.0,
+                                                         adaptive_lr=False))
     assert_same_params(ours.model, reference.model, rtol=1e-6, atol=0)
     assert ours.losses[-1] < ours.losses[0]
 

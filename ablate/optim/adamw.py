@@ -8,6 +8,18 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 
+def check_adam(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+    """The hyper-parameters every Adam form here takes (GaLore's too), with one-line errors."""
+    if not lr >= 0.0:
+        raise ValueError(f"lr={lr}: must be >= 0")
+    if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
+        raise ValueError(f"betas={list(betas)}: must be two numbers in [0, 1)")
+    if not eps >= 0.0:
+        raise ValueError(f"eps={eps}: must be >= 0")
+    if not weight_decay >= 0.0:
+        raise ValueError(f"weight_decay={weight_decay}: must be >= 0")
+
+
 class AdamW(Optimizer):
     r"""AdamW with decoupled weight decay; `adaptive_lr=False` removes the second moment on
     the same code path.
@@ -31,14 +43,7 @@ class AdamW(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, adaptive_lr: bool = True):
-        if not lr >= 0.0:
-            raise ValueError(f"lr={lr}: must be >= 0")
-        if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
-            raise ValueError(f"betas={list(betas)}: must be two numbers in [0, 1)")
-        if not eps >= 0.0:
-            raise ValueError(f"eps={eps}: must be >= 0")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"weight_decay={weight_decay}: must be >= 0")
+        check_adam(lr, betas, eps, weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         adaptive_lr=adaptive_lr)
         super().__init__(params, defaults)

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .adamw import check_adam
+
 # Module-name substrings whose 2-D weights are projected: LLaMA attention and MLP, and
 # GPT-2's Conv1D layers (stored transposed, in x out, which projection does not mind).
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
@@ -184,15 +186,7 @@ def projected_shape(shape, group: dict) -> tuple[int, int]:
 def check_group(group: dict) -> None:
     """One-line ValueErrors for a param group's values (the constructor's, or a group's own)
     and, where it is projected, for the shape of each of its parameters."""
-    lr, betas, eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-    if not lr >= 0.0:
-        raise ValueError(f"lr={lr}: must be >= 0")
-    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise ValueError(f"betas={list(betas)}: must be two numbers in [0, 1)")
-    if not eps >= 0.0:
-        raise ValueError(f"eps={eps}: must be >= 0")
-    if not wd >= 0.0:
-        raise ValueError(f"weight_decay={wd}: must be >= 0")
+    check_adam(group["lr"], group["betas"], group["eps"], group["weight_decay"])
     if group["projection"] not in PROJECTIONS:
         raise ValueError(f"projection={group['projection']}: allowed are {', '.join(PROJECTIONS)}")
     if group["rank"] is None:  # plain AdamW: the GaLore values are not used
