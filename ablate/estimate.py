@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .__main__ import one_line
@@ -65,15 +65,18 @@ def estimate(cfg: DictConfig, weights: str = "fp32", accounting: str = "full",
         kept = weight_bytes(model, 2), optimizer_state_bytes(optimizer, 2, 2)
         return Estimate(kept[0], 0, kept[1], 0, sum(kept))
     t, width = cfg.trainer, DTYPE_BYTES[weights]
-    all_grads = not cfg.toggles.fused_backward or t.grad_accum_steps > 1
-    gradients = gradient_bytes(model, width, all_grads)
+    params = weight_bytes(model, width)
     state = optimizer_state_bytes(optimizer, width, 4)
+    accumulating = t.grad_accum_steps > 1
+    gradients = gradient_bytes(model, width, not cfg.toggles.fused_backward or accumulating)
     activations = activation_bytes(cfg.model, t.batch_size, t.seq_len, t.precision.value,
                                    weights, checkpointing)
-    at_backward = activations + (gradients if t.grad_accum_steps > 1
-                                 else gradient_bytes(model, width, False))
-    return Estimate(weight_bytes(model, width), gradients, state, activations,
-                    weight_bytes(model, width) + state + max(at_backward, gradients))
+    # Accumulated gradients are all alive in every backward but the first; else a backward
+    # starts with only those alive at once (the previous step's were freed).
+    at_backward = activations + (gradients if accumulating
+                                 else gradient_bytes(model, width, all_grads=False))
+    return Estimate(params, gradients, state, activations,
+                    params + state + max(at_backward, gradients))
 
 
 def summary_fields(cfg: DictConfig) -> dict:
@@ -242,9 +245,10 @@ COLUMNS = ("weights", "gradients", "optimizer_state", "activations", "total")
 
 
 def label(cfg: DictConfig) -> str:
-    toggles = [f"{k}={v.value if hasattr(v, 'value') else v}" for k, v in cfg.toggles.items()
-               if v is not None and k != "fused_backward"]
-    return " ".join([cfg.model.name, cfg.optimizer.name, *toggles,
+    """Model, optimizer, the toggles set, and the backward: `llama_7b adalomo nmf=False fused`."""
+    toggles = OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True)
+    set_ = [f"{k}={v}" for k, v in toggles.items() if v is not None and k != "fused_backward"]
+    return " ".join([cfg.model.name, cfg.optimizer.name, *set_,
                      "fused" if cfg.toggles.fused_backward else "unfused"])
 
 
@@ -268,9 +272,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             cfg = apply_variant(compose(overrides))
             check(cfg)
-        except IncompatibleToggles:
-            continue  # a combination of the product that makes no sense, as in a sweep
         except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+            if args.table and isinstance(exc, IncompatibleToggles):
+                continue  # a combination of the product that makes no sense, as in a sweep
             sys.exit(f"ablate.estimate: error: {one_line(exc)}")
         rows.append((label(cfg), estimate(cfg, args.weights, args.accounting).gb()))
     if not args.table:

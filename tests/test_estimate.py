@@ -183,3 +183,8 @@ def test_summary_and_report_show_the_estimate_beside_the_peak(tiny_cfg, tmp_path
                     if line.startswith("|")][:3]
     cells = dict(zip(head.split(" | "), row.split(" | ")))
     assert cells["est. GB"] == f"{predicted.total / GB:.4g}"
+
+
+def test_incompatible_toggle_alone_is_an_error_not_an_empty_answer():
+    with pytest.raises(SystemExit, match="toggles.nmf is not supported by optimizer=adamw"):
+        main(["optimizer=adamw", "toggles=no_nmf"])
