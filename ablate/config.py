@@ -388,7 +388,10 @@ def _check_optimizer_builds(cfg: DictConfig) -> None:
 
 
 # Keys that say where things are written or shown, not what is trained.
-NOT_IN_HASH = ("outputs_dir", "resume", "logger", "task.cache_dir", "trainer.progress")
+# Also the tuning grid and a preset's seed list: they choose which jobs run, not what one
+# job trains, so a grid job is found again by a sweep with another grid or more seeds.
+NOT_IN_HASH = ("outputs_dir", "resume", "logger", "task.cache_dir", "trainer.progress", "tune",
+               "ablation.seeds")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -398,8 +401,8 @@ def config_hash(cfg: DictConfig) -> str:
         *parents, leaf = key.split(".")
         node = tree
         for parent in parents:
-            node = node[parent]
-        node.pop(leaf)
+            node = node[parent] or {}  # ablation: null outside presets
+        node.pop(leaf, None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 
