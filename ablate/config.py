@@ -454,10 +454,12 @@ def _check_optimizer_builds(cfg: DictConfig) -> None:
 
 # Keys that say where things are written, shown or looked for, how often they are logged,
 # evaluated or checkpointed: not what is trained (evaluation uses no randomness and leaves
-# the model as it was; batches are a function of the seed and the step).
+# the model as it was; batches are a function of the seed and the step). Also the tuning
+# grid and a preset's seed list: they choose which jobs run, not what one job trains, so a
+# grid job is found again by a sweep with another grid or more seeds.
 NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "logger", "task.cache_dir",
                "trainer.progress", "trainer.log_interval", "trainer.eval_interval",
-               "trainer.checkpoint_every")
+               "trainer.checkpoint_every", "tune", "ablation.seeds")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -467,8 +469,8 @@ def config_hash(cfg: DictConfig) -> str:
         *parents, leaf = key.split(".")
         node = tree
         for parent in parents:
-            node = node[parent]
-        node.pop(leaf, None)  # a config saved before the key existed
+            node = node[parent] or {}  # ablation: null outside presets
+        node.pop(leaf, None)  # also a config saved before the key existed
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 

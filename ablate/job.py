@@ -122,9 +122,10 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
     completed run of the same config under them is reused, else the most advanced readable
     checkpoint of it is continued. A ConfigError (data that cannot give the batches asked
     for) is raised before anything is written."""
-    from .train import Trainer  # transformers loads only when a job runs
+    from .estimate import summary_fields  # transformers loads only when a job runs
+    from .train import Trainer
 
-    summary = {"status": "failed", **describe(cfg, overrides, sweep)}
+    summary = {"status": "failed", **describe(cfg, overrides, sweep), **summary_fields(cfg)}
     if tuning is not None:
         summary["tuning"] = tuning
     checkpoints = []

@@ -34,7 +34,7 @@ from .tune import best_factor, edge, grid_loss
 STATUSES = ("completed", "stalled", "diverged", "failed", "skipped", "killed")
 # Summary fields aggregated per variant (mean and std over its completed jobs).
 METRICS = ("test_loss", "test_perplexity", "test_accuracy", "val_loss", "final_train_loss",
-           "peak_memory_gb", "optimizer_state_gb", "tgs")
+           "peak_memory_gb", "estimated_memory_gb", "optimizer_state_gb", "tgs")
 TARGET_FACTOR = 1.05  # default loss target: the baseline's mean final train loss + 5%
 ALPHA = 0.05  # significance level of the verdicts
 
@@ -339,8 +339,8 @@ def signed(x: float) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     head = ["variant", "lr", "n", "test loss", "95% CI", "Δ loss", "p (Welch)", "verdict",
-            "test ppl", "Δ ppl", "peak mem GB", "opt state GB", "TGS", "steps to target",
-            "loss AUC", "jobs"]
+            "test ppl", "Δ ppl", "peak mem GB", "est. GB", "opt state GB", "TGS",
+            "steps to target", "loss AUC", "jobs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         label = f"`{row['label']}`".replace("|", "\\|")
@@ -358,7 +358,8 @@ def markdown_table(rows: list[dict]) -> str:
         jobs = ", ".join(f"{row[s]} {s}" for s in STATUSES if row[s])
         cells = [label, lr, str(row["n"]), pm(row, "test_loss"), ci, signed(row["delta_test_loss"]),
                  p, row["verdict"], pm(row, "test_perplexity"), delta,
-                 pm(row, "peak_memory_gb"), pm(row, "optimizer_state_gb"), pm(row, "tgs"),
+                 pm(row, "peak_memory_gb"), pm(row, "estimated_memory_gb"),
+                 pm(row, "optimizer_state_gb"), pm(row, "tgs"),
                  steps, pm(row, "loss_auc"), jobs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -191,3 +191,16 @@ def test_reports_of_edge_sweeps_complete(tmp_path, tiny_args, case, args, monkey
     else:  # one job per variant: numbers, but no spread and no test
         assert all(row["n"] == "1" and row["test_loss_std"] == "" for row in rows.values())
         assert list(rows.values())[1]["verdict"] == "1 seed: no test"
+
+
+def test_grid_and_seed_list_stay_out_of_the_config_hash(tiny_cfg):
+    """They choose which jobs run, not what a job trains: a wider grid or one more seed
+    finds the earlier jobs again."""
+    from ablate.config import config_hash
+
+    plain = config_hash(tiny_cfg("optimizer=sgd"))
+    assert config_hash(tiny_cfg("optimizer=sgd", "+tune=lr")) == plain
+    assert config_hash(tiny_cfg("optimizer=sgd", "+tune=lr", "tune.lr_factors=[1,3]")) == plain
+    assert config_hash(tiny_cfg("optimizer=sgd", "trainer.lr_factor=3")) != plain
+    preset = config_hash(tiny_cfg("+ablation=adalomo_nmf"))
+    assert config_hash(tiny_cfg("+ablation=adalomo_nmf", "ablation.seeds=[0,1,2,3]")) == preset

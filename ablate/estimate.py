@@ -1,0 +1,292 @@
+"""Memory of a training job, estimated from its config alone.
+
+The model and the optimizer are built on the `meta` device (no memory is allocated), so the
+figures hold for sizes no machine at hand can train. The terms, in bytes:
+
+- weights: every parameter, at the storage dtype (`--weights`, default fp32 as the trainer);
+- gradients: all of them without a fused backward (and with gradient accumulation); with
+  one, those alive at once: the largest single gradient, plus a tied embedding's, which
+  autograd holds from the output layer's backward until the input embedding's;
+- optimizer state: each optimizer's own tensors, counted from the param groups the optimizer
+  itself built (exactly what `optimizer_state_gb` measures after training);
+- activations: the tensors the forward saves for the backward (a closed form of what the
+  `transformers` LLaMA and GPT-2 save, with SDPA attention), plus the two logits-sized
+  gradients alive at the start of the backward;
+- total: the peak, at the larger of two moments: the start of the backward (weights, state,
+  all activations, the gradients alive at once) and, without a fused backward, the update
+  (weights, state, every gradient; the activations are freed by then).
+
+`python -m ablate.estimate [--table] [--weights bf16] [--accounting galore] [overrides]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .config import ConfigError, IncompatibleToggles, apply_variant, check, compose, error_line
+from .memory import GB
+from .models import build_model
+from .optim import AdaLomo, AdamW, GaLoreAdamW, Lomo
+from .optim.galore import BLOCKSIZE, MIN_8BIT_SIZE, projected, projected_shape, sides
+from .train import build_optimizer
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2}
+
+
+@dataclass
+class Estimate:
+    weights: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    total: int
+
+    def gb(self) -> dict:
+        return {k: v / GB for k, v in asdict(self).items()}
+
+
+def estimate(cfg: DictConfig, weights: str = "fp32", accounting: str = "full",
+             checkpointing: bool = False) -> Estimate:
+    """The job's memory. `accounting="galore"` is the GaLore paper's (its Table 6): weights
+    and optimizer state only, every value 2 bytes (8-bit codes 1)."""
+    model = build_model(cfg.model, "meta")
+    optimizer = build_optimizer(cfg, model)
+    if accounting == "galore":
+        kept = weight_bytes(model, 2), optimizer_state_bytes(optimizer, 2, 2)
+        return Estimate(kept[0], 0, kept[1], 0, sum(kept))
+    t, width = cfg.trainer, DTYPE_BYTES[weights]
+    params = weight_bytes(model, width)
+    state = optimizer_state_bytes(optimizer, width, 4)
+    accumulating = t.grad_accum_steps > 1
+    gradients = gradient_bytes(model, width, not cfg.toggles.fused_backward or accumulating)
+    activations = activation_bytes(cfg.model, t.batch_size, t.seq_len, t.precision.value,
+                                   weights, checkpointing)
+    # Accumulated gradients are all alive in every backward but the first; else a backward
+    # starts with only those alive at once (the previous step's were freed).
+    at_backward = activations + (gradients if accumulating
+                                 else gradient_bytes(model, width, all_grads=False))
+    return Estimate(params, gradients, state, activations,
+                    params + state + max(at_backward, gradients))
+
+
+def summary_fields(cfg: DictConfig) -> dict:
+    """A job's estimate in GB, its total beside the measured peak; none for an optimizer
+    class the estimator does not know (the job still trains)."""
+    try:
+        gb = estimate(cfg).gb()
+    except ConfigError:
+        return {"estimated_memory_gb": None}
+    return {"estimated_memory_gb": gb.pop("total"), "estimated_memory": gb}
+
+
+def weight_bytes(model: torch.nn.Module, width: int) -> int:
+    return sum(p.numel() for p in model.parameters()) * width
+
+
+def tied_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Parameters used twice in the forward (GPT-2's embedding is also its output layer)."""
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    return [inp.weight] if out is not None and out.weight is inp.weight else []
+
+
+def gradient_bytes(model: torch.nn.Module, width: int, all_grads: bool) -> int:
+    """With a fused backward each gradient is freed by its own hook, so one is alive at a
+    time; a tied parameter's gradient lives in autograd's buffer from its first use in the
+    backward to its last, beside each of the others."""
+    if all_grads:
+        return weight_bytes(model, width)
+    tied = tied_params(model)
+    held = sum(p.numel() for p in tied)
+    rest = [p.numel() for p in model.parameters() if all(p is not q for q in tied)]
+    return (held + max(rest, default=0)) * width
+
+
+def optimizer_state_bytes(optimizer, width: int, float_bytes: int) -> int:
+    """The state tensors each optimizer creates at a parameter's first step. `width`: bytes
+    of a weight value (AdamW's and SGD's buffers and GaLore's projectors take the
+    parameter's dtype); `float_bytes`: of the optimizers' own fp32 tensors."""
+    kind = optimizer_kind(optimizer)
+    return sum(param_state_bytes(kind, group, p, width, float_bytes)
+               for group in optimizer.param_groups for p in group["params"])
+
+
+def param_state_bytes(kind: type, group: dict, p: torch.Tensor, width: int,
+                      float_bytes: int) -> int:
+    n = p.numel()
+    if kind is AdamW:
+        moments = 2 if group["adaptive_lr"] else 1
+        return moments * n * width + 4  # + the step count, a float32 tensor
+    if kind is torch.optim.SGD:
+        return n * width if group["momentum"] != 0 else 0
+    if kind is Lomo:
+        return 0
+    if kind is AdaLomo:
+        if not group["adaptive_lr"]:
+            return 0
+        if group["nmf"] and p.dim() >= 2:
+            return (p.shape[0] + n // p.shape[0]) * float_bytes
+        return n * float_bytes
+    if kind is GaLoreAdamW:
+        if not projected(group):
+            return moment_bytes(n, group["eight_bit"], float_bytes)
+        rows, cols = projected_shape(p.shape, group)
+        left, right = sides(p.shape, group)
+        projectors = (p.shape[0] * rows if left else 0) + (cols * p.shape[1] if right else 0)
+        return moment_bytes(rows * cols, group["eight_bit"], float_bytes) + projectors * width
+    raise ConfigError(f"optimizer class {kind.__name__}: the estimator knows AdamW, SGD, Lomo, "
+                      "AdaLomo, GaLoreAdamW")
+
+
+def optimizer_kind(optimizer) -> type:
+    """The class of the optimizer that steps the parameters (inside a fused backward too)."""
+    inner = getattr(optimizer, "optimizers", None)
+    return type(next(iter(inner.values()))) if inner else type(optimizer)
+
+
+def moment_bytes(numel: int, eight_bit: bool, float_bytes: int) -> int:
+    """GaLore's m and v: fp32, or 8-bit codes with one fp32 absmax per block of 256."""
+    if eight_bit and numel >= MIN_8BIT_SIZE:
+        return 2 * (numel + math.ceil(numel / BLOCKSIZE) * float_bytes)
+    return 2 * numel * float_bytes
+
+
+def activation_bytes(model: DictConfig, batch_size: int, seq_len: int, precision: str,
+                     weights: str = "fp32", checkpointing: bool = False) -> int:
+    """Saved-for-backward bytes, plus what the backward adds at its peak: the gradients of
+    the log-softmax and of the logits (fp32, logits-sized, together at its start), or, with
+    activation checkpointing, one layer's recomputed activations if those are larger."""
+    terms = layer_terms(model, seq_len, precision, weights)
+    tokens = batch_size * seq_len
+    recomputed = tokens * terms.per_token + terms.per_layer + terms.in_layers
+    return (saved_activation_bytes(model, batch_size, seq_len, precision, weights,
+                                   checkpointing)
+            + max(2 * tokens * model.vocab_size * 4, recomputed if checkpointing else 0))
+
+
+def saved_activation_bytes(model: DictConfig, batch_size: int, seq_len: int, precision: str,
+                           weights: str = "fp32", checkpointing: bool = False) -> int:
+    """What the forward of `transformers`' LLaMA / GPT-2 (SDPA attention) and the fp32
+    cross-entropy save for the backward, parameters excluded: the layers' share
+    (`layer_terms`; with activation checkpointing only each layer's fp32 input), the final
+    norm, the output layer's input, the log-softmax, input ids and targets."""
+    terms = layer_terms(model, seq_len, precision, weights)
+    tokens, h = batch_size * seq_len, model.hidden_size
+    if checkpointing:
+        layers = model.num_layers * tokens * 4 * h
+    else:
+        layers = model.num_layers * (tokens * terms.per_token + terms.per_layer) + terms.in_layers
+    return (layers + tokens * (terms.head_per_token + 8 + 8 + 4 * model.vocab_size)
+            + terms.head + terms.outside + 4)  # + the loss's total weight
+
+
+@dataclass
+class LayerTerms:
+    per_token: int  # bytes a layer saves per token
+    per_layer: int  # bytes a layer saves whatever the batch: autocast's bf16 weight copies
+    in_layers: int  # saved once, used by every layer (LLaMA's RoPE cos and sin)
+    outside: int  # saved once, outside the layers (GPT-2's position ids)
+    head_per_token: int  # final norm and the output layer's input, per token
+    head: int  # the output layer's bf16 weight copy
+
+
+def layer_terms(model: DictConfig, seq_len: int, precision: str, weights: str) -> LayerTerms:
+    """The closed form, per architecture. With bf16 (autocast, or bf16 weights) the matmuls
+    save bf16 inputs, and autocast one bf16 copy of each linear weight and of each linear's
+    input per consumer (LLaMA's q, k, v read three copies of one normed input); norms and
+    the residual stream stay fp32."""
+    h, inter, heads = model.hidden_size, model.intermediate_size, model.num_heads
+    a = 2 if "bf16" in (precision, weights) else 4  # bytes of a matmul's saved input/output
+    cast = precision == "bf16" and weights == "fp32"
+    head_copy = 2 * model.vocab_size * h if cast else 0
+    if model.arch == "llama":
+        norm = 8 * h + 4  # RMSNorm: fp32 input, normed output and 1/rms
+        attn_inputs = (3 if cast else 1) * a * h  # q, k, v projections' input
+        mlp_inputs = (2 if cast else 1) * a * h  # gate and up projections' input
+        # q and k after RoPE, v, attention output; log-sum-exp per head; gate, up, silu,
+        # product (the down projection's input)
+        per_token = 2 * norm + attn_inputs + mlp_inputs + 4 * a * h + 4 * heads + 4 * a * inter
+        return LayerTerms(per_token, 2 * (4 * h * h + 3 * h * inter) if cast else 0,
+                          in_layers=2 * seq_len * (h // heads) * 4, outside=0,
+                          head_per_token=norm + a * h, head=head_copy)
+    norm = 4 * h + 8  # LayerNorm: fp32 input, mean and 1/std
+    # c_attn's input, its q/k/v output, log-sum-exp, attention output; c_fc's input,
+    # gelu_new's four saved tensors and c_proj's input
+    per_token = 2 * norm + 4 * a * h + 4 * heads + a * h + a * h + 5 * a * inter
+    return LayerTerms(per_token, 2 * (4 * h * h + 2 * h * inter) if cast else 0, in_layers=0,
+                      outside=seq_len * 8, head_per_token=norm + a * h, head=head_copy)
+
+
+# ---------------------------------------------------------------- command line
+def sweep(overrides: list[str]) -> list[list[str]]:
+    """Hydra's multirun product: `model=a,b optimizer=c,d` gives four override lists."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            choices.append([override.input_line])
+    return [list(c) for c in itertools.product(*choices)]
+
+
+COLUMNS = ("weights", "gradients", "optimizer_state", "activations", "total")
+
+
+def label(cfg: DictConfig) -> str:
+    """Model, optimizer, the toggles set, and the backward: `llama_7b adalomo nmf=False fused`."""
+    toggles = OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True)
+    set_ = [f"{k}={v}" for k, v in toggles.items() if v is not None and k != "fused_backward"]
+    return " ".join([cfg.model.name, cfg.optimizer.name, *set_,
+                     "fused" if cfg.toggles.fused_backward else "unfused"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ablate.estimate",
+        description="Estimate a job's memory (GB = 1e9 bytes) without allocating the model.")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as `python -m ablate`")
+    parser.add_argument("--table", action="store_true",
+                        help="sweep comma lists (model=a,b optimizer=c,d): one row per job")
+    parser.add_argument("--weights", choices=sorted(DTYPE_BYTES), default="fp32",
+                        help="storage dtype of weights, gradients and AdamW/SGD buffers "
+                             "(the trainer has fp32 only)")
+    parser.add_argument("--accounting", choices=("full", "galore"), default="full",
+                        help="galore: the GaLore paper's (weights and optimizer state, "
+                             "2 bytes a value)")
+    args = parser.parse_args(argv)
+    jobs = sweep(args.overrides) if args.table else [args.overrides]
+    rows = []
+    for overrides in jobs:
+        try:
+            cfg = apply_variant(compose(overrides))
+            check(cfg)
+        except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+            if args.table and isinstance(exc, IncompatibleToggles):
+                continue  # a combination of the product that makes no sense, as in a sweep
+            sys.exit(f"ablate.estimate: error: {error_line(exc)}")
+        rows.append((label(cfg), estimate(cfg, args.weights, args.accounting).gb()))
+    if not args.table:
+        name, gb = rows[0]
+        print(name)
+        for key in COLUMNS:
+            print(f"  {key:16s} {gb[key]:10.4f} GB")
+        return
+    print("| job | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    for name, gb in rows:
+        print(f"| {name} | " + " | ".join(f"{gb[k]:.3f}" for k in COLUMNS) + " |")
+
+
+if __name__ == "__main__":
+    main()

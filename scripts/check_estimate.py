@@ -1,0 +1,96 @@
+"""The memory estimate (ablate.estimate) against the measured peak on CPU.
+
+    OMP_NUM_THREADS=1 python scripts/check_estimate.py [--models llama_20m llama_60m]
+        [--optimizers adamw adalomo galore_adamw] [--steps 3] [--batch 4] [--seq-len 256]
+
+For each model, optimizer and fused/unfused backward: the process's RSS is read, its peak
+reset (ablate.memory.reset_peak), then the model and optimizer are built on the CPU and
+trained for a few steps on random tokens, as the trainer's step does it (fp32 forward, fp32
+cross-entropy, backward, and without a fused backward step() and zero_grad). The measured
+figure is the peak RSS's rise over the RSS before the model existed, as
+`scripts/bench_adalomo.py` measures it; glibc maps every block of 1 MB or more on its own
+(mallopt), so that freed memory leaves the RSS at once and the peak follows the memory in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+
+import torch
+import torch.nn.functional as F
+
+from ablate.config import compose
+from ablate.estimate import estimate
+from ablate.memory import GB, peak_bytes, reset_peak
+from ablate.models import build_model
+from ablate.train import build_optimizer
+
+CPU = torch.device("cpu")
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def rss_bytes() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def measured_rise(cfg, steps: int) -> int:
+    """Peak RSS rise while building the model and optimizer and training `steps` steps."""
+    t = cfg.trainer
+    g = torch.Generator().manual_seed(0)
+    batches = torch.randint(0, cfg.model.vocab_size, (steps, t.batch_size, t.seq_len + 1),
+                            generator=g)
+    reset_peak(CPU)
+    start = rss_bytes()
+    torch.manual_seed(0)
+    model = build_model(cfg.model, CPU)
+    optimizer = build_optimizer(cfg, model)
+    for tokens in batches:
+        logits = model(input_ids=tokens[:, :-1]).logits.float()
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+        del logits
+        loss.backward()
+        if not cfg.toggles.fused_backward:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    rise = peak_bytes(CPU) - start
+    del model, optimizer
+    return rise
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["llama_20m", "llama_60m"])
+    parser.add_argument("--optimizers", nargs="+", default=["adamw", "adalomo", "galore_adamw"])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=256)
+    args = parser.parse_args()
+    ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    print(f"batch {args.batch} x {args.seq_len}, {args.steps} steps, fp32, "
+          f"{torch.get_num_threads()} threads; GB = 1e9 bytes")
+    print("| model | optimizer | backward | weights | gradients | state | activations "
+          "| estimate | measured rise | error |")
+    print("|---" * 10 + "|")
+    for model in args.models:
+        for optimizer in args.optimizers:
+            for fused in (True, False):
+                cfg = compose([f"model={model}", f"optimizer={optimizer}",
+                               f"toggles.fused_backward={fused}",
+                               f"trainer.batch_size={args.batch}",
+                               f"trainer.seq_len={args.seq_len}"])
+                gb = estimate(cfg).gb()
+                rise = measured_rise(cfg, args.steps) / GB
+                print(f"| {model} | {optimizer} | {'fused' if fused else 'unfused'} | "
+                      + " | ".join(f"{gb[k]:.3f}" for k in ("weights", "gradients",
+                                                            "optimizer_state", "activations",
+                                                            "total"))
+                      + f" | {rise:.3f} | {100 * (gb['total'] - rise) / rise:+.1f}% |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The memory estimate against what a real tiny training run holds: optimizer state byte for
+byte after real steps, weights exactly, saved activations as autograd's saved-tensor hooks
+see them, and the gradients alive in a fused backward as the gradient hooks see them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY
+
+from ablate.config import compose
+from ablate.data import load_corpus
+from ablate.estimate import (estimate, main, saved_activation_bytes, tied_params,
+                             weight_bytes)
+from ablate.job import run_job
+from ablate.memory import GB, optimizer_state_bytes
+from ablate.models import build_model, count_params
+from ablate.report import main as report_main
+from ablate.train import Trainer, build_optimizer
+
+MODELS = ["model=llama_tiny", "model=gpt2_tiny"]
+OPTIMIZERS = [
+    ["optimizer=adamw"],
+    ["optimizer=adamw", "toggles=no_adaptive_lr"],
+    ["optimizer=sgd", "optimizer.momentum=0.9"],
+    ["optimizer=sgd"],
+    ["optimizer=lomo"],
+    ["optimizer=adalomo"],
+    ["optimizer=adalomo", "toggles=no_nmf"],
+    ["optimizer=adalomo", "toggles=no_adaptive_lr"],
+    ["optimizer=adalomo", "toggles=global_norm"],
+    ["optimizer=galore_adamw", "optimizer.rank=8"],
+    ["optimizer=galore_adamw", "optimizer.rank=8", "toggles=two_sided"],
+    ["optimizer=galore_adamw", "optimizer.rank=8", "toggles=eight_bit"],
+    ["optimizer=galore_adamw", "optimizer.rank=8", "toggles=[two_sided,eight_bit]"],
+    ["optimizer=galore_adamw", "optimizer.rank=8", "optimizer.proj_type=left"],
+    ["optimizer=galore_adamw", "toggles=no_projection"],
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(cache_dir):
+    return load_corpus(compose([*TINY, f"task.cache_dir={cache_dir}"]).task)
+
+
+@pytest.fixture
+def trainer(corpus, monkeypatch):
+    """`trainer(cfg)`: a Trainer that reuses one loaded corpus and skips the peak-memory reset
+    (its full garbage collection): each takes ~0.5 s, and nothing here reads the peak."""
+    monkeypatch.setattr("ablate.train.load_corpus", lambda task: corpus)
+    monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
+    return Trainer
+
+
+# One optimizer per parameter (fused) or one over all of them: the same state.
+@pytest.mark.parametrize("model,optimizer", [
+    *[(model, [*optimizer, "toggles.fused_backward=true"])
+      for model in MODELS for optimizer in OPTIMIZERS],
+    *[("model=llama_tiny", [*optimizer, "toggles.fused_backward=false"])
+      for optimizer in OPTIMIZERS[::3]]], ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_optimizer_state_and_weights_are_exact(tiny_cfg, trainer, model, optimizer):
+    cfg = tiny_cfg(model, *optimizer)
+    trainer = trainer(cfg)
+    for _ in range(2):  # state is made at a parameter's first step, and kept
+        trainer.train_step()
+    predicted = estimate(cfg)
+    assert predicted.optimizer_state == optimizer_state_bytes(trainer.optimizer)
+    assert predicted.weights == sum(p.numel() * p.element_size()
+                                    for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("shape", [[], ["trainer.batch_size=3", "trainer.seq_len=24",
+                                        "model.num_heads=4", "model.num_layers=3"]])
+@pytest.mark.parametrize("model", MODELS)
+def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, shape, precision,
+                                                   checkpointing):
+    """With activation checkpointing (the `transformers` switch, ahead of the trainer's) the
+    forward saves each layer's input only; the layer is recomputed in the backward."""
+    cfg = tiny_cfg(model, *shape, f"trainer.precision={precision}")
+    trainer = trainer(cfg)
+    if checkpointing:
+        trainer.model.gradient_checkpointing_enable()
+    params = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
+    saved = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    t = cfg.trainer
+    x = torch.randint(0, cfg.model.vocab_size, (t.batch_size, t.seq_len))
+    y = torch.randint(0, cfg.model.vocab_size, (t.batch_size, t.seq_len))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = trainer.loss(x, y)[0]
+    loss.backward()
+    assert sum(saved.values()) == saved_activation_bytes(cfg.model, t.batch_size, t.seq_len,
+                                                         precision, "fp32", checkpointing)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fused_gradients_alive_are_one_at_a_time_plus_a_tied_embedding(tiny_cfg, model):
+    """Counting hooks, registered before the fused optimizer's, see every live `.grad` just
+    before each update; a tied embedding's gradient waits in autograd's buffer (not in
+    `.grad`) until its last use, so its hook fires once, after every other."""
+    cfg = tiny_cfg(model)
+    m = build_model(cfg.model)
+    params = list(m.parameters())
+    alive, order = [], []
+
+    def count(p: torch.Tensor) -> None:
+        order.append(p)
+        alive.append(sum(q.grad.numel() * q.grad.element_size()
+                         for q in params if q.grad is not None))
+
+    for p in params:
+        p.register_post_accumulate_grad_hook(count)
+    optimizer = build_optimizer(cfg, m)  # noqa: F841 - its hooks hold it only weakly
+    x = torch.randint(0, cfg.model.vocab_size, (4, 32))
+    m(input_ids=x, labels=x).loss.backward()
+    assert all(p.grad is None for p in params)  # the fused optimizer freed every one
+    tied = tied_params(m)
+    assert len(order) == len(params) and (not tied or order[-1] is tied[0])
+    held = sum(p.numel() * 4 for p in tied)
+    assert max(alive) == max(p.numel() * 4 for p in params)
+    assert estimate(cfg).gradients == held + max(p.numel() * 4 for p in params
+                                                 if all(p is not q for q in tied))
+
+
+def test_unfused_gradients_are_all_of_them(tiny_cfg):
+    cfg = tiny_cfg("toggles.fused_backward=false")
+    assert estimate(cfg).gradients == weight_bytes(build_model(cfg.model, "meta"), 4)
+
+
+@pytest.mark.parametrize("name,params_b", [("llama_13b", 13.0), ("llama_30b", 32.5),
+                                            ("llama_65b", 65.3)])
+def test_llama_1_sizes_build_on_meta(name, params_b):
+    model = build_model(compose([f"model={name}"]).model, "meta")
+    assert count_params(model) / 1e9 == pytest.approx(params_b, rel=0.01)
+
+
+def test_galore_accounting_is_two_bytes_a_value_of_weights_and_state():
+    cfg = compose(["model=llama_60m", "optimizer=adamw"])
+    paper = estimate(cfg, accounting="galore")
+    model = build_model(cfg.model, "meta")
+    params = count_params(model)
+    assert (paper.weights, paper.gradients, paper.activations) == (2 * params, 0, 0)
+    steps = 4 * len(list(model.parameters()))  # AdamW's float32 step count per tensor
+    assert paper.optimizer_state == 2 * 2 * params + steps
+
+
+def test_table_sweeps_and_skips_combinations_that_make_no_sense(capsys):
+    main(["--table", "model=llama_20m", "optimizer=adamw,adalomo", "toggles=all,no_nmf"])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| llama_20m adamw fused", "| llama_20m adalomo fused",
+        "| llama_20m adalomo nmf=False fused"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("trainer.seq_len=-1", "trainer.seq_len=-1: must be > 0"),
+    ("model=llama_2b", "In 'config': Could not find 'model/llama_2b'; allowed model options: gpt2_large"),
+    ("optimizer.rank=8", "Could not override 'optimizer.rank'.: Key 'rank' not in 'AdamWConfig'"),
+])
+def test_bad_input_is_one_line_before_any_compute(override, message):
+    with pytest.raises(SystemExit) as exit_:
+        main([override])
+    assert str(exit_.value).startswith(f"ablate.estimate: error: {message}")
+    assert "\n" not in str(exit_.value)
+
+
+def test_summary_and_report_show_the_estimate_beside_the_peak(tiny_cfg, tmp_path, capsys):
+    cfg = tiny_cfg("trainer.max_steps=2")
+    summary = run_job(cfg, tmp_path / "sweep" / "0", [])
+    predicted = estimate(cfg)
+    assert summary["estimated_memory_gb"] == predicted.total / GB
+    assert summary["estimated_memory"]["optimizer_state"] * GB == predicted.optimizer_state
+    report_main([str(tmp_path / "sweep")])
+    head, _, row = [line for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("|")][:3]
+    cells = dict(zip(head.split(" | "), row.split(" | ")))
+    assert cells["est. GB"] == f"{predicted.total / GB:.4g}"
+
+
+def test_incompatible_toggle_alone_is_an_error_not_an_empty_answer():
+    with pytest.raises(SystemExit, match="toggles.nmf is not supported by optimizer=adamw"):
+        main(["optimizer=adamw", "toggles=no_nmf"])
