@@ -5,8 +5,9 @@ Trains the same config with several seeds, then scores every window of the valid
 split (batch_size x seq_len tokens per batch, as the trainer evaluates). For n windows the
 evaluation's own sampling error is the standard error of the mean window loss,
 std(window losses) / sqrt(n); the seed-to-seed spread is the sample std over seeds of the
-loss on the whole split. Evaluation is small enough when its error is well under the seed
-spread.
+loss on the whole split. Every run is scored on the same windows, so a comparison of two
+runs sees the error of their difference, std(per-batch loss difference) / sqrt(n) (paired):
+evaluation is small enough when that is well under the seed spread.
 
     python scripts/eval_noise.py [--seeds 3] [overrides, e.g. optimizer=adalomo trainer.max_steps=300]
 """
@@ -58,17 +59,22 @@ def main() -> None:
     n_all = len(per_seed[0])
     seed_std = statistics.stdev([statistics.fmean(losses) for losses in per_seed])
     batch_std = statistics.fmean([statistics.stdev(losses) for losses in per_seed])
+    pairs = [(a, b) for i, a in enumerate(per_seed) for b in per_seed[i + 1:]]
+    diff_std = statistics.fmean([statistics.stdev([x - y for x, y in zip(a, b)])
+                                 for a, b in pairs])
     print(f"\nseed-to-seed std of the whole-split loss: {seed_std:.4f}")
-    print(f"std of one batch's loss within a run: {batch_std:.4f}")
-    print("eval_batches  tokens   eval std error  error / seed std  seed std at this size")
+    print(f"std of one batch's loss within a run: {batch_std:.4f}; of the per-batch loss "
+          f"difference between two seeds' runs: {diff_std:.4f}")
+    print("eval_batches  tokens   error (absolute)  error (paired)  paired / seed std  "
+          "seed std at this size")
     for n in sorted({8, 16, 32, 48, n_all} & set(range(1, n_all + 1))):
         # The trainer's windows: n batches evenly spaced over the split.
         picks = [round(i * (n_all - 1) / max(1, n - 1)) for i in range(n)]
         sub_seed_std = statistics.stdev([statistics.fmean(losses[i] for i in picks)
                                          for losses in per_seed])
-        error = batch_std / math.sqrt(n)
-        print(f"{n:12d}  {n * cfg.trainer.batch_size * cfg.trainer.seq_len:6d}   {error:14.4f}  "
-              f"{error / seed_std:16.2f}  {sub_seed_std:.4f}")
+        error, paired = batch_std / math.sqrt(n), diff_std / math.sqrt(n)
+        print(f"{n:12d}  {n * cfg.trainer.batch_size * cfg.trainer.seq_len:6d}   {error:16.4f}  "
+              f"{paired:14.4f}  {paired / seed_std:17.2f}  {sub_seed_std:.4f}")
 
 
 if __name__ == "__main__":
