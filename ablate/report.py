@@ -455,13 +455,14 @@ def plot_losses(path: Path, jobs: list[Job], rows: list[dict]) -> None:
 
 def plot_sensitivity(path: Path, rows: list[dict], choices: dict[str, dict]) -> None:
     """Validation loss on the grid seed against the peak lr, a line per tuned variant; the
-    chosen lr is a star, a diverged run an x at the top."""
+    chosen lr is a star. The axis stops at twice the lowest loss: a run above it (a blow-up)
+    is a triangle at the top, a diverged one an x there."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
     finite = [loss for c in choices.values() if c for loss in c["grid"].values()
               if math.isfinite(loss)]
-    top = max(finite) if finite else 1.0
+    top = min(max(finite), 2 * min(finite)) if finite else 1.0
     colors = iter(plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors)
     for row in rows:
         choice = choices[row["variant"]]
@@ -469,18 +470,19 @@ def plot_sensitivity(path: Path, rows: list[dict], choices: dict[str, dict]) -> 
             continue
         color = "black" if row["is_baseline"] else next(colors)
         points = sorted((choice["peak_lrs"][f], loss) for f, loss in choice["grid"].items())
-        ok = [(lr, loss) for lr, loss in points if math.isfinite(loss)]
+        ok = [(lr, loss) for lr, loss in points if loss <= top]
         name = row["label"] + (" (baseline)" if row["is_baseline"] else "")
         ax.plot([lr for lr, _ in ok], [loss for _, loss in ok], marker="o", color=color,
                 label=name)
-        bad = [lr for lr, loss in points if not math.isfinite(loss)]
-        if bad:
-            ax.plot(bad, [top] * len(bad), "x", color=color, markersize=9)
+        for marker, off in (("^", [lr for lr, loss in points if top < loss < math.inf]),
+                            ("x", [lr for lr, loss in points if not math.isfinite(loss)])):
+            ax.plot(off, [top] * len(off), marker, color=color, markersize=9, clip_on=False)
         if choice["chosen"] is not None:
             ax.plot(choice["peak_lrs"][choice["chosen"]], choice["grid"][choice["chosen"]],
                     "*", color=color, markersize=15)
     ax.set(xscale="log", xlabel="peak learning rate (log)", ylabel="validation loss",
-           title="Learning-rate sensitivity (grid seed): ★ chosen, x diverged")
+           title="Learning-rate sensitivity (grid seed): ★ chosen, ▲ above the axis, x diverged",
+           ylim=(None, top))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     fig.tight_layout()
