@@ -411,6 +411,11 @@ def check(cfg: DictConfig) -> None:
     if cfg.task.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be <= model.vocab_size="
                           f"{cfg.model.vocab_size} for model {cfg.model.name}")
+    if cfg.ablation is not None and cfg.ablation.seeds is not None:
+        seeds = list(cfg.ablation.seeds)
+        if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+            raise ConfigError(f"ablation.seeds={seeds}: must be distinct integers >= 0, "
+                              "at least one")
     if cfg.tune is not None:
         factors = list(cfg.tune.lr_factors)
         if not factors or not all(0 < f < float("inf") for f in factors) or (

@@ -117,6 +117,18 @@ ROWS = [
     ("ablate.rerun", ["{run}", "optimizer=sgd"], "optimizer=sgd: a rerun keeps the saved config"),
     ("ablate.rerun", ["{run}", "trainer.eval_batches=100000"], "trainer.eval_batches=100000"),
     ("ablate.rerun", ["{run}", "outputs_dir=/proc/nope"], "outputs_dir: cannot write"),
+    # -------------------------------------------------- tuning and preset seeds
+    ("ablate", ["trainer.lr_factor=0"], "trainer.lr_factor=0.0: must be > 0"),
+    ("ablate", ["trainer.lr_factor=inf"], "trainer.lr_factor=inf: must be a finite number"),
+    ("ablate", ["+tune=lr", "tune.lr_factors=[]"], "tune.lr_factors=[]: must be distinct"),
+    ("ablate", ["+tune=lr", "tune.lr_factors=[1,1]"], "tune.lr_factors=[1.0, 1.0]: must be"),
+    ("ablate", ["+tune=lr", "tune.lr_factors=[-1,2]"], "tune.lr_factors=[-1.0, 2.0]: must be"),
+    ("ablate", ["+tune=lr", "tune.lr_factors=abc"], "tune.lr_factors=abc"),
+    ("ablate", ["+tune=lr", "tune.grid_seed=-1"], "tune.grid_seed=-1: must be >= 0"),
+    ("ablate", ["+tune=nope"], "allowed tune options: lr"),
+    ("ablate", ["+ablation=adalomo_nmf", "ablation.seeds=[-1]"],
+     "ablation.seeds=[-1]: must be distinct integers >= 0"),
+    ("ablate", ["+ablation=adalomo_nmf", "ablation.seeds=[]"], "ablation.seeds=[]: must be"),
     # -------------------------------------------------- python -m ablate.report
     ("ablate.report", [], "the following arguments are required: sweep_dir"),
     ("ablate.report", ["{tmp}/missing"], "is not a directory"),
