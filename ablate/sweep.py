@@ -45,13 +45,21 @@ def find_completed(roots: list[Path], config_hash: str, exclude: Path) -> Path |
     return None
 
 
-def find_outcome(roots: list[Path], config_hash: str) -> dict | None:
-    """The summary of a finished (completed, else stalled or diverged) job of this config
-    under any of `roots`."""
-    found = [summary for root in roots for path in sorted(root.rglob("summary.json"))
-             if (summary := _read(path)) and summary.get("config_hash") == config_hash
-             and summary.get("status") in ("completed", "stalled", "diverged")]
-    return min(found, key=lambda s: s["status"] != "completed", default=None)
+def find_outcomes(roots: list[Path], config_hashes: set[str]) -> dict[str, dict]:
+    """For each of these configs, the summary of a finished (completed, else stalled or
+    diverged) job under any of `roots`, in one pass over them (a root inside another is
+    read once)."""
+    roots = {root.resolve() for root in roots}
+    roots = [root for root in roots if not any(other in root.parents for other in roots)]
+    found: dict[str, dict] = {}
+    for root in roots:
+        for path in sorted(root.rglob("summary.json")):
+            summary = _read(path)
+            if (summary and summary.get("config_hash") in config_hashes
+                    and summary.get("status") in ("completed", "stalled", "diverged")
+                    and found.get(summary["config_hash"], {}).get("status") != "completed"):
+                found[summary["config_hash"]] = summary
+    return found
 
 
 def find_checkpoints(roots: list[Path], config_hash: str, exclude: Path) -> list[tuple[Path, int]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from .config import config_hash
-from .sweep import find_outcome
+from .sweep import find_outcomes
 
 
 def grid_loss(summary: dict | None) -> float | None:
@@ -56,13 +56,14 @@ def decide(cfg: DictConfig, roots: list[Path]) -> tuple[bool, dict]:
     info = {"grid_seed": t.grid_seed, "lr_factors": factors}
     if cfg.trainer.seed == t.grid_seed:
         return True, {**info, "role": "grid"}
-    losses = {}
+    hashes = {}
     for factor in factors:
         point = copy.deepcopy(cfg)
         point.trainer.seed, point.trainer.lr_factor = t.grid_seed, factor
-        found = grid_loss(find_outcome(roots, config_hash(point)))
-        if found is not None:
-            losses[factor] = found
+        hashes[factor] = config_hash(point)
+    outcomes = find_outcomes(roots, set(hashes.values()))
+    losses = {f: loss for f, h in hashes.items()
+              if (loss := grid_loss(outcomes.get(h))) is not None}
     missing = [f for f in factors if f not in losses]
     if missing:
         return True, {**info, "role": "grid incomplete", "missing": missing}
