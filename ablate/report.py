@@ -277,18 +277,17 @@ def tuning_skipped(job: Job) -> bool:
     return job.status == "skipped" and str(job.summary.get("reason", "")).startswith("tuning:")
 
 
-def variant_rows(jobs: list[Job], baseline: str, target: float) -> tuple[list[dict], dict]:
-    """One CSV row per variant, the baseline first, the rest in job order; and each tuned
-    variant's lr choice."""
-    groups = by_variant(jobs)
-    labels = [baseline] + [label for label in groups if label != baseline]
+def variant_rows(chosen: dict[str, tuple[list[Job], dict]], baseline: str,
+                 target: float) -> list[dict]:
+    """One CSV row per variant (`chosen`: its jobs at the chosen lr and the choice, by
+    label), the baseline first, the rest in job order."""
+    labels = [baseline] + [label for label in chosen if label != baseline]
     common = common_parts(labels)
-    rows, choices = [], {}
+    rows = []
     for label in labels:
-        group, choices[label] = choose_lr(groups[label])
+        group, choice = chosen[label]
         group = [job for job in group if not tuning_skipped(job)]
         done = [job for job in group if job.status == "completed"]
-        choice = choices[label]
         lrs = {number(job.summary["peak_lr"]) for job in group if "peak_lr" in job.summary}
         row = {"variant": label, "label": short_label(label, common),
                "is_baseline": label == baseline, "n": len(done),
@@ -317,7 +316,7 @@ def variant_rows(jobs: list[Job], baseline: str, target: float) -> tuple[list[di
             (math.nan, math.nan, "baseline") if row["is_baseline"]
             else compare(row["test_losses"], base_losses))
         del row["test_losses"]
-    return rows, choices
+    return rows
 
 
 # ---------------------------------------------------------------- writing
@@ -532,7 +531,9 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
         raise SystemExit(f"ablate.report: error: no job (summary.json or .hydra/) under {root}")
     baseline, how = find_baseline(jobs, baseline_spec)
     # Each variant's jobs at its chosen lr (all of them in a sweep that is not tuned).
-    shown = [job for group in by_variant(jobs).values() for job in choose_lr(group)[0]]
+    chosen = {label: choose_lr(group) for label, group in by_variant(jobs).items()}
+    choices = {label: choice for label, (_, choice) in chosen.items()}
+    shown = [job for group, _ in chosen.values() for job in group]
     base_final = mean_std([number(job.summary["final_train_loss"]) for job in shown
                            if job.summary["variant"] == baseline and job.status == "completed"])[0]
     if loss_target is None:
@@ -542,7 +543,7 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
                       "none: the baseline has no completed job (give --loss-target)")
     else:
         target, target_how = loss_target, f"{fmt(loss_target)} (given: --loss-target)"
-    rows, choices = variant_rows(jobs, baseline, target)
+    rows = variant_rows(chosen, baseline, target)
     common = common_parts([row["variant"] for row in rows])
     labels = {row["variant"]: row["label"] for row in rows}
     out.mkdir(parents=True, exist_ok=True)
