@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from ..config import ConfigError, first_line
-from .pretrain import EOT, next_token_loss, train_tokenizer
+from .pretrain import EOT, next_token_loss, pretrained_tokenizer, train_tokenizer
 
 IGNORE = -100  # cross_entropy's ignore_index: prompt and padding positions
 SPLITS = ("train", "val", "test")
@@ -135,18 +135,6 @@ def load_tokenizer(cfg: DictConfig, records: list[dict]) -> PreTrainedTokenizerF
         train_tokenizer(texts, task.vocab_size).save(tmp)
         os.replace(tmp, path)  # appears whole
     return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOT, pad_token=EOT)
-
-
-def pretrained_tokenizer(name: str):
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"model.pretrained={name}: has no tokenizer that transformers can "
-                          f"load ({type(exc).__name__}: {first_line(exc)})") from None
-    if tokenizer.eos_token_id is None:
-        raise ConfigError(f"model.pretrained={name}: its tokenizer has no end-of-sequence "
-                          "token (a response ends with one)")
-    return tokenizer
 
 
 def encode(tokenizer, template: DictConfig, records: list[dict],
