@@ -39,19 +39,27 @@ class Corpus:
 SPLITS = ("train", "val", "test")
 
 
-def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
-    """Train, validation and test texts: the stdlib files matching `task.include`, sorted by
-    path; every `heldout_every`-th file is held out, alternately for validation and test."""
+def stdlib_files(task: DictConfig) -> list[Path]:
+    """The stdlib files matching `task.include`, sorted by path."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted({p.relative_to(root).as_posix() for pattern in task.include
                     for p in root.glob(pattern) if p.is_file() and "site-packages" not in p.parts})
     if not files:
         raise ConfigError(f"task.include={list(task.include)}: matches no file under {root}")
-    texts = [(root / f).read_text(encoding="utf-8", errors="replace") for f in files]
-    k = task.heldout_every
-    train = [t for i, t in enumerate(texts) if (i + 1) % k]
-    heldout = [t for i, t in enumerate(texts) if (i + 1) % k == 0]
-    return train, heldout[0::2], heldout[1::2]
+    return [root / f for f in files]
+
+
+def deal(items: list, k: int) -> tuple[list, list, list]:
+    """Train, validation and test: every k-th item is held out, alternately for validation
+    and test."""
+    heldout = [x for i, x in enumerate(items) if (i + 1) % k == 0]
+    return [x for i, x in enumerate(items) if (i + 1) % k], heldout[0::2], heldout[1::2]
+
+
+def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
+    """Train, validation and test texts: the stdlib files of `task.include`, dealt by file."""
+    return deal([f.read_text(encoding="utf-8", errors="replace") for f in stdlib_files(task)],
+                task.heldout_every)
 
 
 def hub_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
