@@ -53,12 +53,13 @@ def local_instruct(data_file) -> list[str]:
 
 @pytest.mark.parametrize("model", ["llama_tiny", "gpt2_tiny"])
 def test_saved_model_loads_back_through_model_pretrained(tiny_cfg, tmp_path, model):
-    trainer = Trainer(tiny_cfg(f"model={model}"))
+    small = ["task.include=[a*.py,b*.py]", "task.heldout_every=3"]  # a corpus read twice
+    trainer = Trainer(tiny_cfg(f"model={model}", *small))
     trainer.train_step()
     trainer.save_model(tmp_path / "model")
-    cfg = tiny_cfg(f"model.pretrained={tmp_path / 'model'}", "model.hidden_size=8")
+    cfg = tiny_cfg(f"model.pretrained={tmp_path / 'model'}", "model.hidden_size=8", *small)
     check(cfg)  # the shape keys are the checkpoint's: hidden_size=8 is ignored
-    assert estimate(cfg) == estimate(tiny_cfg(f"model={model}"))
+    assert estimate(cfg) == estimate(tiny_cfg(f"model={model}", *small))
     loaded = build_model(cfg.model)
     x = trainer.task.train_batch(0, 2)["input_ids"]
     trainer.model.eval()
