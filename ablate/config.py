@@ -51,8 +51,13 @@ class Device(Enum):
 
 
 class Precision(Enum):
+    """How weights are stored and the forward computes (ablate/optim/precision.py)."""
+
     fp32 = "fp32"
-    bf16 = "bf16"
+    bf16 = "bf16"  # autocast: bf16 matmuls over fp32 weights, gradients and updates
+    # Parameters and gradients stored in bf16 (the papers' pre-training); every optimizer
+    # computes its update in fp32 and writes the parameter back rounded to bf16.
+    bf16_weights = "bf16_weights"
 
 
 class Schedule(Enum):
@@ -220,6 +225,9 @@ class TrainerConfig:
     seed: int = MISSING
     device: Device = MISSING
     precision: Precision = MISSING
+    # transformers' gradient checkpointing: each layer keeps only its input and recomputes
+    # its activations in the backward (less memory, one more forward of the layers)
+    activation_checkpointing: bool = MISSING
     progress: bool = MISSING  # progress bar (only drawn on a TTY)
 
 

@@ -35,12 +35,15 @@ def hf_config(model: DictConfig):
     )
 
 
-def build_model(model: DictConfig, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Random init on `device`; on "meta" no memory is allocated (for size estimates)."""
+def build_model(model: DictConfig, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Random init on `device`; on "meta" no memory is allocated (for size estimates). In
+    another `dtype` the weights are the fp32 init rounded, so a bf16 job starts where the
+    fp32 job of its seed does."""
     config = hf_config(model)
     cls = LlamaForCausalLM if model.arch == "llama" else GPT2LMHeadModel
     with torch.device(device):
-        return cls(config)
+        return cls(config).to(dtype)
 
 
 def count_params(module: torch.nn.Module) -> int:

@@ -38,6 +38,12 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module):
     return OptimizerInBackward(named, make) if cfg.toggles.fused_backward else make(named)
 
 
+def weight_dtype(t: DictConfig) -> torch.dtype:
+    """The dtype parameters and gradients are stored in: bf16 for `bf16_weights` only
+    (`bf16` autocasts the matmuls over fp32 weights)."""
+    return torch.bfloat16 if t.precision.value == "bf16_weights" else torch.float32
+
+
 def peak_lr(t: DictConfig) -> float:
     """`trainer.lr` (the optimizer's recommended lr by default) times `trainer.lr_factor`
     (the point of a tuned sweep's grid; 1 otherwise)."""
@@ -79,7 +85,9 @@ class Trainer:
         set_seed(self.t.seed)
         self.corpus = load_corpus(cfg.task)
         check_corpus(self.corpus, self.t)
-        self.model = build_model(cfg.model, self.device)
+        self.model = build_model(cfg.model, self.device, weight_dtype(self.t))
+        if self.t.activation_checkpointing:
+            self.model.gradient_checkpointing_enable({"use_reentrant": False})
         self.optimizer = build_optimizer(cfg, self.model)
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,

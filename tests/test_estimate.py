@@ -57,7 +57,11 @@ def trainer(corpus, monkeypatch):
     *[(model, [*optimizer, "toggles.fused_backward=true"])
       for model in MODELS for optimizer in OPTIMIZERS],
     *[("model=llama_tiny", [*optimizer, "toggles.fused_backward=false"])
-      for optimizer in OPTIMIZERS[::3]]], ids=lambda v: v if isinstance(v, str) else " ".join(v))
+      for optimizer in OPTIMIZERS[::3]],
+    # bf16 weights: AdamW's and SGD's buffers and GaLore's projectors in bf16, the rest fp32
+    *[(model, [*optimizer, "trainer.precision=bf16_weights"])
+      for model in MODELS for optimizer in OPTIMIZERS[::2]]],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v))
 def test_optimizer_state_and_weights_are_exact(tiny_cfg, trainer, model, optimizer):
     cfg = tiny_cfg(model, *optimizer)
     trainer = trainer(cfg)
@@ -70,18 +74,17 @@ def test_optimizer_state_and_weights_are_exact(tiny_cfg, trainer, model, optimiz
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16_weights"])
 @pytest.mark.parametrize("shape", [[], ["trainer.batch_size=3", "trainer.seq_len=24",
                                         "model.num_heads=4", "model.num_layers=3"]])
 @pytest.mark.parametrize("model", MODELS)
 def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, shape, precision,
                                                    checkpointing):
-    """With activation checkpointing (the `transformers` switch, ahead of the trainer's) the
-    forward saves each layer's input only; the layer is recomputed in the backward."""
-    cfg = tiny_cfg(model, *shape, f"trainer.precision={precision}")
+    """With activation checkpointing (`trainer.activation_checkpointing`) the forward saves
+    each layer's input only; the layer is recomputed in the backward."""
+    cfg = tiny_cfg(model, *shape, f"trainer.precision={precision}",
+                   f"trainer.activation_checkpointing={checkpointing}")
     trainer = trainer(cfg)
-    if checkpointing:
-        trainer.model.gradient_checkpointing_enable()
     params = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
     saved = {}
 
@@ -98,7 +101,7 @@ def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, sha
         loss = trainer.loss(x, y)[0]
     loss.backward()
     assert sum(saved.values()) == saved_activation_bytes(cfg.model, t.batch_size, t.seq_len,
-                                                         precision, "fp32", checkpointing)
+                                                         precision, checkpointing)
 
 
 @pytest.mark.parametrize("model", MODELS)
