@@ -274,6 +274,9 @@ class Config:
     outputs_dir: str = MISSING  # run and sweep directories go under it
     resume: bool = MISSING  # multirun: reuse completed jobs and checkpoints of the same config
     resume_from: List[str] = field(default_factory=list)  # more places resume looks in
+    # hydra/launcher=joblib on GPUs: allow more parallel jobs than GPUs (job i on GPU i mod
+    # GPUs, shared); else each job holds a GPU of its own (ablate/devices.py)
+    share_gpus: bool = MISSING
     ablation: Optional[AblationConfig] = None
     tune: Optional[TuneConfig] = None
     optimizer: Any = MISSING
@@ -470,7 +473,7 @@ def _check_optimizer_builds(cfg: DictConfig) -> None:
 # the model as it was; batches are a function of the seed and the step). Also the tuning
 # grid and a preset's seed list: they choose which jobs run, not what one job trains, so a
 # grid job is found again by a sweep with another grid or more seeds.
-NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "logger", "task.cache_dir",
+NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "share_gpus", "logger", "task.cache_dir",
                "trainer.progress", "trainer.log_interval", "trainer.eval_interval",
                "trainer.checkpoint_every", "tune", "ablation.seeds")
 
