@@ -16,7 +16,7 @@ from ablate.job import run_job
 from ablate.memory import GB, optimizer_state_bytes
 from ablate.models import build_model, count_params
 from ablate.report import main as report_main
-from ablate.train import Trainer, build_optimizer
+from ablate.train import Trainer, build_optimizer, weight_dtype
 
 MODELS = ["model=llama_tiny", "model=gpt2_tiny"]
 OPTIMIZERS = [
@@ -104,13 +104,15 @@ def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, sha
                                                          precision, checkpointing)
 
 
+@pytest.mark.parametrize("precision,width", [("fp32", 4), ("bf16_weights", 2)])
 @pytest.mark.parametrize("model", MODELS)
-def test_fused_gradients_alive_are_one_at_a_time_plus_a_tied_embedding(tiny_cfg, model):
+def test_fused_gradients_alive_are_one_at_a_time_plus_a_tied_embedding(tiny_cfg, model,
+                                                                        precision, width):
     """Counting hooks, registered before the fused optimizer's, see every live `.grad` just
     before each update; a tied embedding's gradient waits in autograd's buffer (not in
     `.grad`) until its last use, so its hook fires once, after every other."""
-    cfg = tiny_cfg(model)
-    m = build_model(cfg.model)
+    cfg = tiny_cfg(model, f"trainer.precision={precision}")
+    m = build_model(cfg.model, dtype=weight_dtype(cfg.trainer))
     params = list(m.parameters())
     alive, order = [], []
 
@@ -127,9 +129,9 @@ def test_fused_gradients_alive_are_one_at_a_time_plus_a_tied_embedding(tiny_cfg,
     assert all(p.grad is None for p in params)  # the fused optimizer freed every one
     tied = tied_params(m)
     assert len(order) == len(params) and (not tied or order[-1] is tied[0])
-    held = sum(p.numel() * 4 for p in tied)
-    assert max(alive) == max(p.numel() * 4 for p in params)
-    assert estimate(cfg).gradients == held + max(p.numel() * 4 for p in params
+    held = sum(p.numel() * width for p in tied)
+    assert max(alive) == max(p.numel() * width for p in params)
+    assert estimate(cfg).gradients == held + max(p.numel() * width for p in params
                                                  if all(p is not q for q in tied))
 
 
