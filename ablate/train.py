@@ -44,6 +44,15 @@ def weight_dtype(t: DictConfig) -> torch.dtype:
     return torch.bfloat16 if t.precision.value == "bf16_weights" else torch.float32
 
 
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """transformers' checkpointing of every decoder layer, non-reentrant (the form that
+    runs each parameter's gradient hook once: the fused backward updates it once);
+    transformers 5 renamed `gradient_checkpointing_enable`."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or \
+        model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
+
+
 def peak_lr(t: DictConfig) -> float:
     """`trainer.lr` (the optimizer's recommended lr by default) times `trainer.lr_factor`
     (the point of a tuned sweep's grid; 1 otherwise)."""
@@ -87,7 +96,7 @@ class Trainer:
         check_corpus(self.corpus, self.t)
         self.model = build_model(cfg.model, self.device, weight_dtype(self.t))
         if self.t.activation_checkpointing:
-            self.model.gradient_checkpointing_enable({"use_reentrant": False})
+            enable_activation_checkpointing(self.model)
         self.optimizer = build_optimizer(cfg, self.model)
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,

@@ -28,7 +28,7 @@ from ablate.config import compose
 from ablate.estimate import estimate
 from ablate.memory import GB, peak_bytes, reset_peak
 from ablate.models import build_model
-from ablate.train import build_optimizer, weight_dtype
+from ablate.train import build_optimizer, enable_activation_checkpointing, weight_dtype
 
 CPU = torch.device("cpu")
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
@@ -52,7 +52,7 @@ def measured_rise(cfg, steps: int) -> int:
     torch.manual_seed(0)
     model = build_model(cfg.model, CPU, weight_dtype(t))
     if t.activation_checkpointing:
-        model.gradient_checkpointing_enable({"use_reentrant": False})
+        enable_activation_checkpointing(model)
     optimizer = build_optimizer(cfg, model)
     for tokens in batches:
         with torch.autocast("cpu", torch.bfloat16, enabled=t.precision.value == "bf16"):

@@ -37,9 +37,9 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
 
 def load_state_keeping_dtypes(optimizer: Optimizer, state_dict: dict) -> None:
     """`Optimizer.load_state_dict`, which casts every floating state tensor (and GaLore's
-    uint8 codes) to its parameter's dtype, then each state tensor back to the dtype it was
-    saved in: a bf16-weights checkpoint keeps its fp32 moments, so a resumed run is the
-    uninterrupted one."""
+    uint8 codes) to its parameter's dtype, then each state tensor replaced by a copy of the
+    saved one, as saved: a bf16-weights checkpoint keeps its fp32 moments unrounded, so a
+    resumed run is the uninterrupted one."""
     Optimizer.load_state_dict(optimizer, state_dict)
     params = dict(zip((i for group in state_dict["param_groups"] for i in group["params"]),
                       (p for group in optimizer.param_groups for p in group["params"])))
@@ -47,4 +47,4 @@ def load_state_keeping_dtypes(optimizer: Optimizer, state_dict: dict) -> None:
         state = optimizer.state[params[index]]
         for key, value in saved.items():
             if torch.is_tensor(value):
-                state[key] = state[key].to(value.dtype)
+                state[key] = value.to(state[key].device, copy=True)
