@@ -45,9 +45,8 @@ def weight_dtype(t: DictConfig) -> torch.dtype:
 
 
 def enable_activation_checkpointing(model: torch.nn.Module) -> None:
-    """transformers' checkpointing of every decoder layer, non-reentrant (the form that
-    runs each parameter's gradient hook once: the fused backward updates it once);
-    transformers 5 renamed `gradient_checkpointing_enable`."""
+    """transformers' checkpointing of every decoder layer, non-reentrant (torch's
+    recommended form); transformers 5 renamed `gradient_checkpointing_enable`."""
     enable = getattr(model, "activation_checkpointing_enable", None) or \
         model.gradient_checkpointing_enable
     enable({"use_reentrant": False})
