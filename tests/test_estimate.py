@@ -165,6 +165,21 @@ def test_table_sweeps_and_skips_combinations_that_make_no_sense(capsys):
         "| llama_20m adalomo nmf=False fused"]
 
 
+def test_table_rows_name_precision_and_checkpointing_and_follow_them(capsys):
+    main(["--table", "model=llama_20m", "optimizer=adamw",
+          "trainer.precision=fp32,bf16_weights", "trainer.activation_checkpointing=false,true"])
+    rows = [r.split(" | ") for r in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[0] for r in rows] == [
+        "| llama_20m adamw fused", "| llama_20m adamw fused checkpointing",
+        "| llama_20m adamw fused bf16_weights",
+        "| llama_20m adamw fused bf16_weights checkpointing"]
+    cfg = compose(["model=llama_20m", "trainer.precision=bf16_weights",
+                   "trainer.activation_checkpointing=true"])
+    assert rows[3][-1] == f"{estimate(cfg).total / GB:.3f} |"
+    totals = [float(r[-1].rstrip(" |")) for r in rows]
+    assert totals[1] < totals[0] and totals[2] < totals[0] and totals[3] < totals[2]
+
+
 @pytest.mark.parametrize("override,message", [
     ("trainer.seq_len=-1", "trainer.seq_len=-1: must be > 0"),
     ("model=llama_2b", "In 'config': Could not find 'model/llama_2b'; allowed model options: gpt2_large"),
