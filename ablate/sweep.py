@@ -24,7 +24,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .config import (ConfigError, IncompatibleToggles, apply_variant, check, error_line, plain,
                      typed)
-from .data import check_corpus, load_corpus
 from .devices import check_parallel_jobs, gpu_count, parallel_jobs
 
 
@@ -135,15 +134,18 @@ class SweepReport(Callback):
             check_launcher(config.hydra.launcher)
             check_parallel_jobs(parallel_jobs(config.hydra.launcher),
                                 gpu_count(plain(config.trainer.device)), config.share_gpus)
-            jobs, corpora = sweep_jobs(config), {}
+            from .tasks import load_task  # its data libraries load only when a sweep starts
+
+            jobs, tasks = sweep_jobs(config), {}
             for number, job in enumerate(jobs):
                 try:
                     cfg = apply_variant(typed(compose(config.hydra.job.config_name, job)))
                     check(cfg)
-                    task = json.dumps(OmegaConf.to_container(cfg.task, resolve=True))
-                    if task not in corpora:
-                        corpora[task] = load_corpus(cfg.task)
-                    check_corpus(corpora[task], cfg.trainer)
+                    key = json.dumps(OmegaConf.to_container(cfg.task, resolve=True,
+                                                            enum_to_str=True))
+                    if key not in tasks:
+                        tasks[key] = load_task(cfg)
+                    tasks[key].check(cfg.trainer)
                 except IncompatibleToggles:
                     continue  # recorded as skipped when the job runs
                 except ConfigError as exc:

@@ -50,7 +50,7 @@ def measured_rise(cfg, steps: int) -> int:
     reset_peak(CPU)
     start = rss_bytes()
     torch.manual_seed(0)
-    model = build_model(cfg.model, CPU, weight_dtype(t))
+    model = build_model(cfg.model, CPU, dtype=weight_dtype(t))
     if t.activation_checkpointing:
         enable_activation_checkpointing(model)
     optimizer = build_optimizer(cfg, model)

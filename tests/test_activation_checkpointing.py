@@ -9,7 +9,7 @@ import torch
 from conftest import TINY
 
 from ablate.config import compose
-from ablate.data import load_corpus
+from ablate.tasks.pretrain import load_corpus
 from ablate.train import Trainer
 
 
@@ -41,7 +41,7 @@ def counted(run: Trainer) -> dict:
 ], ids=" ".join)
 def test_checkpointing_changes_no_loss_and_updates_each_parameter_once(
         tiny_cfg, corpus, monkeypatch, setting):
-    monkeypatch.setattr("ablate.train.load_corpus", lambda task: corpus)
+    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task: corpus)
     monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
     runs = {}
     for checkpointing in (False, True):

@@ -144,6 +144,8 @@ ROWS = [
     ("ablate.report", ["{run}", "--loss-target", "nan"], "--loss-target nan: must be a loss > 0"),
     ("ablate.report", ["{run}", "--baseline", "zzz"], "--baseline 'zzz' matches no variant"),
     ("ablate.report", ["{run}", "--bogus"], "unrecognized arguments: --bogus"),
+    # -------------------------------------------------- tasks (issue 14)
+    ("ablate", ["task.kind=nope"], "task.kind=nope: Invalid value 'nope', expected one of"),
     # -------------------------------------------------- precision, checkpointing, GPUs per job
     ("ablate", ["trainer.activation_checkpointing=maybe"], "trainer.activation_checkpointing=maybe"),
     ("ablate", ["share_gpus=maybe"], "share_gpus=maybe"),

@@ -10,7 +10,7 @@ import torch
 from conftest import TINY
 
 from ablate.config import compose
-from ablate.data import load_corpus
+from ablate.tasks.pretrain import load_corpus
 from ablate.models import build_model
 from ablate.optim import SGD
 from ablate.optim.precision import is_float
@@ -85,7 +85,7 @@ def corpus(cache_dir):
 
 @pytest.fixture
 def trainer(corpus, monkeypatch):
-    monkeypatch.setattr("ablate.train.load_corpus", lambda task: corpus)
+    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task: corpus)
     monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
     return Trainer
 
