@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .config import (ConfigError, IncompatibleToggles, apply_variant, check, config_dir,
                      error_line, first_line, register_configs, typed)
+from .devices import sweep_job_gpu
 from .job import record, run_job
 from .tune import decide
 
@@ -56,7 +57,9 @@ def main(cfg: DictConfig) -> float:
                     record(cfg, run_dir, overrides, sweep, "skipped", reason=tuning["reason"],
                            tuning=tuning)
                     return math.nan
-            summary = run_job(cfg, run_dir, overrides, sweep, roots, tuning)
+            with sweep_job_gpu(hc.job.num, cfg.trainer.device.value, hc.launcher,
+                               cfg.share_gpus, Path(hc.sweep.dir)):
+                summary = run_job(cfg, run_dir, overrides, sweep, roots, tuning)
         except IncompatibleToggles as exc:
             record(cfg, run_dir, overrides, sweep, "skipped", reason=str(exc))
             return math.nan

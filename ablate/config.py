@@ -51,8 +51,13 @@ class Device(Enum):
 
 
 class Precision(Enum):
+    """How weights are stored and the forward computes (ablate/optim/precision.py)."""
+
     fp32 = "fp32"
-    bf16 = "bf16"
+    bf16 = "bf16"  # autocast: bf16 matmuls over fp32 weights, gradients and updates
+    # Parameters and gradients stored in bf16 (the papers' pre-training); every optimizer
+    # computes its update in fp32 and writes the parameter back rounded to bf16.
+    bf16_weights = "bf16_weights"
 
 
 class Schedule(Enum):
@@ -266,6 +271,9 @@ class TrainerConfig:
     seed: int = MISSING
     device: Device = MISSING
     precision: Precision = MISSING
+    # transformers' gradient checkpointing: each layer keeps only its input and recomputes
+    # its activations in the backward (less memory, one more forward of the layers)
+    activation_checkpointing: bool = MISSING
     progress: bool = MISSING  # progress bar (only drawn on a TTY)
     save_model: bool = False  # RUN_DIR/model/: the model and its tokenizer, transformers' format
 
@@ -313,6 +321,9 @@ class Config:
     outputs_dir: str = MISSING  # run and sweep directories go under it
     resume: bool = MISSING  # multirun: reuse completed jobs and checkpoints of the same config
     resume_from: List[str] = field(default_factory=list)  # more places resume looks in
+    # hydra/launcher=joblib on GPUs: allow more parallel jobs than GPUs (job i on GPU i mod
+    # GPUs, shared); else each job holds a GPU of its own (ablate/devices.py)
+    share_gpus: bool = MISSING
     ablation: Optional[AblationConfig] = None
     tune: Optional[TuneConfig] = None
     optimizer: Any = MISSING
@@ -519,7 +530,7 @@ def _check_optimizer_builds(cfg: DictConfig) -> None:
 # the model as it was; batches are a function of the seed and the step). Also the tuning
 # grid and a preset's seed list: they choose which jobs run, not what one job trains, so a
 # grid job is found again by a sweep with another grid or more seeds.
-NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "logger", "task.cache_dir",
+NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "share_gpus", "logger", "task.cache_dir",
                "trainer.progress", "trainer.log_interval", "trainer.eval_interval",
                "trainer.checkpoint_every", "tune", "ablation.seeds")
 

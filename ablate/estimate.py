@@ -3,20 +3,22 @@
 The model and the optimizer are built on the `meta` device (no memory is allocated), so the
 figures hold for sizes no machine at hand can train. The terms, in bytes:
 
-- weights: every parameter, at the storage dtype (`--weights`, default fp32 as the trainer);
+- weights: every parameter, at the dtype `trainer.precision` stores it in (2 bytes with
+  `bf16_weights`, else 4);
 - gradients: all of them without a fused backward (and with gradient accumulation); with
   one, those alive at once: the largest single gradient, plus a tied embedding's, which
   autograd holds from the output layer's backward until the input embedding's;
 - optimizer state: each optimizer's own tensors, counted from the param groups the optimizer
   itself built (exactly what `optimizer_state_gb` measures after training);
 - activations: the tensors the forward saves for the backward (a closed form of what the
-  `transformers` LLaMA and GPT-2 save, with SDPA attention), plus the two logits-sized
-  gradients alive at the start of the backward;
+  `transformers` LLaMA and GPT-2 save, with SDPA attention, with and without
+  `trainer.activation_checkpointing`), plus the two logits-sized gradients alive at the
+  start of the backward;
 - total: the peak, at the larger of two moments: the start of the backward (weights, state,
   all activations, the gradients alive at once) and, without a fused backward, the update
   (weights, state, every gradient; the activations are freed by then).
 
-`python -m ablate.estimate [--table] [--weights bf16] [--accounting galore] [overrides]`
+`python -m ablate.estimate [--table] [--accounting galore] [overrides]`
 """
 
 from __future__ import annotations
@@ -35,11 +37,9 @@ from omegaconf.errors import OmegaConfBaseException
 from .config import ConfigError, IncompatibleToggles, apply_variant, check, compose, error_line
 from .memory import GB
 from .models import build_model, shape
-from .optim import AdaLomo, AdamW, GaLoreAdamW, Lomo
+from .optim import SGD, AdaLomo, AdamW, GaLoreAdamW, Lomo
 from .optim.galore import BLOCKSIZE, MIN_8BIT_SIZE, projected, projected_shape, sides
 from .train import build_optimizer
-
-DTYPE_BYTES = {"fp32": 4, "bf16": 2}
 
 
 @dataclass
@@ -54,22 +54,23 @@ class Estimate:
         return {k: v / GB for k, v in asdict(self).items()}
 
 
-def estimate(cfg: DictConfig, weights: str = "fp32", accounting: str = "full",
-             checkpointing: bool = False) -> Estimate:
-    """The job's memory. `accounting="galore"` is the GaLore paper's (its Table 6): weights
-    and optimizer state only, every value 2 bytes (8-bit codes 1)."""
+def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
+    """The job's memory, as its `trainer.precision` and `trainer.activation_checkpointing`
+    make it. `accounting="galore"` is the GaLore paper's (its Table 6): weights and
+    optimizer state only, every value 2 bytes (8-bit codes 1)."""
     model = build_model(cfg.model, "meta")
     optimizer = build_optimizer(cfg, model)
     if accounting == "galore":
         kept = weight_bytes(model, 2), optimizer_state_bytes(optimizer, 2, 2)
         return Estimate(kept[0], 0, kept[1], 0, sum(kept))
-    t, width = cfg.trainer, DTYPE_BYTES[weights]
+    t = cfg.trainer
+    width = weight_width(t.precision.value)
     params = weight_bytes(model, width)
     state = optimizer_state_bytes(optimizer, width, 4)
     accumulating = t.grad_accum_steps > 1
     gradients = gradient_bytes(model, width, not cfg.toggles.fused_backward or accumulating)
     activations = activation_bytes(shape(cfg.model), t.batch_size, t.seq_len, t.precision.value,
-                                   weights, checkpointing)
+                                   t.activation_checkpointing)
     # Accumulated gradients are all alive in every backward but the first; else a backward
     # starts with only those alive at once (the previous step's were freed).
     at_backward = activations + (gradients if accumulating
@@ -86,6 +87,11 @@ def summary_fields(cfg: DictConfig) -> dict:
     except ConfigError:
         return {"estimated_memory_gb": None}
     return {"estimated_memory_gb": gb.pop("total"), "estimated_memory": gb}
+
+
+def weight_width(precision: str) -> int:
+    """Bytes of a stored weight value (and of a gradient, and of a buffer like the weight)."""
+    return 2 if precision == "bf16_weights" else 4
 
 
 def weight_bytes(model: torch.nn.Module, width: int) -> int:
@@ -125,7 +131,7 @@ def param_state_bytes(kind: type, group: dict, p: torch.Tensor, width: int,
     if kind is AdamW:
         moments = 2 if group["adaptive_lr"] else 1
         return moments * n * width + 4  # + the step count, a float32 tensor
-    if kind is torch.optim.SGD:
+    if kind is SGD:
         return n * width if group["momentum"] != 0 else 0
     if kind is Lomo:
         return 0
@@ -160,28 +166,28 @@ def moment_bytes(numel: int, eight_bit: bool, float_bytes: int) -> int:
 
 
 def activation_bytes(model: DictConfig, batch_size: int, seq_len: int, precision: str,
-                     weights: str = "fp32", checkpointing: bool = False) -> int:
+                     checkpointing: bool = False) -> int:
     """Saved-for-backward bytes, plus what the backward adds at its peak: the gradients of
     the log-softmax and of the logits (fp32, logits-sized, together at its start), or, with
     activation checkpointing, one layer's recomputed activations if those are larger."""
-    terms = layer_terms(model, seq_len, precision, weights)
+    terms = layer_terms(model, seq_len, precision)
     tokens = batch_size * seq_len
     recomputed = tokens * terms.per_token + terms.per_layer + terms.in_layers
-    return (saved_activation_bytes(model, batch_size, seq_len, precision, weights,
-                                   checkpointing)
+    return (saved_activation_bytes(model, batch_size, seq_len, precision, checkpointing)
             + max(2 * tokens * model.vocab_size * 4, recomputed if checkpointing else 0))
 
 
 def saved_activation_bytes(model: DictConfig, batch_size: int, seq_len: int, precision: str,
-                           weights: str = "fp32", checkpointing: bool = False) -> int:
+                           checkpointing: bool = False) -> int:
     """What the forward of `transformers`' LLaMA / GPT-2 (SDPA attention) and the fp32
     cross-entropy save for the backward, parameters excluded: the layers' share
-    (`layer_terms`; with activation checkpointing only each layer's fp32 input), the final
-    norm, the output layer's input, the log-softmax, input ids and targets."""
-    terms = layer_terms(model, seq_len, precision, weights)
+    (`layer_terms`; with activation checkpointing only each layer's input, in the weights'
+    dtype), the final norm, the output layer's input, the log-softmax, input ids and
+    targets."""
+    terms = layer_terms(model, seq_len, precision)
     tokens, h = batch_size * seq_len, model.hidden_size
     if checkpointing:
-        layers = model.num_layers * tokens * 4 * h
+        layers = model.num_layers * tokens * weight_width(precision) * h
     else:
         layers = model.num_layers * (tokens * terms.per_token + terms.per_layer) + terms.in_layers
     return (layers + tokens * (terms.head_per_token + 8 + 8 + 4 * model.vocab_size)
@@ -198,29 +204,32 @@ class LayerTerms:
     head: int  # the output layer's bf16 weight copy
 
 
-def layer_terms(model: DictConfig, seq_len: int, precision: str, weights: str) -> LayerTerms:
+def layer_terms(model: DictConfig, seq_len: int, precision: str) -> LayerTerms:
     """The closed form, per architecture. With bf16 (autocast, or bf16 weights) the matmuls
-    save bf16 inputs, and autocast one bf16 copy of each linear weight and of each linear's
-    input per consumer (LLaMA's q, k, v read three copies of one normed input); norms and
-    the residual stream stay fp32."""
+    save bf16 inputs. Autocast saves one bf16 copy of each linear weight and of each
+    linear's input per consumer (LLaMA's q, k, v read three copies of one normed input); its
+    norms and residual stream stay fp32. With bf16 weights the residual stream is bf16:
+    LLaMA's RMSNorm still saves its input upcast to fp32, GPT-2's LayerNorm (on CPU) its
+    bf16 input with a bf16 mean and 1/std."""
     if model.arch not in ("llama", "gpt2"):  # a pretrained checkpoint of another kind
         raise ConfigError(f"model.pretrained={model.pretrained}: no activation estimate for "
                           f"its architecture {model.arch} (the closed form covers llama, gpt2)")
     h, inter, heads = model.hidden_size, model.intermediate_size, model.num_heads
-    a = 2 if "bf16" in (precision, weights) else 4  # bytes of a matmul's saved input/output
-    cast = precision == "bf16" and weights == "fp32"
+    a = 2 if precision != "fp32" else 4  # bytes of a matmul's saved input/output
+    w = weight_width(precision)  # bytes of a value of the residual stream
+    cast = precision == "bf16"
     head_copy = 2 * model.vocab_size * h if cast else 0
     if model.arch == "llama":
-        norm = 8 * h + 4  # RMSNorm: fp32 input, normed output and 1/rms
+        norm = 4 * h + w * h + 4  # RMSNorm: fp32 input, normed output and 1/rms
         attn_inputs = (3 if cast else 1) * a * h  # q, k, v projections' input
         mlp_inputs = (2 if cast else 1) * a * h  # gate and up projections' input
         # q and k after RoPE, v, attention output; log-sum-exp per head; gate, up, silu,
         # product (the down projection's input)
         per_token = 2 * norm + attn_inputs + mlp_inputs + 4 * a * h + 4 * heads + 4 * a * inter
         return LayerTerms(per_token, 2 * (4 * h * h + 3 * h * inter) if cast else 0,
-                          in_layers=2 * seq_len * (h // heads) * 4, outside=0,
+                          in_layers=2 * seq_len * (h // heads) * w, outside=0,
                           head_per_token=norm + a * h, head=head_copy)
-    norm = 4 * h + 8  # LayerNorm: fp32 input, mean and 1/std
+    norm = w * h + 2 * w  # LayerNorm: input, mean and 1/std
     # c_attn's input, its q/k/v output, log-sum-exp, attention output; c_fc's input,
     # gelu_new's four saved tensors and c_proj's input
     per_token = 2 * norm + 4 * a * h + 4 * heads + a * h + a * h + 5 * a * inter
@@ -247,11 +256,15 @@ COLUMNS = ("weights", "gradients", "optimizer_state", "activations", "total")
 
 
 def label(cfg: DictConfig) -> str:
-    """Model, optimizer, the toggles set, and the backward: `llama_7b adalomo nmf=False fused`."""
+    """Model, optimizer, the toggles set, the backward, and a precision or activation
+    checkpointing other than the default: `llama_7b adalomo nmf=False fused bf16_weights`."""
     toggles = OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True)
     set_ = [f"{k}={v}" for k, v in toggles.items() if v is not None and k != "fused_backward"]
+    t = cfg.trainer
     return " ".join([cfg.model.name, cfg.optimizer.name, *set_,
-                     "fused" if cfg.toggles.fused_backward else "unfused"])
+                     "fused" if cfg.toggles.fused_backward else "unfused",
+                     *([t.precision.value] if t.precision.value != "fp32" else []),
+                     *(["checkpointing"] if t.activation_checkpointing else [])])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -261,9 +274,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as `python -m ablate`")
     parser.add_argument("--table", action="store_true",
                         help="sweep comma lists (model=a,b optimizer=c,d): one row per job")
-    parser.add_argument("--weights", choices=sorted(DTYPE_BYTES), default="fp32",
-                        help="storage dtype of weights, gradients and AdamW/SGD buffers "
-                             "(the trainer has fp32 only)")
     parser.add_argument("--accounting", choices=("full", "galore"), default="full",
                         help="galore: the GaLore paper's (weights and optimizer state, "
                              "2 bytes a value)")
@@ -278,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.table and isinstance(exc, IncompatibleToggles):
                 continue  # a combination of the product that makes no sense, as in a sweep
             sys.exit(f"ablate.estimate: error: {error_line(exc)}")
-        rows.append((label(cfg), estimate(cfg, args.weights, args.accounting).gb()))
+        rows.append((label(cfg), estimate(cfg, args.accounting).gb()))
     if not args.table:
         name, gb = rows[0]
         print(name)

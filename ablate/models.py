@@ -79,13 +79,15 @@ def shape(model: DictConfig) -> DictConfig:
 
 
 def build_model(model: DictConfig, device: str | torch.device = "cpu",
-                head: str | int = "causal_lm") -> torch.nn.Module:
-    """Random init, or the pretrained weights (fp32), on `device`; on "meta" no memory is
-    allocated and of a checkpoint only its config is read (for size estimates). `head`:
-    "causal_lm", or n: a sequence-classification head with n outputs (1: regression); on a
-    checkpoint without one, transformers initialises it at random."""
+                head: str | int = "causal_lm",
+                dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Random init, or the pretrained weights, on `device`; on "meta" no memory is allocated
+    and of a checkpoint only its config is read (for size estimates). `head`: "causal_lm",
+    or n: a sequence-classification head with n outputs (1: regression); on a checkpoint
+    without one, transformers initialises it at random. In another `dtype` the weights are
+    the fp32 ones rounded, so a bf16 job starts where the fp32 job of its seed does."""
     if model.pretrained:
-        return pretrained_model(model.pretrained, device, head)
+        return pretrained_model(model.pretrained, device, head).to(dtype)
     config = hf_config(model)
     if head == "causal_lm":
         cls = LlamaForCausalLM if model.arch == "llama" else GPT2LMHeadModel
@@ -94,7 +96,7 @@ def build_model(model: DictConfig, device: str | torch.device = "cpu",
         cls = LlamaForSequenceClassification if model.arch == "llama" else (
             GPT2ForSequenceClassification)
     with torch.device(device):
-        return cls(config)
+        return cls(config).to(dtype)
 
 
 def pretrained_model(name: str, device: str | torch.device, head: str | int) -> torch.nn.Module:

@@ -22,7 +22,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import ConfigError, IncompatibleToggles, apply_variant, check, error_line, typed
+from .config import (ConfigError, IncompatibleToggles, apply_variant, check, error_line, plain,
+                     typed)
+from .devices import check_parallel_jobs, gpu_count, parallel_jobs
 
 
 def _read(path: Path) -> dict | None:
@@ -130,6 +132,8 @@ class SweepReport(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             check_launcher(config.hydra.launcher)
+            check_parallel_jobs(parallel_jobs(config.hydra.launcher),
+                                gpu_count(plain(config.trainer.device)), config.share_gpus)
             from .tasks import load_task  # its data libraries load only when a sweep starts
             from .train import check_vocabulary
 

@@ -41,6 +41,20 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module):
     return OptimizerInBackward(named, make) if cfg.toggles.fused_backward else make(named)
 
 
+def weight_dtype(t: DictConfig) -> torch.dtype:
+    """The dtype parameters and gradients are stored in: bf16 for `bf16_weights` only
+    (`bf16` autocasts the matmuls over fp32 weights)."""
+    return torch.bfloat16 if t.precision.value == "bf16_weights" else torch.float32
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """transformers' checkpointing of every decoder layer, non-reentrant (torch's
+    recommended form); transformers 5 renamed `gradient_checkpointing_enable`."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or \
+        model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
+
+
 def peak_lr(t: DictConfig) -> float:
     """`trainer.lr` (the optimizer's recommended lr by default) times `trainer.lr_factor`
     (the point of a tuned sweep's grid; 1 otherwise)."""
@@ -94,7 +108,10 @@ class Trainer:
         self.task = load_task(cfg)
         self.task.check(self.t)
         check_vocabulary(self.task, cfg.model)
-        self.model = build_model(cfg.model, self.device, self.task.head)
+        self.model = build_model(cfg.model, self.device, self.task.head,
+                                 dtype=weight_dtype(self.t))
+        if self.t.activation_checkpointing:
+            enable_activation_checkpointing(self.model)
         self.optimizer = build_optimizer(cfg, self.model)
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,

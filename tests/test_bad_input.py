@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 from conftest import ablate, run_in_process
 
 SUBPROCESS = "subprocess"
+TWO_GPUS = "in process, the machine seen as having two GPUs"
 JSON_TASK = ["task=pretrain_hub_wikitext103", "task.path=json", "task.train_split=train",
              "task.val_split=train", "task.test_split=train"]
 HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -32,7 +33,7 @@ ROWS = [
     ("ablate", ["resume=maybe"], "resume=maybe"),
     ("ablate", ["resume_from=/x"], "resume_from=/x"),
     ("ablate", ["trainer.device=gpu"], "expected one of [auto, cpu, cuda]"),
-    ("ablate", ["trainer.precision=fp8"], "expected one of [fp32, bf16]"),
+    ("ablate", ["trainer.precision=fp8"], "expected one of [fp32, bf16, bf16_weights]"),
     ("ablate", ["trainer.schedule=exp"], "expected one of [cosine, linear, constant]"),
     ("ablate", ["logger.wandb.mode=bogus"], "expected one of [offline, online, disabled]"),
     ("ablate", ["optimizer=nope"], "allowed optimizer options: adalomo, adamw"),
@@ -158,6 +159,12 @@ ROWS = [
      "/no_output.jsonl: no column 'output' (an Alpaca-format record has instruction, input"),
     ("ablate", ["task=instruct_local", "task.template.prompt_no_input='{{nope}}'"],
      "task.template.prompt_no_input: cannot be filled (KeyError: 'nope')"),
+    # -------------------------------------------------- precision, checkpointing, GPUs per job
+    ("ablate", ["trainer.activation_checkpointing=maybe"], "trainer.activation_checkpointing=maybe"),
+    ("ablate", ["share_gpus=maybe"], "share_gpus=maybe"),
+    ("ablate", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3"],
+     "hydra.launcher.n_jobs=3: more parallel jobs than the 2 GPU(s) here (allowed: at most 2",
+     TWO_GPUS),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],
@@ -215,8 +222,11 @@ def files_under(*roots: Path) -> set[Path]:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[f"{r[0]} {' '.join(r[1])}" for r in ROWS])
-def test_bad_input_is_one_line_before_anything_is_written(row, prepared, cache_dir, tmp_path):
+def test_bad_input_is_one_line_before_anything_is_written(row, prepared, cache_dir, tmp_path,
+                                                          monkeypatch):
     module, args, expected, *how = row
+    if how == [TWO_GPUS]:
+        monkeypatch.setattr("ablate.sweep.gpu_count", lambda device: 2)
     args = [a.format(**prepared) for a in args]
     if module == "ablate":  # the tiny settings keep a row that wrongly trains short
         flags = [a for a in args if a == "-m"]

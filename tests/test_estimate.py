@@ -16,7 +16,7 @@ from ablate.job import run_job
 from ablate.memory import GB, optimizer_state_bytes
 from ablate.models import build_model, count_params
 from ablate.report import main as report_main
-from ablate.train import Trainer, build_optimizer
+from ablate.train import Trainer, build_optimizer, weight_dtype
 
 MODELS = ["model=llama_tiny", "model=gpt2_tiny"]
 OPTIMIZERS = [
@@ -57,7 +57,11 @@ def trainer(corpus, monkeypatch):
     *[(model, [*optimizer, "toggles.fused_backward=true"])
       for model in MODELS for optimizer in OPTIMIZERS],
     *[("model=llama_tiny", [*optimizer, "toggles.fused_backward=false"])
-      for optimizer in OPTIMIZERS[::3]]], ids=lambda v: v if isinstance(v, str) else " ".join(v))
+      for optimizer in OPTIMIZERS[::3]],
+    # bf16 weights: AdamW's and SGD's buffers and GaLore's projectors in bf16, the rest fp32
+    *[(model, [*optimizer, "trainer.precision=bf16_weights"])
+      for model in MODELS for optimizer in OPTIMIZERS[::2]]],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v))
 def test_optimizer_state_and_weights_are_exact(tiny_cfg, trainer, model, optimizer):
     cfg = tiny_cfg(model, *optimizer)
     trainer = trainer(cfg)
@@ -70,18 +74,17 @@ def test_optimizer_state_and_weights_are_exact(tiny_cfg, trainer, model, optimiz
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16_weights"])
 @pytest.mark.parametrize("shape", [[], ["trainer.batch_size=3", "trainer.seq_len=24",
                                         "model.num_heads=4", "model.num_layers=3"]])
 @pytest.mark.parametrize("model", MODELS)
 def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, shape, precision,
                                                    checkpointing):
-    """With activation checkpointing (the `transformers` switch, ahead of the trainer's) the
-    forward saves each layer's input only; the layer is recomputed in the backward."""
-    cfg = tiny_cfg(model, *shape, f"trainer.precision={precision}")
+    """With activation checkpointing (`trainer.activation_checkpointing`) the forward saves
+    each layer's input only; the layer is recomputed in the backward."""
+    cfg = tiny_cfg(model, *shape, f"trainer.precision={precision}",
+                   f"trainer.activation_checkpointing={checkpointing}")
     trainer = trainer(cfg)
-    if checkpointing:
-        trainer.model.gradient_checkpointing_enable()
     params = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
     saved = {}
 
@@ -98,16 +101,18 @@ def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, sha
         loss = mean_loss(trainer, {"input_ids": x, "targets": y})
     loss.backward()
     assert sum(saved.values()) == saved_activation_bytes(cfg.model, t.batch_size, t.seq_len,
-                                                         precision, "fp32", checkpointing)
+                                                         precision, checkpointing)
 
 
+@pytest.mark.parametrize("precision,width", [("fp32", 4), ("bf16_weights", 2)])
 @pytest.mark.parametrize("model", MODELS)
-def test_fused_gradients_alive_are_one_at_a_time_plus_a_tied_embedding(tiny_cfg, model):
+def test_fused_gradients_alive_are_one_at_a_time_plus_a_tied_embedding(tiny_cfg, model,
+                                                                        precision, width):
     """Counting hooks, registered before the fused optimizer's, see every live `.grad` just
     before each update; a tied embedding's gradient waits in autograd's buffer (not in
     `.grad`) until its last use, so its hook fires once, after every other."""
-    cfg = tiny_cfg(model)
-    m = build_model(cfg.model)
+    cfg = tiny_cfg(model, f"trainer.precision={precision}")
+    m = build_model(cfg.model, dtype=weight_dtype(cfg.trainer))
     params = list(m.parameters())
     alive, order = [], []
 
@@ -124,9 +129,9 @@ def test_fused_gradients_alive_are_one_at_a_time_plus_a_tied_embedding(tiny_cfg,
     assert all(p.grad is None for p in params)  # the fused optimizer freed every one
     tied = tied_params(m)
     assert len(order) == len(params) and (not tied or order[-1] is tied[0])
-    held = sum(p.numel() * 4 for p in tied)
-    assert max(alive) == max(p.numel() * 4 for p in params)
-    assert estimate(cfg).gradients == held + max(p.numel() * 4 for p in params
+    held = sum(p.numel() * width for p in tied)
+    assert max(alive) == max(p.numel() * width for p in params)
+    assert estimate(cfg).gradients == held + max(p.numel() * width for p in params
                                                  if all(p is not q for q in tied))
 
 
@@ -158,6 +163,21 @@ def test_table_sweeps_and_skips_combinations_that_make_no_sense(capsys):
     assert [r.split(" | ")[0] for r in rows] == [
         "| llama_20m adamw fused", "| llama_20m adalomo fused",
         "| llama_20m adalomo nmf=False fused"]
+
+
+def test_table_rows_name_precision_and_checkpointing_and_follow_them(capsys):
+    main(["--table", "model=llama_20m", "optimizer=adamw",
+          "trainer.precision=fp32,bf16_weights", "trainer.activation_checkpointing=false,true"])
+    rows = [r.split(" | ") for r in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[0] for r in rows] == [
+        "| llama_20m adamw fused", "| llama_20m adamw fused checkpointing",
+        "| llama_20m adamw fused bf16_weights",
+        "| llama_20m adamw fused bf16_weights checkpointing"]
+    cfg = compose(["model=llama_20m", "trainer.precision=bf16_weights",
+                   "trainer.activation_checkpointing=true"])
+    assert rows[3][-1] == f"{estimate(cfg).total / GB:.3f} |"
+    totals = [float(r[-1].rstrip(" |")) for r in rows]
+    assert totals[1] < totals[0] and totals[2] < totals[0] and totals[3] < totals[2]
 
 
 @pytest.mark.parametrize("override,message", [

@@ -4,5 +4,6 @@ from .adalomo import AdaLomo
 from .adamw import AdamW
 from .galore import GaLoreAdamW
 from .lomo import Lomo
+from .sgd import SGD
 
-__all__ = ["AdaLomo", "AdamW", "GaLoreAdamW", "Lomo"]
+__all__ = ["AdaLomo", "AdamW", "GaLoreAdamW", "Lomo", "SGD"]

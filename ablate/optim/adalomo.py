@@ -8,6 +8,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .lomo import check_common, fp32_grads
+from .precision import fp32_update, load_state_keeping_dtypes
 
 
 class AdaLomo(Optimizer):
@@ -120,15 +121,20 @@ class AdaLomo(Optimizer):
             if group["grouped_norm"] == "global":
                 pending.append((p, group, u))
             else:
-                adalomo_step_(p, u, group)
+                with fp32_update(p, {}) as (p32, _):
+                    adalomo_step_(p32, u, group)
         if pending:
             totals = self.global_totals
             if totals is None:
                 totals = sum(sq_sum_and_count(u) for _, _, u in pending)
             update_rms = (totals[0] / totals[1]).sqrt().float()
             for p, group, u in pending:
-                adalomo_step_(p, u, group, update_rms)
+                with fp32_update(p, {}) as (p32, _):
+                    adalomo_step_(p32, u, group, update_rms)
         return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        load_state_keeping_dtypes(self, state_dict)
 
     @torch.no_grad()
     def global_sums(self) -> Tensor:
@@ -169,21 +175,19 @@ def adalomo_direction_(grad: Tensor, state: dict, step: int, *, eps1: float,
 
 
 def adalomo_step_(p: Tensor, u: Tensor, group: dict, update_rms: Tensor | None = None) -> None:
-    """Steps 4-6 on one tensor. `update_rms`: the RMS of all parameters' u, for
+    """Steps 4-6 on one fp32 tensor. `update_rms`: the RMS of all parameters' u, for
     grouped_norm="global"; grouped_norm=True takes this tensor's own."""
-    lr, p32 = group["lr"], p.float()
+    lr = group["lr"]
     if group["grouped_norm"]:
-        lr = lr * rms(p32).clamp_(min=group["eps"][1])
+        lr = lr * rms(p).clamp_(min=group["eps"][1])
         if update_rms is None:
             update_rms = rms(u)
         step_size = lr / (update_rms / group["clip_threshold"]).clamp_(min=1.0)
     else:
         step_size = torch.tensor(lr)
     if group["weight_decay"]:
-        p32.mul_(1.0 - lr * group["weight_decay"])
-    p32.addcmul_(u, step_size, value=-1.0)
-    if p32 is not p:
-        p.copy_(p32)
+        p.mul_(1.0 - lr * group["weight_decay"])
+    p.addcmul_(u, step_size, value=-1.0)
 
 
 def sq_sum_and_count(u: Tensor) -> Tensor:

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .precision import fp32_update, load_state_keeping_dtypes
+
 
 def check_adam(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
     """The hyper-parameters every Adam form here takes (GaLore's too), with one-line errors."""
@@ -39,6 +41,10 @@ class AdamW(Optimizer):
     op. `adaptive_lr=False` keeps no `exp_avg_sq`: momentum SGD with Adam's bias correction,
     so it wants a much larger lr. Adam without momentum is `betas=(0.0, beta2)`: then
     m = g, and `exp_avg` is still kept, as torch keeps it.
+
+    A parameter stored in bf16 keeps its moments in bf16 (like the parameter, as torch's);
+    the update runs on fp32 copies of the parameter, gradient and moments and writes them
+    back rounded (`precision.fp32_update`).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -71,9 +77,14 @@ class AdamW(Optimizer):
                     continue
                 state = self._init_state(p, group)
                 state["step"] += 1
-                adamw_update_(p, p.grad, state, lr=group["lr"], betas=group["betas"],
-                              eps=group["eps"], weight_decay=group["weight_decay"])
+                with fp32_update(p, state) as (p32, state32):
+                    adamw_update_(p32, p.grad.float(), state32, lr=group["lr"],
+                                  betas=group["betas"], eps=group["eps"],
+                                  weight_decay=group["weight_decay"])
         return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        load_state_keeping_dtypes(self, state_dict)
 
 
 def adamw_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float,

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .adamw import check_adam
+from .precision import fp32_update, load_state_keeping_dtypes
 
 # Module-name substrings whose 2-D weights are projected: LLaMA attention and MLP, and
 # GPT-2's Conv1D layers (stored transposed, in x out, which projection does not mind).
@@ -67,6 +68,9 @@ class GaLoreAdamW(Optimizer):
     decision needs only the name, so an instance built over one parameter (the trainer's
     fused backward) does exactly what one instance over all of them does.
 
+    A parameter stored in bf16 keeps fp32 moments (or 8-bit codes) and bf16 projectors; the
+    update, the projection and the SVD run on fp32 copies (`precision.fp32_update`).
+
     The random projector of refresh k is drawn from a generator seeded by (seed, parameter
     name, k): a pure function of what the state holds, so a checkpoint resumes exactly.
     """
@@ -102,13 +106,9 @@ class GaLoreAdamW(Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """As torch's, which casts every state tensor to its parameter's dtype: 8-bit moment
-        codes go back to uint8 (0..255 survive the round trip exactly)."""
-        super().load_state_dict(state_dict)
-        for state in self.state.values():
-            for key in ("exp_avg", "exp_avg_sq"):
-                if f"{key}_absmax" in state:
-                    state[key] = state[key].to(torch.uint8)
+        """As torch's, but 8-bit moment codes stay uint8 (0..255 survive torch's cast to the
+        parameter's dtype exactly) and fp32 moments stay fp32 beside bf16 weights."""
+        load_state_keeping_dtypes(self, state_dict)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -121,13 +121,14 @@ class GaLoreAdamW(Optimizer):
             for name, p in named(group):
                 if p.grad is None:
                     continue
-                galore_adamw(p, p.grad, self._init_state(p, group), name=name, lr=group["lr"],
-                             beta1=beta1, beta2=beta2, eps=group["eps"],
-                             weight_decay=group["weight_decay"],
-                             sides=sides(p.shape, group) if projected(group) else None,
-                             rank=group["rank"], update_proj_gap=group["update_proj_gap"],
-                             scale=group["scale"], projection=group["projection"],
-                             seed=group["seed"])
+                with fp32_update(p, self._init_state(p, group)) as (p32, state32):
+                    galore_adamw(p32, p.grad.float(), state32, name=name, lr=group["lr"],
+                                 beta1=beta1, beta2=beta2, eps=group["eps"],
+                                 weight_decay=group["weight_decay"],
+                                 sides=sides(p.shape, group) if projected(group) else None,
+                                 rank=group["rank"], update_proj_gap=group["update_proj_gap"],
+                                 scale=group["scale"], projection=group["projection"],
+                                 seed=group["seed"])
         return loss
 
 

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .precision import fp32_update
+
 
 def check_common(lr: float, weight_decay: float, clip_grad_norm: float | None,
                  clip_grad_value: float | None, loss_scale: float) -> None:
@@ -95,15 +97,13 @@ class Lomo(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for p, group, grad in fp32_grads(self, self.clip_grad_norm, self.loss_scale):
-            lomo_update_(p, grad, lr=group["lr"], weight_decay=group["weight_decay"])
+            with fp32_update(p, {}) as (p32, _):
+                lomo_update_(p32, grad, lr=group["lr"], weight_decay=group["weight_decay"])
         return loss
 
 
 def lomo_update_(p: Tensor, grad: Tensor, *, lr: float, weight_decay: float) -> None:
-    """Steps 4-5 on one tensor (in fp32, written back when `p` is not fp32)."""
-    p32 = p.float()
+    """Steps 4-5 on one fp32 tensor."""
     if weight_decay:
-        p32.mul_(1.0 - lr * weight_decay)
-    p32.add_(grad, alpha=-lr)
-    if p32 is not p:
-        p.copy_(p32)
+        p.mul_(1.0 - lr * weight_decay)
+    p.add_(grad, alpha=-lr)

@@ -1,0 +1,50 @@
+"""Update math in fp32 for parameters stored in a lower precision (`trainer.precision=
+bf16_weights`), shared by every optimizer here: each per-tensor update runs on fp32 tensors
+only, and these two functions move values between the stored dtypes and fp32."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+
+def is_float(value) -> bool:
+    return torch.is_tensor(value) and value.is_floating_point()
+
+
+@contextmanager
+def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
+    """`p` and its state as fp32 for one update. An fp32 tensor is handed out itself (updated
+    in place: no copy, no cost); any other floating tensor as an fp32 copy, written back
+    rounded to its own dtype once the update is done. State the update creates or replaces
+    is stored in the dtype it had, or a new tensor in `p`'s dtype (GaLore's projectors, as
+    torch makes a buffer like its parameter); integers and 8-bit codes pass through."""
+    p32 = p.float()
+    state32 = {key: value.float() if is_float(value) else value for key, value in state.items()}
+    yield p32, state32
+    if p32 is not p:
+        p.copy_(p32)
+    for key, value in state32.items():
+        if is_float(value):
+            kept = state.get(key)
+            value = value.to(kept.dtype if is_float(kept) else p.dtype)
+        state[key] = value
+
+
+def load_state_keeping_dtypes(optimizer: Optimizer, state_dict: dict) -> None:
+    """`Optimizer.load_state_dict`, which casts every floating state tensor (and GaLore's
+    uint8 codes) to its parameter's dtype, then each state tensor replaced by a copy of the
+    saved one, as saved: a bf16-weights checkpoint keeps its fp32 moments unrounded, so a
+    resumed run is the uninterrupted one."""
+    Optimizer.load_state_dict(optimizer, state_dict)
+    params = dict(zip((i for group in state_dict["param_groups"] for i in group["params"]),
+                      (p for group in optimizer.param_groups for p in group["params"])))
+    for index, saved in state_dict["state"].items():
+        state = optimizer.state[params[index]]
+        for key, value in saved.items():
+            if torch.is_tensor(value):
+                state[key] = value.to(state[key].device, copy=True)

@@ -1,0 +1,67 @@
+"""SGD with momentum and L2 weight decay, as `torch.optim.SGD` computes it (no dampening, no
+Nesterov), with its update in fp32 for bf16 weights like every optimizer here."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .precision import fp32_update, load_state_keeping_dtypes
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent.
+
+    .. code-block:: text
+
+        input: lr, momentum mu, weight decay wd
+        for each step, for each parameter p with gradient g:
+          1. g <- g + wd p
+          2. b <- mu b + g            (if mu != 0; b starts at 0, so b = g at the first step)
+          3. p <- p - lr b            (p - lr g without momentum)
+
+    `torch.optim.SGD` op for op (tested equal); the momentum buffer, kept only with
+    momentum, takes the parameter's dtype as torch's does.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0,
+                 weight_decay: float = 0.0):
+        if not lr >= 0.0:
+            raise ValueError(f"lr={lr}: must be >= 0")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum={momentum}: must be in [0, 1)")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"weight_decay={weight_decay}: must be >= 0")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if group["momentum"] and not state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                with fp32_update(p, state) as (p32, state32):
+                    sgd_update_(p32, p.grad.float(), state32, lr=group["lr"],
+                                momentum=group["momentum"], weight_decay=group["weight_decay"])
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        load_state_keeping_dtypes(self, state_dict)
+
+
+def sgd_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float, momentum: float,
+                weight_decay: float) -> None:
+    """Steps 1-3 on one fp32 tensor."""
+    if weight_decay:
+        grad = grad.add(p, alpha=weight_decay)
+    if "momentum_buffer" in state:
+        grad = state["momentum_buffer"].mul_(momentum).add_(grad)
+    p.add_(grad, alpha=-lr)

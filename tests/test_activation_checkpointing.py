@@ -1,0 +1,59 @@
+"""`trainer.activation_checkpointing`: the same losses and weights as without (fp32, CPU),
+and with the fused backward each parameter is still updated exactly once per step, also when
+a step runs gathering backwards first (global norm clipping, AdaLomo's global RMS)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY
+
+from ablate.config import compose
+from ablate.tasks.pretrain import load_corpus
+from ablate.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def corpus(cache_dir):
+    return load_corpus(compose([*TINY, f"task.cache_dir={cache_dir}"]).task)
+
+
+def counted(run: Trainer) -> dict:
+    """Updates per parameter: each fused instance's `step()` (or the one optimizer's) wrapped
+    to count the parameters it changes."""
+    counts = {p: 0 for p in run.model.parameters()}
+    optimizers = getattr(run.optimizer, "optimizers", {"all": run.optimizer}).values()
+    for optimizer in optimizers:
+        def step(step=optimizer.step, optimizer=optimizer):
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            step()
+            for p in params:
+                counts[p] += 1
+        optimizer.step = step
+    return counts
+
+
+@pytest.mark.parametrize("setting", [
+    ["optimizer=adamw"],
+    ["optimizer=adamw", "toggles.fused_backward=false"],
+    ["optimizer=adalomo", "toggles=global_norm", "trainer.clip_grad_norm=0.5"],
+    ["optimizer=galore_adamw", "optimizer.rank=8", "model=gpt2_tiny"],
+], ids=" ".join)
+def test_checkpointing_changes_no_loss_and_updates_each_parameter_once(
+        tiny_cfg, corpus, monkeypatch, setting):
+    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task: corpus)
+    monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
+    runs = {}
+    for checkpointing in (False, True):
+        run = Trainer(tiny_cfg(*setting, f"trainer.activation_checkpointing={checkpointing}"))
+        assert run.model.is_gradient_checkpointing == checkpointing
+        counts = counted(run)
+        losses = []
+        for step in range(1, 4):
+            losses.append(run.train_step())
+            assert set(counts.values()) == {step}
+        runs[checkpointing] = run, losses
+    (plain, plain_losses), (recomputing, losses) = runs[False], runs[True]
+    assert losses == pytest.approx(plain_losses, rel=1e-6, abs=0)
+    for p, q in zip(plain.model.parameters(), recomputing.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
