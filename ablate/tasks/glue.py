@@ -125,6 +125,21 @@ def _check_labels(labels: list, spec: GlueTask, source: str) -> None:
                               f"(allowed: {allowed})")
 
 
+def pretrained_tokenizer(model: DictConfig):
+    """The tokenizer saved with `model.pretrained`; one without a pad token (a LLaMA or
+    GPT-2, as ablate saves them) pads with its end-of-text token, which the model's
+    classification head then skips (`pad_token_id`)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model.pretrained)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(f"model.pretrained={model.pretrained}: its tokenizer has neither "
+                              "a pad nor an end-of-text token to pad GLUE's batches with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 class Examples:
     """A split tokenized once: each example's token ids (and masks) and its label."""
 
@@ -159,15 +174,16 @@ class Task:
         if not 0 < task.val_size < len(train):
             raise ConfigError(f"task.val_size={task.val_size}: must be in 1..{len(train) - 1} "
                               f"(the train split has {len(train)} examples)")
-        held = train.train_test_split(test_size=task.val_size, seed=VAL_SEED, keep_in_memory=True)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(VAL_SEED))
+        val_rows, train_rows = sorted(order[:task.val_size].tolist()), order[task.val_size:]
 
-        def examples(data):
-            if task.max_eval_examples is not None and data is not held["train"]:
-                data = data.select(range(min(task.max_eval_examples, len(data))))
+        def examples(data, limit=task.max_eval_examples):
+            if limit is not None:
+                data = data.select(range(min(limit, len(data))))
             return Examples(data, self.spec, self.tokenizer, cfg.trainer.seq_len)
 
-        self.train = examples(held["train"])
-        self.eval_sets = {"val": {"": examples(held["test"])},
+        self.train = examples(train.select(sorted(train_rows.tolist())), None)
+        self.eval_sets = {"val": {"": examples(train.select(val_rows))},
                           "test": {suffix: examples(splits[split])
                                    for suffix, split in self.spec.test_splits}}
         self.metrics = ["loss", *(f"{m}{suffix}" for suffix, _ in self.spec.test_splits
