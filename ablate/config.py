@@ -201,6 +201,19 @@ class HubTaskConfig(TaskConfig):
 
 
 @dataclass
+class GlueTaskConfig:
+    """A GLUE task (ablate/tasks/glue.py) through `datasets`: by name from the hub, or from
+    local files with GLUE's columns."""
+
+    name: str = MISSING  # cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte
+    path: str = MISSING  # nyu-mll/glue, a folder of train/validation files, or csv/json
+    config_name: Optional[str] = None  # the hub's config (the task's name); null for files
+    data_files: Optional[Any] = None  # {split: file(s)} for path=csv/json
+    val_size: int = MISSING  # examples of the train split held out as val (for choosing)
+    max_eval_examples: Optional[int] = None  # first N of each evaluated split; null: all
+
+
+@dataclass
 class TrainerConfig:
     max_steps: int = MISSING
     batch_size: int = MISSING
@@ -300,6 +313,7 @@ def register_configs() -> None:
     cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
+    cs.store(group="schema/task", name="glue", node=GlueTaskConfig)
 
 
 # ---------------------------------------------------------------- checks
