@@ -116,9 +116,12 @@ def roberta_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def llama_dir(tmp_path_factory) -> Path:
+    return save_llama(tmp_path_factory.mktemp("llama"))
+
+
+def save_llama(out: Path) -> Path:
     """A 2-layer LLaMA causal LM with a tokenizer as ablate saves one: an end-of-text token
     and no pad token (the GLUE task pads with end-of-text)."""
-    out = tmp_path_factory.mktemp("llama")
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe(["<|endoftext|>"]),
                                         eos_token="<|endoftext|>")
     tokenizer.save_pretrained(out)

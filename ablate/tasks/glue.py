@@ -81,11 +81,18 @@ def load_splits(task: DictConfig, spec: GlueTask) -> dict:
     if OmegaConf.is_config(data_files):
         data_files = OmegaConf.to_container(data_files)
     where = f"task.path={task.path}" + (f" (files {data_files})" if data_files else "")
-    try:
-        loaded = datasets.load_dataset(task.path, task.config_name, data_files=data_files)
+    try:  # what load_dataset does, keeping the builder: it knows each split's files
+        builder = datasets.load_dataset_builder(task.path, task.config_name,
+                                                data_files=data_files)
+        builder.download_and_prepare()
+        loaded = builder.as_dataset()
     except Exception as exc:  # noqa: BLE001 - offline, no such dataset, config or file
         reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-        raise ConfigError(f"{where}: cannot be loaded as GLUE {task.name}: {reason}") from exc
+        hint = ("; local files take task.config_name=null" if task.config_name and
+                "BuilderConfig" in reason else "")
+        raise ConfigError(f"{where}: cannot be loaded as GLUE {task.name}: {reason}{hint}"
+                          ) from exc
+    files = {str(split): names for split, names in (builder.config.data_files or {}).items()}
     splits = {}
     for split in ["train", *(name for _, name in spec.test_splits)]:
         if split not in loaded:
@@ -93,7 +100,7 @@ def load_splits(task: DictConfig, spec: GlueTask) -> dict:
                               f"{', '.join(loaded)}); GLUE {task.name} needs train and "
                               f"{', '.join(name for _, name in spec.test_splits)}")
         data = loaded[split]
-        source = _files(data_files, split) or f"{where}, split {split}"
+        source = ", ".join(map(str, files.get(split, []))) or f"{where}, split {split}"
         for column in (*spec.text_columns, "label"):
             if column not in data.column_names:
                 raise ConfigError(f"{source}: no column {column!r} (its columns: "
@@ -102,14 +109,6 @@ def load_splits(task: DictConfig, spec: GlueTask) -> dict:
         _check_labels(list(data["label"]), spec, source)
         splits[split] = data
     return splits
-
-
-def _files(data_files, split: str) -> str | None:
-    """The local file(s) a split was read from, when `task.data_files` names them."""
-    if isinstance(data_files, dict) and split in data_files:
-        files = data_files[split]
-        return ", ".join(files) if isinstance(files, list) else str(files)
-    return None
 
 
 def _check_labels(labels: list, spec: GlueTask, source: str) -> None:
