@@ -22,6 +22,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Lla
 from ablate.config import compose
 from ablate.tasks import load_task
 from ablate.train import Trainer
+from conftest import run_in_process
 
 GOOD = "good great fine lovely superb fun".split()
 BAD = "bad awful dull boring poor sad".split()
@@ -287,3 +288,33 @@ def test_every_optimizer_on_glue_fused_equals_unfused(glue_dir, roberta_dir, opt
     start = AutoModelForSequenceClassification.from_pretrained(roberta_dir, num_labels=1)
     assert not torch.equal(start.roberta.encoder.layer[0].attention.self.query.weight,
                            fused.model.roberta.encoder.layer[0].attention.self.query.weight)
+
+
+def test_offline_chain_pretrain_save_then_glue_sweep_and_report(tmp_path, glue_dir, tiny_args):
+    """llama_tiny pre-trained and saved by ablate (trainer.save_model=true), then fine-tuned
+    on two local GLUE-format tasks in one sweep; the report's GLUE table averages them."""
+    code, out, err = run_in_process(tmp_path, *tiny_args, "trainer.max_steps=2",
+                                    "trainer.save_model=true")
+    assert code == 0, err
+    (run,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    code, out, err = run_in_process(
+        tmp_path, "-m", "task=glue", "task.name=sst2,stsb", f"task.path={glue_dir}/${{task.name}}",
+        "task.config_name=null", "task.val_size=16", f"model.pretrained={run / 'model'}",
+        "trainer.seq_len=32", "trainer.batch_size=8", "trainer.max_steps=3",
+        "trainer.warmup_steps=1", "trainer.eval_interval=0", "trainer.device=cpu",
+        "trainer.progress=false", "logger.wandb.mode=disabled", "optimizer=adalomo")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("completed: ")]
+    assert len(lines) == 2 and "glue_metric=accuracy glue_score=" in lines[0]
+    assert "glue_metric=pearson glue_score=" in lines[1]
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    summaries = {s["task"]: s for s in (json.loads(p.read_text())
+                                        for p in sweep.glob("*/summary.json"))}
+    code, out, err = run_in_process(tmp_path, str(sweep), module="ablate.report")
+    assert code == 0, err
+    (row,) = [line for line in out.splitlines() if line.startswith("| `adalomo")
+              and line.count("|") == 5]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    scores = [summaries[t]["glue_score"] for t in ("sst2", "stsb")]
+    assert cells[1].startswith(f"{scores[0]:.4g} (1)") and cells[2].startswith(f"{scores[1]:.4g}")
+    assert float(cells[3]) == pytest.approx(sum(scores) / 2, rel=1e-3)

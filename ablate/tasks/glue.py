@@ -212,6 +212,9 @@ class Task:
         return len(batch["labels"])
 
     def logits(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        # A decoder's head reads each row's last token that is not padding: the pad id is
+        # the one these batches are padded with (a saved LLaMA or GPT-2 has none of its own).
+        model.config.pad_token_id = self.tokenizer.pad_token_id
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return model(**inputs).logits.float()
 
