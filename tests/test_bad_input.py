@@ -157,6 +157,8 @@ ROWS = [
     ("ablate", [*GLUE, "task.name=stsb", "task.path=json",
                 "task.data_files={{train: '{tmp}/stsb_text_label.jsonl'}}"],
      "stsb_text_label.jsonl: label 'high' in row 1 is out of range (allowed: a finite number)"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_empty_cell"],
+     "glue_empty_cell/train.csv: sentence in row 2 is None, not text"),
     ("ablate", [*GLUE, "task.name=mnli", "task.path={tmp}/glue_sst2"],
      "has no validation_matched split (its splits: train, validation)"),
     ("ablate", [*GLUE, "task.path={tmp}/nothing"], "cannot be loaded as GLUE sst2"),
@@ -209,7 +211,9 @@ def prepared(tmp_path_factory, cache_dir, no_progress_bars):
             ("glue_sst2", "train.tsv", "sentence\tlabel\na\t0\nb\t7\n"),
             ("glue_sst2", "validation.tsv", "sentence\tlabel\na\t0\n"),
             ("glue_mrpc", "train.csv", "sentence1,label\na,0\n"),
-            ("glue_mrpc", "validation.csv", "sentence1,label\na,0\n")]:
+            ("glue_mrpc", "validation.csv", "sentence1,label\na,0\n"),
+            ("glue_empty_cell", "train.csv", "sentence,label\na,0\n,1\n"),
+            ("glue_empty_cell", "validation.csv", "sentence,label\na,0\n")]:
         (bad / folder).mkdir(exist_ok=True)
         (bad / folder / name).write_text(text)
     (bad / "stsb_text_label.jsonl").write_text(

@@ -106,6 +106,12 @@ def load_splits(task: DictConfig, spec: GlueTask) -> dict:
                 raise ConfigError(f"{source}: no column {column!r} (its columns: "
                                   f"{', '.join(data.column_names)}); GLUE {task.name} needs "
                                   f"{', '.join((*spec.text_columns, 'label'))}")
+        for column in spec.text_columns:
+            row = next((i for i, text in enumerate(data[column]) if not isinstance(text, str)),
+                       None)
+            if row is not None:
+                raise ConfigError(f"{source}: {column} in row {row + 1} is "
+                                  f"{data[row][column]!r}, not text")
         _check_labels(list(data["label"]), spec, source)
         splits[split] = data
     return splits
