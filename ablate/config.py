@@ -211,6 +211,7 @@ class GlueTaskConfig:
     data_files: Optional[Any] = None  # {split: file(s)} for path=csv/json
     val_size: int = MISSING  # examples of the train split held out as val (for choosing)
     max_eval_examples: Optional[int] = None  # first N of each evaluated split; null: all
+    cache_dir: Optional[str] = None  # where `datasets` keeps its copy; null: its own cache
 
 
 @dataclass

@@ -83,7 +83,7 @@ def load_splits(task: DictConfig, spec: GlueTask) -> dict:
     where = f"task.path={task.path}" + (f" (files {data_files})" if data_files else "")
     try:  # what load_dataset does, keeping the builder: it knows each split's files
         builder = datasets.load_dataset_builder(task.path, task.config_name,
-                                                data_files=data_files)
+                                                data_files=data_files, cache_dir=task.cache_dir)
         builder.download_and_prepare()
         loaded = builder.as_dataset()
     except Exception as exc:  # noqa: BLE001 - offline, no such dataset, config or file
@@ -93,12 +93,13 @@ def load_splits(task: DictConfig, spec: GlueTask) -> dict:
         raise ConfigError(f"{where}: cannot be loaded as GLUE {task.name}: {reason}{hint}"
                           ) from exc
     files = {str(split): names for split, names in (builder.config.data_files or {}).items()}
+    needed = ["train", *(name for _, name in spec.test_splits)]
+    missing = [split for split in needed if split not in loaded]
+    if missing:
+        raise ConfigError(f"{where}: has no {missing[0]} split (its splits: "
+                          f"{', '.join(loaded)}); GLUE {task.name} needs {', '.join(needed)}")
     splits = {}
-    for split in ["train", *(name for _, name in spec.test_splits)]:
-        if split not in loaded:
-            raise ConfigError(f"{where}: has no {split} split (its splits: "
-                              f"{', '.join(loaded)}); GLUE {task.name} needs train and "
-                              f"{', '.join(name for _, name in spec.test_splits)}")
+    for split in needed:
         data = loaded[split]
         source = ", ".join(map(str, files.get(split, []))) or f"{where}, split {split}"
         for column in (*spec.text_columns, "label"):
