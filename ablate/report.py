@@ -416,14 +416,14 @@ def job_notes(jobs: list[Job], labels: dict[str, str]) -> list[str]:
 
 
 def glue_table(jobs: list[Job]) -> list[str]:
-    """GLUE scores as GaLore's Table 4: a row per variant (its label without the task
-    name), a column per GLUE task (mean ± std of `glue_score` over the completed jobs), and
+    """GLUE scores as GaLore's Table 4: a row per variant (its label without the task's
+    keys: its name and files), a column per GLUE task (mean ± std of `glue_score` over the completed jobs), and
     with several tasks their average (the mean of the row's task means, when it has all)."""
     scores: dict[str, dict[str, list[float]]] = {}
     for job in jobs:
         if job.status == "completed" and "glue_score" in job.summary:
             label = " ".join(p for p in label_parts(job.summary["variant"])
-                             if not p.startswith("task.name="))
+                             if not p.startswith("task."))  # a task's name and its files
             scores.setdefault(label, {}).setdefault(job.summary["task"], []).append(
                 number(job.summary["glue_score"]))
     if not scores:
@@ -438,6 +438,7 @@ def glue_table(jobs: list[Job]) -> list[str]:
                  "; average: the mean of the task means, blank unless every task ran"
                  if len(tasks) > 1 else "") + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    common = common_parts(list(scores))
     for label, row in scores.items():
         cells = []
         for t in tasks:
@@ -447,7 +448,7 @@ def glue_table(jobs: list[Job]) -> list[str]:
         if len(tasks) > 1:
             means = [mean_std(row[t])[0] if t in row else math.nan for t in tasks]
             cells.append(fmt(statistics.fmean(means)))
-        lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{short_label(label, common)}` | " + " | ".join(cells) + " |")
     return lines
 
 
