@@ -80,6 +80,13 @@ class Projection(Enum):
     none = "none"
 
 
+class TaskKind(Enum):
+    """The module of ablate/tasks/ that a task's data and metrics come from."""
+
+    pretrain = "pretrain"
+    glue = "glue"
+
+
 class WandbMode(Enum):
     offline = "offline"
     online = "online"
@@ -171,6 +178,7 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
+    kind: TaskKind = MISSING  # the module of ablate/tasks/ that runs it
     name: str = MISSING
     vocab_size: int = MISSING  # size of the BPE vocabulary trained on the training text
     cache_dir: str = MISSING  # tokenizer and token ids are cached here, keyed by content
@@ -205,6 +213,7 @@ class GlueTaskConfig:
     """A GLUE task (ablate/tasks/glue.py) through `datasets`: by name from the hub, or from
     local files with GLUE's columns."""
 
+    kind: TaskKind = MISSING  # glue
     name: str = MISSING  # cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte
     path: str = MISSING  # nyu-mll/glue, a folder of train/validation files, or csv/json
     config_name: Optional[str] = None  # the hub's config (the task's name); null for files
@@ -384,11 +393,11 @@ def check(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.batch_size", "trainer.seq_len", "trainer.grad_accum_steps",
               "trainer.lr", "trainer.lr_factor", "trainer.eval_batches", "trainer.log_interval",
               "model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
-              "model.intermediate_size", "model.max_seq_len", "task.vocab_size")
+              "model.intermediate_size", "model.max_seq_len")
     t = cfg.trainer
     if not 0 <= t.seed < 2**32:
         raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32 - 1]")
-    if cfg.task.vocab_size < MIN_VOCAB:
+    if "vocab_size" in cfg.task and cfg.task.vocab_size < MIN_VOCAB:  # GLUE has a tokenizer
         raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be >= {MIN_VOCAB} (the "
                           "tokenizer's 256 byte tokens and its end-of-text token)")
     for folder in cfg.resume_from:
@@ -423,7 +432,7 @@ def check(cfg: DictConfig) -> None:
     if cfg.model.hidden_size % cfg.model.num_heads:
         raise ConfigError(f"model.hidden_size={cfg.model.hidden_size}: must be divisible by "
                           f"model.num_heads={cfg.model.num_heads}")
-    if cfg.task.vocab_size > cfg.model.vocab_size:
+    if "vocab_size" in cfg.task and cfg.task.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be <= model.vocab_size="
                           f"{cfg.model.vocab_size} for model {cfg.model.name}")
     if cfg.ablation is not None and cfg.ablation.seeds is not None:

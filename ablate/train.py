@@ -1,4 +1,7 @@
-"""The training loop of one job: model, data, optimizer (fused into backward or not), metrics."""
+"""The training loop of one job: model, task, optimizer (fused into backward or not), metrics.
+
+The task (ablate/tasks/) gives the batches, the loss and the metrics; the trainer owns the
+device, the forward precision, the schedule, accumulation and the optimizer."""
 
 from __future__ import annotations
 
@@ -8,16 +11,15 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from accelerate.utils import set_seed
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from .config import optimizer_class, optimizer_kwargs
-from .data import check_corpus, eval_batches, load_corpus, train_batch
 from .fused import OptimizerInBackward
 from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
 from .models import build_model, count_params
+from .tasks import load_task
 
 
 def pick_device(name: str) -> torch.device:
@@ -77,9 +79,9 @@ class Trainer:
         self.device = pick_device(self.t.device.value)
         reset_peak(self.device)
         set_seed(self.t.seed)
-        self.corpus = load_corpus(cfg.task)
-        check_corpus(self.corpus, self.t)
-        self.model = build_model(cfg.model, self.device)
+        self.task = load_task(cfg)
+        self.task.check(self.t)
+        self.model = build_model(cfg.model, self.device, self.task.head)
         self.optimizer = build_optimizer(cfg, self.model)
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -89,24 +91,20 @@ class Trainer:
         self.step = 0
         self.timed_steps, self.timed_s, self.train_s = 0, 0.0, 0.0
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean next-token cross-entropy, and the logits."""
-        with self.autocast:
-            logits = self.model(input_ids=x).logits
-        logits = logits.float()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)), logits
-
     def train_step(self) -> float:
-        """One optimizer step over `grad_accum_steps` micro-batches; returns the mean loss
-        (NaN or inf stops before any update from that micro-batch)."""
+        """One optimizer step over `grad_accum_steps` micro-batches of one batch; returns the
+        batch's mean loss: each micro-batch's loss sum over the whole batch's count (NaN or
+        inf stops before any update from that micro-batch)."""
         t, k, b = self.t, self.t.grad_accum_steps, self.t.batch_size
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, t)
-        x, y = train_batch(self.corpus.train, self.step, b * k, t.seq_len, t.seed)
+        batch = self.task.train_batch(self.step, b * k)
+        count = self.task.count(batch)
         total = 0.0
         for i in range(k):
-            loss = self.loss(x[i * b:(i + 1) * b].to(self.device),
-                             y[i * b:(i + 1) * b].to(self.device))[0] / k
+            micro = {key: v[i * b:(i + 1) * b].to(self.device) for key, v in batch.items()}
+            with self.autocast:
+                loss = self.task.loss(self.model, micro)[0] / count
             value = loss.item()
             if not math.isfinite(value):
                 return value
@@ -125,22 +123,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
-        """Loss, perplexity = exp(loss) and next-token top-1 accuracy on a held-out split
-        (`val` or `test`), keyed `{split}_loss` etc."""
+        """The task's metrics on a held-out split (`val` or `test`), keyed `{split}_loss` etc."""
         self.model.eval()
-        loss_sum, correct, count = 0.0, 0, 0
-        for x, y in eval_batches(getattr(self.corpus, split), self.t.eval_batches,
-                                 self.t.batch_size, self.t.seq_len, split):
-            x, y = x.to(self.device), y.to(self.device)
-            loss, logits = self.loss(x, y)
-            loss_sum += loss.item() * y.numel()
-            correct += (logits.argmax(-1) == y).sum().item()
-            count += y.numel()
+        with self.autocast:
+            metrics = self.task.evaluate(self.model, split)
         self.model.train()
-        loss = loss_sum / count
-        return {f"{split}_loss": loss,
-                f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
-                f"{split}_accuracy": correct / count}
+        return metrics
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -205,7 +193,7 @@ class Trainer:
                 status = "stalled"
         else:
             evaluation = {f"{split}_{metric}": float("nan") for split in ("val", "test")
-                          for metric in ("loss", "perplexity", "accuracy")}
+                          for metric in self.task.metrics}
         return {
             "status": status, "final_train_loss": loss, "peak_lr": peak_lr(t), **evaluation,
             "peak_memory_gb": peak_bytes(self.device) / GB,

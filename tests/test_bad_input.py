@@ -146,6 +146,8 @@ ROWS = [
     ("ablate.report", ["{run}", "--loss-target", "nan"], "--loss-target nan: must be a loss > 0"),
     ("ablate.report", ["{run}", "--baseline", "zzz"], "--baseline 'zzz' matches no variant"),
     ("ablate.report", ["{run}", "--bogus"], "unrecognized arguments: --bogus"),
+    # -------------------------------------------------- tasks (issue 14)
+    ("ablate", ["task.kind=nope"], "task.kind=nope: Invalid value 'nope', expected one of"),
     # -------------------------------------------------- GLUE (task=glue, ablate/tasks/glue.py)
     ("ablate", [*GLUE, "task.path={tmp}/glue_ok", "task.name=boolq"],
      "task.name=boolq: not a GLUE task (allowed: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte)"),
