@@ -149,6 +149,8 @@ ROWS = [
     # -------------------------------------------------- tasks (issue 14)
     ("ablate", ["task.kind=nope"], "task.kind=nope: Invalid value 'nope', expected one of"),
     # -------------------------------------------------- GLUE (task=glue, ablate/tasks/glue.py)
+    ("ablate", ["task=glue", "task.path={tmp}/glue_ok"], "task=glue fine-tunes a pretrained "
+     "model: set model.pretrained"),
     ("ablate", [*GLUE, "task.path={tmp}/glue_ok", "task.name=boolq"],
      "task.name=boolq: not a GLUE task (allowed: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte)"),
     ("ablate", [*GLUE, "task.name=mrpc", "task.path={tmp}/glue_mrpc"],

@@ -299,6 +299,7 @@ def test_every_optimizer_on_glue_fused_equals_unfused(glue_dir, request, model, 
     assert any("layers.0" in name or "layer.0" in name for name in moved)
 
 
+@pytest.mark.slow
 def test_offline_chain_pretrain_save_then_glue_sweep_and_report(tmp_path, glue_dir, tiny_args):
     """llama_tiny pre-trained and saved by ablate (trainer.save_model=true), then fine-tuned
     on two local GLUE-format tasks in one sweep; the report's GLUE table averages them."""

@@ -177,6 +177,9 @@ class Task:
         if task.max_eval_examples is not None and task.max_eval_examples < 1:
             raise ConfigError(f"task.max_eval_examples={task.max_eval_examples}: must be >= 1 "
                               "or null (every example)")
+        if not cfg.model.pretrained:
+            raise ConfigError("task=glue fine-tunes a pretrained model: set model.pretrained "
+                              "(a hub name such as roberta-base, or a folder a job saved)")
         self.tokenizer = pretrained_tokenizer(cfg.model)
         splits = load_splits(task, self.spec)
         train = splits["train"]
