@@ -159,7 +159,8 @@ ROWS = [
     ("ablate", [*GLUE, "task.path={tmp}/glue_sst2"],
      "glue_sst2/train.tsv: label 7 in row 2 is out of range (allowed: an integer in 0..1)"),
     ("ablate", [*GLUE, "task.name=stsb", "task.path=json",
-                "task.data_files={{train: '{tmp}/stsb_text_label.jsonl'}}"],
+                "task.data_files={{train: '{tmp}/stsb_text_label.jsonl', "
+                "validation: '{tmp}/stsb_text_label.jsonl'}}"],
      "stsb_text_label.jsonl: label 'high' in row 1 is out of range (allowed: a finite number)"),
     ("ablate", [*GLUE, "task.path={tmp}/glue_empty_cell"],
      "glue_empty_cell/train.csv: sentence in row 2 is None, not text"),
