@@ -85,6 +85,7 @@ class TaskKind(Enum):
 
     pretrain = "pretrain"
     glue = "glue"
+    instruct = "instruct"
 
 
 class WandbMode(Enum):
@@ -174,6 +175,9 @@ class ModelConfig:
     num_layers: int = MISSING
     num_heads: int = MISSING
     max_seq_len: int = MISSING
+    # A hub name or a local directory that transformers' Auto classes load; the shape keys
+    # above are then read from its config.json (and ignored where given).
+    pretrained: Optional[str] = None
 
 
 @dataclass
@@ -224,6 +228,41 @@ class GlueTaskConfig:
 
 
 @dataclass
+class PromptTemplateConfig:
+    """An instruction record's prompt: `{instruction}` and `{input}` are filled in."""
+
+    prompt_input: str = MISSING  # for a record with a non-empty input
+    prompt_no_input: str = MISSING
+
+
+@dataclass
+class InstructTaskConfig(TaskConfig):
+    """Instruction tuning on Alpaca-format records; `vocab_size` and `cache_dir` serve the
+    BPE trained on the records when the model has no tokenizer of its own."""
+
+    template: PromptTemplateConfig = MISSING
+    heldout_every: int = MISSING  # every k-th file or record is held out: val, test, val...
+
+
+@dataclass
+class InstructLocalTaskConfig(InstructTaskConfig):
+    """The standard library's documented functions (no download)."""
+
+    include: List[str] = MISSING  # globs relative to the stdlib directory
+
+
+@dataclass
+class InstructHubTaskConfig(InstructTaskConfig):
+    """Records through `datasets`: a hub name, or `json` with local `data_files`."""
+
+    path: str = MISSING
+    config_name: Optional[str] = None
+    data_files: Optional[Any] = None
+    split: str = MISSING  # the one split read; held-out records are taken out of it
+    max_records: int = MISSING
+
+
+@dataclass
 class TrainerConfig:
     max_steps: int = MISSING
     batch_size: int = MISSING
@@ -244,6 +283,7 @@ class TrainerConfig:
     device: Device = MISSING
     precision: Precision = MISSING
     progress: bool = MISSING  # progress bar (only drawn on a TTY)
+    save_model: bool = False  # RUN_DIR/model/: the model and its tokenizer, transformers' format
 
 
 @dataclass
@@ -324,6 +364,8 @@ def register_configs() -> None:
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
     cs.store(group="schema/task", name="glue", node=GlueTaskConfig)
+    cs.store(group="schema/task", name="instruct_local", node=InstructLocalTaskConfig)
+    cs.store(group="schema/task", name="instruct_hub", node=InstructHubTaskConfig)
 
 
 # ---------------------------------------------------------------- checks
@@ -424,17 +466,25 @@ def check(cfg: DictConfig) -> None:
             and t.grad_accum_steps > 1:
         raise ConfigError("toggles.grouped_norm=global with toggles.fused_backward=true needs "
                           f"trainer.grad_accum_steps=1 (got {t.grad_accum_steps})")
-    if t.seq_len > cfg.model.max_seq_len:
+    from .models import shape
+
+    try:
+        model = shape(cfg.model)  # with model.pretrained, the checkpoint's
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    if model.max_seq_len is not None and t.seq_len > model.max_seq_len:
         raise ConfigError(f"trainer.seq_len={t.seq_len}: must be <= model.max_seq_len="
-                          f"{cfg.model.max_seq_len} for model {cfg.model.name}")
-    if cfg.model.arch not in ("llama", "gpt2"):
-        raise ConfigError(f"model.arch={cfg.model.arch}: allowed are llama, gpt2")
-    if cfg.model.hidden_size % cfg.model.num_heads:
-        raise ConfigError(f"model.hidden_size={cfg.model.hidden_size}: must be divisible by "
-                          f"model.num_heads={cfg.model.num_heads}")
-    if "vocab_size" in cfg.task and cfg.task.vocab_size > cfg.model.vocab_size:
-        raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be <= model.vocab_size="
-                          f"{cfg.model.vocab_size} for model {cfg.model.name}")
+                          f"{model.max_seq_len} for model {cfg.model.pretrained or model.name}")
+    if not cfg.model.pretrained:
+        if cfg.model.arch not in ("llama", "gpt2"):
+            raise ConfigError(f"model.arch={cfg.model.arch}: allowed are llama, gpt2")
+        if cfg.model.hidden_size % cfg.model.num_heads:
+            raise ConfigError(f"model.hidden_size={cfg.model.hidden_size}: must be divisible "
+                              f"by model.num_heads={cfg.model.num_heads}")
+        if "vocab_size" in cfg.task and cfg.task.vocab_size > cfg.model.vocab_size:
+            raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be <= "
+                              f"model.vocab_size={cfg.model.vocab_size} for model "
+                              f"{cfg.model.name}")
     if cfg.ablation is not None and cfg.ablation.seeds is not None:
         seeds = list(cfg.ablation.seeds)
         if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):

@@ -34,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .config import ConfigError, IncompatibleToggles, apply_variant, check, compose, error_line
 from .memory import GB
-from .models import build_model
+from .models import build_model, shape
 from .optim import AdaLomo, AdamW, GaLoreAdamW, Lomo
 from .optim.galore import BLOCKSIZE, MIN_8BIT_SIZE, projected, projected_shape, sides
 from .train import build_optimizer
@@ -68,7 +68,7 @@ def estimate(cfg: DictConfig, weights: str = "fp32", accounting: str = "full",
     state = optimizer_state_bytes(optimizer, width, 4)
     accumulating = t.grad_accum_steps > 1
     gradients = gradient_bytes(model, width, not cfg.toggles.fused_backward or accumulating)
-    activations = activation_bytes(cfg.model, t.batch_size, t.seq_len, t.precision.value,
+    activations = activation_bytes(shape(cfg.model), t.batch_size, t.seq_len, t.precision.value,
                                    weights, checkpointing)
     # Accumulated gradients are all alive in every backward but the first; else a backward
     # starts with only those alive at once (the previous step's were freed).
@@ -203,6 +203,9 @@ def layer_terms(model: DictConfig, seq_len: int, precision: str, weights: str) -
     save bf16 inputs, and autocast one bf16 copy of each linear weight and of each linear's
     input per consumer (LLaMA's q, k, v read three copies of one normed input); norms and
     the residual stream stay fp32."""
+    if model.arch not in ("llama", "gpt2"):  # a pretrained checkpoint of another kind
+        raise ConfigError(f"model.pretrained={model.pretrained}: no activation estimate for "
+                          f"its architecture {model.arch} (the closed form covers llama, gpt2)")
     h, inter, heads = model.hidden_size, model.intermediate_size, model.num_heads
     a = 2 if "bf16" in (precision, weights) else 4  # bytes of a matmul's saved input/output
     cast = precision == "bf16" and weights == "fp32"

@@ -187,6 +187,9 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
                            {"config_hash": summary["config_hash"], "step": trainer.step})
 
             summary.update(trainer.fit(log, checkpoint))
+            if cfg.trainer.save_model and summary["status"] in ("completed", "stalled"):
+                trainer.save_model(run_dir / "model")
+                summary["model_dir"] = str((run_dir / "model").resolve())  # a reuse points here
     except Exception as exc:
         summary.update(error_type=type(exc).__name__, error=str(exc))
         with contextlib.suppress(OSError):  # the disk that failed the job may be full

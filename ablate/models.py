@@ -1,15 +1,41 @@
-"""LLaMA and GPT-2 from `transformers` configs, randomly initialised (no hub), with the head
-a task asks for."""
+"""The model of a job: LLaMA or GPT-2 built from the model group's shape with random init (no
+hub), or, with `model.pretrained`, any checkpoint transformers' Auto classes load (a hub name
+or a local directory; the group's shape keys are then read from its config.json); in both
+cases with the head the task asks for."""
 
 from __future__ import annotations
 
+import os
+
 import torch
-from omegaconf import DictConfig
-from transformers import (GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, LlamaConfig,
+from huggingface_hub import is_offline_mode
+from omegaconf import DictConfig, OmegaConf
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                          GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, LlamaConfig,
                           LlamaForCausalLM, LlamaForSequenceClassification)
 
 
+def checkpoint_config(name: str, **kwargs):
+    """A pretrained checkpoint's config (its config.json); FileNotFoundError with one line
+    saying why when there is none."""
+    try:
+        return AutoConfig.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        if os.path.isdir(name):
+            why = "a directory without a transformers config.json"
+        elif os.path.isabs(name) or name.startswith(".") or name.count("/") > 1:
+            why = "no such directory (nor a hub name: those are NAME or OWNER/NAME)"
+        elif is_offline_mode():
+            why = ("not a local directory, and not in the local Hugging Face cache (offline: "
+                   "HF_HUB_OFFLINE=1)")
+        else:
+            why = f"not a local directory, and not on the hub: {str(exc).splitlines()[0]}"
+        raise FileNotFoundError(f"model.pretrained={name}: {why}") from None
+
+
 def hf_config(model: DictConfig):
+    if model.pretrained:
+        return checkpoint_config(model.pretrained)
     if model.arch == "llama":
         return LlamaConfig(
             vocab_size=model.vocab_size,
@@ -37,10 +63,29 @@ def hf_config(model: DictConfig):
     )
 
 
+def shape(model: DictConfig) -> DictConfig:
+    """The model group's shape keys; with `model.pretrained`, read from the checkpoint's
+    config (`arch` is then its model_type: llama, gpt2, roberta...)."""
+    if not model.pretrained:
+        return model
+    c = checkpoint_config(model.pretrained)
+    return OmegaConf.create({
+        "name": model.name, "pretrained": model.pretrained, "arch": c.model_type,
+        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size,
+        "intermediate_size": (getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None)
+                              or 4 * c.hidden_size),
+        "num_layers": c.num_hidden_layers, "num_heads": c.num_attention_heads,
+        "max_seq_len": getattr(c, "max_position_embeddings", None)})
+
+
 def build_model(model: DictConfig, device: str | torch.device = "cpu",
                 head: str | int = "causal_lm") -> torch.nn.Module:
-    """Random init on `device`; on "meta" no memory is allocated (for size estimates).
-    `head`: "causal_lm", or n: a sequence-classification head with n outputs (1: regression)."""
+    """Random init, or the pretrained weights (fp32), on `device`; on "meta" no memory is
+    allocated and of a checkpoint only its config is read (for size estimates). `head`:
+    "causal_lm", or n: a sequence-classification head with n outputs (1: regression); on a
+    checkpoint without one, transformers initialises it at random."""
+    if model.pretrained:
+        return pretrained_model(model.pretrained, device, head)
     config = hf_config(model)
     if head == "causal_lm":
         cls = LlamaForCausalLM if model.arch == "llama" else GPT2LMHeadModel
@@ -50,6 +95,15 @@ def build_model(model: DictConfig, device: str | torch.device = "cpu",
             GPT2ForSequenceClassification)
     with torch.device(device):
         return cls(config)
+
+
+def pretrained_model(name: str, device: str | torch.device, head: str | int) -> torch.nn.Module:
+    cls = AutoModelForCausalLM if head == "causal_lm" else AutoModelForSequenceClassification
+    labels = {} if head == "causal_lm" else {"num_labels": head}
+    if str(device) == "meta":
+        with torch.device("meta"):
+            return cls.from_config(checkpoint_config(name, **labels), dtype=torch.float32)
+    return cls.from_pretrained(name, dtype=torch.float32, **labels).to(device)
 
 
 def count_params(module: torch.nn.Module) -> int:

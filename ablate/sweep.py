@@ -133,17 +133,21 @@ class SweepReport(Callback):
         try:
             check_launcher(config.hydra.launcher)
             from .tasks import load_task  # its data libraries load only when a sweep starts
+            from .train import check_vocabulary
 
             jobs, tasks = sweep_jobs(config), {}
             for number, job in enumerate(jobs):
                 try:
                     cfg = apply_variant(typed(compose(config.hydra.job.config_name, job)))
                     check(cfg)
-                    key = json.dumps(OmegaConf.to_container(cfg.task, resolve=True,
-                                                            enum_to_str=True))
+                    # What a task's data depends on (its records are cut to seq_len).
+                    key = json.dumps([OmegaConf.to_container(node, resolve=True,
+                                                             enum_to_str=True)
+                                      for node in (cfg.task, cfg.model)] + [cfg.trainer.seq_len])
                     if key not in tasks:
                         tasks[key] = load_task(cfg)
                     tasks[key].check(cfg.trainer)
+                    check_vocabulary(tasks[key], cfg.model)
                 except IncompatibleToggles:
                     continue  # recorded as skipped when the job runs
                 except ConfigError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -15,10 +16,10 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from .config import optimizer_class, optimizer_kwargs
+from .config import ConfigError, optimizer_class, optimizer_kwargs
 from .fused import OptimizerInBackward
 from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
-from .models import build_model, count_params
+from .models import build_model, count_params, hf_config
 from .tasks import load_task
 
 
@@ -72,6 +73,17 @@ def stalled(final_loss: float, worst_loss: float, vocab_size: int) -> bool:
     return abs(final_loss - uniform) < STALL_TOL and worst_loss > 2 * uniform
 
 
+def check_vocabulary(task, model: DictConfig) -> None:
+    """The task's tokenizer gives no id the model's embedding has no row for."""
+    rows = hf_config(model).vocab_size
+    if task.tokenizer is not None and len(task.tokenizer) > rows:
+        where = f"model.pretrained={model.pretrained}" if model.pretrained else (
+            f"model.vocab_size={model.vocab_size}")
+        raise ConfigError(f"the task's tokenizer has {len(task.tokenizer)} tokens, more than "
+                          f"the model's vocabulary of {rows} ({where}): use the model's own "
+                          "tokenizer or a task.vocab_size that fits")
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -81,6 +93,7 @@ class Trainer:
         set_seed(self.t.seed)
         self.task = load_task(cfg)
         self.task.check(self.t)
+        check_vocabulary(self.task, cfg.model)
         self.model = build_model(cfg.model, self.device, self.task.head)
         self.optimizer = build_optimizer(cfg, self.model)
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
@@ -129,6 +142,17 @@ class Trainer:
             metrics = self.task.evaluate(self.model, split)
         self.model.train()
         return metrics
+
+    def save_model(self, folder: Path) -> None:
+        """The model and the task's tokenizer in transformers' format (`save_pretrained`), so
+        `model.pretrained=FOLDER` starts a job from them, offline."""
+        tokenizer = self.task.tokenizer
+        for config in (self.model.config, self.model.generation_config):
+            if config is not None:
+                config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
+                config.pad_token_id = tokenizer.pad_token_id
+        self.model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -189,7 +213,7 @@ class Trainer:
         if status == "completed":
             evaluation = {**self.evaluate("val"), **self.evaluate("test")}
             log({"step": self.step, **evaluation})
-            if stalled(loss, worst, self.cfg.model.vocab_size):
+            if stalled(loss, worst, self.model.config.vocab_size):
                 status = "stalled"
         else:
             evaluation = {f"{split}_{metric}": float("nan") for split in ("val", "test")

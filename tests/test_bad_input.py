@@ -148,6 +148,18 @@ ROWS = [
     ("ablate.report", ["{run}", "--bogus"], "unrecognized arguments: --bogus"),
     # -------------------------------------------------- tasks (issue 14)
     ("ablate", ["task.kind=nope"], "task.kind=nope: Invalid value 'nope', expected one of"),
+    ("ablate", ["model.pretrained=nobody/no-such-model"],
+     "model.pretrained=nobody/no-such-model: not a local directory, and not in the local "
+     "Hugging Face cache (offline: HF_HUB_OFFLINE=1)", SUBPROCESS),
+    ("ablate", ["model.pretrained={tmp}/nowhere/model"], "/nowhere/model: no such directory"),
+    ("ablate", ["model.pretrained={tmp}/nothing"], "a directory without a transformers config"),
+    ("ablate", ["model.pretrained={run}/model", "task.vocab_size=1024", "task.include=[a*.py]"],
+     "the task's tokenizer has 1024 tokens, more than the model's vocabulary of 512"),
+    ("ablate", ["task=instruct_alpaca_gpt4", "task.path=json",
+                "task.data_files={tmp}/no_output.jsonl"],
+     "/no_output.jsonl: no column 'output' (an Alpaca-format record has instruction, input"),
+    ("ablate", ["task=instruct_local", "task.template.prompt_no_input='{{nope}}'"],
+     "task.template.prompt_no_input: cannot be filled (KeyError: 'nope')"),
     # -------------------------------------------------- GLUE (task=glue, ablate/tasks/glue.py)
     ("ablate", ["task=glue", "task.path={tmp}/glue_ok"], "task=glue fine-tunes a pretrained "
      "model: set model.pretrained"),
@@ -192,7 +204,7 @@ def prepared(tmp_path_factory, cache_dir, no_progress_bars):
     """A completed tiny run, and bad files of every kind the rows name."""
     root = tmp_path_factory.mktemp("prepared")
     tiny = tiny_overrides(cache_dir)
-    code, _, err = run_in_process(root, *tiny, "trainer.max_steps=1")
+    code, _, err = run_in_process(root, *tiny, "trainer.max_steps=1", "trainer.save_model=true")
     assert code == 0, err
     (run,) = (root / "outputs" / "runs").glob("*/*")
     bad = root / "bad"
@@ -209,6 +221,7 @@ def prepared(tmp_path_factory, cache_dir, no_progress_bars):
     (bad / "empty.json").write_text("")
     (bad / "blank.json").write_text('{"text": ""}\n{"text": "  "}\n')
     (bad / "file").write_text("a file, not a directory\n")
+    (bad / "no_output.jsonl").write_text('{"instruction": "add", "input": "1 2"}\n')
     save_llama(bad / "glue_model")
     for folder, name, text in [
             ("glue_ok", "train.tsv", "sentence\tlabel\na\t0\nb\t1\nc\t0\nd\t1\n"),

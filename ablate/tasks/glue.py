@@ -134,10 +134,16 @@ def _check_labels(labels: list, spec: GlueTask, source: str) -> None:
 def pretrained_tokenizer(model: DictConfig):
     """The tokenizer saved with `model.pretrained`; one without a pad token (a LLaMA or
     GPT-2, as ablate saves them) pads with its end-of-text token, which the model's
-    classification head then skips (`pad_token_id`)."""
+    classification head then skips (`pad_token_id`). (Not instruct's: a BERT has a pad
+    token but no end-of-sequence token, and GLUE needs only the first.)"""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model.pretrained)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model.pretrained)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model.pretrained={model.pretrained}: has no tokenizer that "
+                          f"transformers can load ({type(exc).__name__}: {first_line(exc)})"
+                          ) from None
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ConfigError(f"model.pretrained={model.pretrained}: its tokenizer has neither "

@@ -1,0 +1,236 @@
+"""Instruction tuning: Alpaca-format records (instruction, input, output) in a prompt
+template, the loss on the response tokens only.
+
+Records come from the Python standard library (`instruct_local`: each documented function's
+signature and docstring is the instruction, its body the response; no download) or through
+`datasets` by name or from local JSON/JSONL files (`task.path=json task.data_files=...`:
+the same code). Every `heldout_every`-th file (local) or record (datasets) is held out,
+alternately for validation and test.
+
+A batch pads its records on the right to the longest of them (at most trainer.seq_len + 1
+tokens): no record sees another (packing would need a block-diagonal attention mask), and
+the loss divides by the response tokens counted, so padding changes no number. A causal
+model's real tokens never attend to the padding after them, so no attention mask is passed.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import sysconfig
+import tempfile
+import textwrap
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from ..config import ConfigError, first_line
+from .pretrain import EOT, next_token_loss, train_tokenizer
+
+IGNORE = -100  # cross_entropy's ignore_index: prompt and padding positions
+SPLITS = ("train", "val", "test")
+
+
+def stdlib_records(task: DictConfig) -> list[list[dict]]:
+    """Per split, one record per documented function of the stdlib files `task.include`
+    (sorted by path; every `heldout_every`-th file held out, alternately val and test):
+    its `def` line(s) and docstring as the instruction, the rest of its body as the output."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted({p for pattern in task.include for p in root.glob(pattern)
+                    if p.is_file() and "site-packages" not in p.parts})
+    if not files:
+        raise ConfigError(f"task.include={list(task.include)}: matches no file under {root}")
+    splits: list[list[dict]] = [[], [], []]
+    heldout = 0
+    for i, path in enumerate(files):
+        split = 0
+        if (i + 1) % task.heldout_every == 0:
+            split, heldout = 1 + heldout % 2, heldout + 1
+        splits[split].extend(function_records(path.read_text(encoding="utf-8",
+                                                             errors="replace")))
+    return splits
+
+
+def function_records(source: str) -> list[dict]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a stdlib file for another Python version (lib2to3's tests)
+        return []
+    lines = source.splitlines(keepends=True)
+    records = []
+    for node in ast.walk(tree):
+        if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and len(node.body) > 1
+                and ast.get_docstring(node) is not None):
+            head = "".join(lines[node.lineno - 1:node.body[0].end_lineno])
+            body = "".join(lines[node.body[1].lineno - 1:node.end_lineno])
+            records.append({"instruction": textwrap.dedent(head), "input": "",
+                            "output": textwrap.dedent(body)})
+    return records
+
+
+def dataset_records(task: DictConfig) -> list[list[dict]]:
+    """Per split, the first `max_records` records of `task.split`, loaded through `datasets`
+    by name (or the `json` builder on local files); every `heldout_every`-th is held out,
+    alternately for validation and test."""
+    import datasets  # imported here: slow to import, and only these tasks need it
+
+    data_files = task.data_files
+    if OmegaConf.is_config(data_files):
+        data_files = OmegaConf.to_container(data_files)
+    source = f"task.data_files={data_files}" if data_files else f"task.path={task.path}"
+    try:
+        rows = datasets.load_dataset(task.path, task.config_name, split=task.split,
+                                     data_files=data_files)
+    except Exception as exc:  # noqa: BLE001 - offline, no such dataset, file or split
+        reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
+        raise ConfigError(f"{source} (split {task.split}): cannot be loaded: {reason}") from exc
+    for column in ("instruction", "output"):
+        if column not in rows.column_names:
+            raise ConfigError(f"{source}: no column '{column}' (an Alpaca-format record has "
+                              f"instruction, input (optional) and output; its columns: "
+                              f"{', '.join(rows.column_names)})")
+    splits: list[list[dict]] = [[], [], []]
+    heldout = 0
+    for i, row in enumerate(rows.select(range(min(len(rows), task.max_records)))):
+        split = 0
+        if (i + 1) % task.heldout_every == 0:
+            split, heldout = 1 + heldout % 2, heldout + 1
+        splits[split].append({"instruction": row["instruction"],
+                              "input": row.get("input") or "", "output": row["output"]})
+    return splits
+
+
+def prompt(template: DictConfig, record: dict) -> str:
+    text = template.prompt_input if record["input"].strip() else template.prompt_no_input
+    return text.format(instruction=record["instruction"], input=record["input"])
+
+
+def check_template(template: DictConfig) -> None:
+    for key in ("prompt_input", "prompt_no_input"):
+        try:
+            template[key].format(instruction="", input="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"task.template.{key}: cannot be filled ({type(exc).__name__}: "
+                              f"{exc}); allowed fields: {{instruction}} and {{input}}") from None
+
+
+def load_tokenizer(cfg: DictConfig, records: list[dict]) -> PreTrainedTokenizerFast:
+    """The pretrained model's own tokenizer, else a byte-level BPE of `task.vocab_size`
+    tokens trained on the training records' prompts and responses (cached, keyed by them)."""
+    if cfg.model.pretrained:
+        return pretrained_tokenizer(cfg.model.pretrained)
+    task = cfg.task
+    texts = [prompt(task.template, r) + r["output"] for r in records]
+    digest = hashlib.sha256(str(task.vocab_size).encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", errors="replace"))
+    path = Path(task.cache_dir) / f"{task.name}-{digest.hexdigest()[:16]}-tokenizer.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent)
+        os.close(fd)
+        train_tokenizer(texts, task.vocab_size).save(tmp)
+        os.replace(tmp, path)  # appears whole
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOT, pad_token=EOT)
+
+
+def pretrained_tokenizer(name: str):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model.pretrained={name}: has no tokenizer that transformers can "
+                          f"load ({type(exc).__name__}: {first_line(exc)})") from None
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"model.pretrained={name}: its tokenizer has no end-of-sequence "
+                          "token (a response ends with one)")
+    return tokenizer
+
+
+def encode(tokenizer, template: DictConfig, records: list[dict],
+           max_tokens: int) -> list[tuple[list[int], int]]:
+    """Each record's token ids (prompt, response, end-of-sequence; cut to `max_tokens`) and
+    its prompt's length; a record whose prompt leaves no response token is left out."""
+    prompts = tokenizer([prompt(template, r) for r in records])["input_ids"]
+    responses = tokenizer([r["output"] for r in records], add_special_tokens=False)["input_ids"]
+    return [((p + r + [tokenizer.eos_token_id])[:max_tokens], len(p))
+            for p, r in zip(prompts, responses) if len(p) < max_tokens]
+
+
+def collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Inputs and next-token targets, padded on the right to the longest example; a target
+    is counted only where it is a response token."""
+    width = max(len(ids) for ids, _ in examples) - 1
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for row, (ids, prompt_len) in enumerate(examples):
+        ids = torch.tensor(ids)
+        input_ids[row, :len(ids) - 1] = ids[:-1]
+        targets[row, prompt_len - 1:len(ids) - 1] = ids[prompt_len:]
+    return {"input_ids": input_ids, "targets": targets}
+
+
+class Task:
+    """Instruction tuning: response loss, perplexity = exp(loss) and top-1 accuracy over
+    the response tokens of held-out records."""
+
+    head = "causal_lm"
+    metrics = ("loss", "perplexity", "accuracy")
+
+    def __init__(self, cfg: DictConfig):
+        self.t, task = cfg.trainer, cfg.task
+        check_template(task.template)
+        records = stdlib_records(task) if "include" in task else dataset_records(task)
+        self.tokenizer = load_tokenizer(cfg, records[0])
+        pad_id = self.tokenizer.pad_token_id
+        self.pad_id = self.tokenizer.eos_token_id if pad_id is None else pad_id
+        self.splits = dict(zip(SPLITS, (encode(self.tokenizer, task.template, r,
+                                               self.t.seq_len + 1) for r in records)))
+        self.name = task.name
+
+    def check(self, t: DictConfig) -> None:
+        for split, records in self.splits.items():
+            if not records:
+                raise ConfigError(f"task {self.name}: no {split} record fits trainer.seq_len="
+                                  f"{t.seq_len} with a response token (allowed: a longer "
+                                  "trainer.seq_len, or more data: check the task's files)")
+
+    def train_batch(self, step: int, rows: int) -> dict[str, torch.Tensor]:
+        """Records in the order of a fresh shuffle per epoch (seeded by trainer.seed and the
+        epoch): a pure function of the step."""
+        train = self.splits["train"]
+        first = step * rows
+        orders = {}
+        examples = []
+        for position in range(first, first + rows):
+            epoch, index = divmod(position, len(train))
+            if epoch not in orders:
+                g = torch.Generator().manual_seed(self.t.seed * 1_000_003 + epoch)
+                orders[epoch] = torch.randperm(len(train), generator=g).tolist()
+            examples.append(train[orders[epoch][index]])
+        return collate(examples, self.pad_id)
+
+    def count(self, batch: dict) -> int:
+        return int((batch["targets"] != IGNORE).sum())
+
+    def loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+        return next_token_loss(model, batch)[0], self.count(batch)
+
+    def evaluate(self, model: torch.nn.Module, split: str) -> dict:
+        """Over every record of the split (that fits trainer.seq_len), batch_size at a time."""
+        device = next(model.parameters()).device
+        b, examples = self.t.batch_size, self.splits[split]
+        loss_sum, correct, count = 0.0, 0, 0
+        for i in range(0, len(examples), b):
+            batch = {k: v.to(device) for k, v in collate(examples[i:i + b], self.pad_id).items()}
+            batch_sum, logits = next_token_loss(model, batch)
+            counted = batch["targets"] != IGNORE
+            loss_sum += batch_sum.item()
+            correct += ((logits.argmax(-1) == batch["targets"]) & counted).sum().item()
+            count += int(counted.sum())
+        loss = loss_sum / count
+        return {f"{split}_loss": loss,
+                f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
+                f"{split}_accuracy": correct / count}
