@@ -178,7 +178,7 @@ class Task:
     def __init__(self, cfg: DictConfig):
         task = cfg.task
         self.spec = check_name(task.name)
-        self.name, self.seed, self.batch_size = task.name, cfg.trainer.seed, cfg.trainer.batch_size
+        self.seed, self.batch_size = cfg.trainer.seed, cfg.trainer.batch_size
         self.head = self.spec.num_labels
         if task.max_eval_examples is not None and task.max_eval_examples < 1:
             raise ConfigError(f"task.max_eval_examples={task.max_eval_examples}: must be >= 1 "
