@@ -80,8 +80,8 @@ def check_vocabulary(task, model: DictConfig) -> None:
         where = f"model.pretrained={model.pretrained}" if model.pretrained else (
             f"model.vocab_size={model.vocab_size}")
         raise ConfigError(f"the task's tokenizer has {len(task.tokenizer)} tokens, more than "
-                          f"the model's vocabulary of {rows} ({where}): use the model's own "
-                          "tokenizer or a task.vocab_size that fits")
+                          f"the model's vocabulary of {rows} ({where}): ids past its embedding "
+                          "(allowed: a tokenizer of at most that many tokens)")
 
 
 class Trainer:

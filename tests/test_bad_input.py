@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from conftest import ablate, run_in_process
 from test_glue import save_llama
@@ -153,8 +154,8 @@ ROWS = [
      "Hugging Face cache (offline: HF_HUB_OFFLINE=1)", SUBPROCESS),
     ("ablate", ["model.pretrained={tmp}/nowhere/model"], "/nowhere/model: no such directory"),
     ("ablate", ["model.pretrained={tmp}/nothing"], "a directory without a transformers config"),
-    ("ablate", ["model.pretrained={run}/model", "task.vocab_size=1024", "task.include=[a*.py]"],
-     "the task's tokenizer has 1024 tokens, more than the model's vocabulary of 512"),
+    ("ablate", ["model.pretrained={tmp}/added_tokens"],
+     "the task's tokenizer has 612 tokens, more than the model's vocabulary of 512"),
     ("ablate", ["task=instruct_alpaca_gpt4", "task.path=json",
                 "task.data_files={tmp}/no_output.jsonl"],
      "/no_output.jsonl: no column 'output' (an Alpaca-format record has instruction, input"),
@@ -222,6 +223,10 @@ def prepared(tmp_path_factory, cache_dir, no_progress_bars):
     (bad / "blank.json").write_text('{"text": ""}\n{"text": "  "}\n')
     (bad / "file").write_text("a file, not a directory\n")
     (bad / "no_output.jsonl").write_text('{"instruction": "add", "input": "1 2"}\n')
+    shutil.copytree(run / "model", bad / "added_tokens")  # a tokenizer the model does not fit
+    tokenizer = AutoTokenizer.from_pretrained(bad / "added_tokens")
+    tokenizer.add_tokens([f"<extra_{i}>" for i in range(100)])
+    tokenizer.save_pretrained(bad / "added_tokens")
     save_llama(bad / "glue_model")
     for folder, name, text in [
             ("glue_ok", "train.tsv", "sentence\tlabel\na\t0\nb\t1\nc\t0\nd\t1\n"),

@@ -47,7 +47,7 @@ def corpus(cache_dir):
 def trainer(corpus, monkeypatch):
     """`trainer(cfg)`: a Trainer that reuses one loaded corpus and skips the peak-memory reset
     (its full garbage collection): each takes ~0.5 s, and nothing here reads the peak."""
-    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task: corpus)
+    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task, pretrained=None: corpus)
     monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
     return Trainer
 

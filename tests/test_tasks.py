@@ -68,6 +68,9 @@ def test_saved_model_loads_back_through_model_pretrained(tiny_cfg, tmp_path, mod
     text = "def f(x):\n    return x + 1\n"
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
     assert tokenizer(text)["input_ids"] == trainer.task.tokenizer(text)["input_ids"]
+    # Further pre-training reads the corpus with the checkpoint's tokenizer: the same ids.
+    again = load_task(cfg)
+    assert len(again.tokenizer) == 512 and torch.equal(again.corpus.train, trainer.task.corpus.train)
 
 
 def test_response_loss_equals_a_hand_computation(tiny_cfg, alpaca_file, monkeypatch):

@@ -18,17 +18,17 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
-import sysconfig
 import tempfile
 import textwrap
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from ..config import ConfigError, first_line
-from .pretrain import EOT, next_token_loss, train_tokenizer
+from .pretrain import (EOT, deal, next_token_loss, pretrained_tokenizer, stdlib_files,
+                       train_tokenizer)
 
 IGNORE = -100  # cross_entropy's ignore_index: prompt and padding positions
 SPLITS = ("train", "val", "test")
@@ -36,22 +36,12 @@ SPLITS = ("train", "val", "test")
 
 def stdlib_records(task: DictConfig) -> list[list[dict]]:
     """Per split, one record per documented function of the stdlib files `task.include`
-    (sorted by path; every `heldout_every`-th file held out, alternately val and test):
-    its `def` line(s) and docstring as the instruction, the rest of its body as the output."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted({p for pattern in task.include for p in root.glob(pattern)
-                    if p.is_file() and "site-packages" not in p.parts})
-    if not files:
-        raise ConfigError(f"task.include={list(task.include)}: matches no file under {root}")
-    splits: list[list[dict]] = [[], [], []]
-    heldout = 0
-    for i, path in enumerate(files):
-        split = 0
-        if (i + 1) % task.heldout_every == 0:
-            split, heldout = 1 + heldout % 2, heldout + 1
-        splits[split].extend(function_records(path.read_text(encoding="utf-8",
-                                                             errors="replace")))
-    return splits
+    (dealt by file, as pretrain_local's): its `def` line(s) and docstring as the
+    instruction, the rest of its body as the output."""
+    per_file = [function_records(f.read_text(encoding="utf-8", errors="replace"))
+                for f in stdlib_files(task)]
+    return [[r for records in split for r in records]
+            for split in deal(per_file, task.heldout_every)]
 
 
 def function_records(source: str) -> list[dict]:
@@ -92,15 +82,10 @@ def dataset_records(task: DictConfig) -> list[list[dict]]:
             raise ConfigError(f"{source}: no column '{column}' (an Alpaca-format record has "
                               f"instruction, input (optional) and output; its columns: "
                               f"{', '.join(rows.column_names)})")
-    splits: list[list[dict]] = [[], [], []]
-    heldout = 0
-    for i, row in enumerate(rows.select(range(min(len(rows), task.max_records)))):
-        split = 0
-        if (i + 1) % task.heldout_every == 0:
-            split, heldout = 1 + heldout % 2, heldout + 1
-        splits[split].append({"instruction": row["instruction"],
-                              "input": row.get("input") or "", "output": row["output"]})
-    return splits
+    records = [{"instruction": row["instruction"], "input": row.get("input") or "",
+                "output": row["output"]}
+               for row in rows.select(range(min(len(rows), task.max_records)))]
+    return list(deal(records, task.heldout_every))
 
 
 def prompt(template: DictConfig, record: dict) -> str:
@@ -135,18 +120,6 @@ def load_tokenizer(cfg: DictConfig, records: list[dict]) -> PreTrainedTokenizerF
         train_tokenizer(texts, task.vocab_size).save(tmp)
         os.replace(tmp, path)  # appears whole
     return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOT, pad_token=EOT)
-
-
-def pretrained_tokenizer(name: str):
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"model.pretrained={name}: has no tokenizer that transformers can "
-                          f"load ({type(exc).__name__}: {first_line(exc)})") from None
-    if tokenizer.eos_token_id is None:
-        raise ConfigError(f"model.pretrained={name}: its tokenizer has no end-of-sequence "
-                          "token (a response ends with one)")
-    return tokenizer
 
 
 def encode(tokenizer, template: DictConfig, records: list[dict],

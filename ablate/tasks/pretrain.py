@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..config import ConfigError, first_line
 
@@ -39,19 +39,27 @@ class Corpus:
 SPLITS = ("train", "val", "test")
 
 
-def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
-    """Train, validation and test texts: the stdlib files matching `task.include`, sorted by
-    path; every `heldout_every`-th file is held out, alternately for validation and test."""
+def stdlib_files(task: DictConfig) -> list[Path]:
+    """The stdlib files matching `task.include`, sorted by path."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted({p.relative_to(root).as_posix() for pattern in task.include
                     for p in root.glob(pattern) if p.is_file() and "site-packages" not in p.parts})
     if not files:
         raise ConfigError(f"task.include={list(task.include)}: matches no file under {root}")
-    texts = [(root / f).read_text(encoding="utf-8", errors="replace") for f in files]
-    k = task.heldout_every
-    train = [t for i, t in enumerate(texts) if (i + 1) % k]
-    heldout = [t for i, t in enumerate(texts) if (i + 1) % k == 0]
-    return train, heldout[0::2], heldout[1::2]
+    return [root / f for f in files]
+
+
+def deal(items: list, k: int) -> tuple[list, list, list]:
+    """Train, validation and test: every k-th item is held out, alternately for validation
+    and test."""
+    heldout = [x for i, x in enumerate(items) if (i + 1) % k == 0]
+    return [x for i, x in enumerate(items) if (i + 1) % k], heldout[0::2], heldout[1::2]
+
+
+def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
+    """Train, validation and test texts: the stdlib files of `task.include`, dealt by file."""
+    return deal([f.read_text(encoding="utf-8", errors="replace") for f in stdlib_files(task)],
+                task.heldout_every)
 
 
 def hub_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
@@ -122,8 +130,7 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def encode(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
-    eot = tokenizer.token_to_id(EOT)
+def encode(tokenizer: Tokenizer, texts: list[str], eot: int) -> torch.Tensor:
     ids: list[int] = []
     for encoding in tokenizer.encode_batch(texts):
         ids.extend(encoding.ids)
@@ -131,26 +138,44 @@ def encode(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.int32)
 
 
-def load_corpus(task: DictConfig) -> Corpus:
+def pretrained_tokenizer(name: str):
+    """A pretrained model's own tokenizer (fast: its `tokenizers` backend encodes corpora)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model.pretrained={name}: has no tokenizer that transformers can "
+                          f"load ({type(exc).__name__}: {first_line(exc)})") from None
+    if tokenizer.eos_token_id is None or not tokenizer.is_fast:
+        raise ConfigError(f"model.pretrained={name}: its tokenizer has no end-of-sequence "
+                          "token or is not a fast (`tokenizers`) one")
+    return tokenizer
+
+
+def load_corpus(task: DictConfig, pretrained=None) -> Corpus:
+    """The corpus's token ids, by a BPE of `task.vocab_size` tokens trained on its training
+    split, or by a pretrained model's tokenizer (`pretrained`); cached by content."""
     texts = dict(zip(SPLITS, stdlib_texts(task) if "include" in task else hub_texts(task)))
     for split in SPLITS:
         if not any(text.strip() for text in texts[split]):
             raise ConfigError(f"task {task.name}: the {split} split holds no text (check the "
                               "task's files: task.include and task.heldout_every, or task.path "
                               "and task.data_files)")
-    digest = hashlib.sha256(str(task.vocab_size).encode())
+    digest = hashlib.sha256(str(task.vocab_size).encode() if pretrained is None else
+                            pretrained.backend_tokenizer.to_str().encode())
     for split in SPLITS:
         for text in [split, *texts[split]]:
             digest.update(text.encode("utf-8", errors="replace"))
     fingerprint = digest.hexdigest()[:16]
     cache = Path(task.cache_dir) / f"{task.name}-{fingerprint}"
     if not (cache / "test.pt").exists():
-        tokenizer = train_tokenizer(texts["train"], task.vocab_size)
+        tokenizer = (train_tokenizer(texts["train"], task.vocab_size) if pretrained is None
+                     else pretrained.backend_tokenizer)
+        eot = tokenizer.token_to_id(EOT) if pretrained is None else pretrained.eos_token_id
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache.parent))  # rename makes the cache appear whole
         tokenizer.save(str(tmp / "tokenizer.json"))
         for split in SPLITS:
-            torch.save(encode(tokenizer, texts[split]), tmp / f"{split}.pt")
+            torch.save(encode(tokenizer, texts[split], eot), tmp / f"{split}.pt")
         try:
             os.rename(tmp, cache)
         except OSError:  # another process cached it first
@@ -200,9 +225,13 @@ class Task:
 
     def __init__(self, cfg: DictConfig):
         self.t = cfg.trainer
-        self.corpus = load_corpus(cfg.task)
-        self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=self.corpus.tokenizer,
-                                                 eos_token=EOT, pad_token=EOT)
+        if cfg.model.pretrained:  # further pre-training: the model's own tokenizer
+            self.tokenizer = pretrained_tokenizer(cfg.model.pretrained)
+            self.corpus = load_corpus(cfg.task, self.tokenizer)
+        else:
+            self.corpus = load_corpus(cfg.task)
+            self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=self.corpus.tokenizer,
+                                                     eos_token=EOT, pad_token=EOT)
 
     def check(self, t: DictConfig) -> None:
         check_corpus(self.corpus, t)
