@@ -102,9 +102,11 @@ def resume_roots(cfg: DictConfig, hc) -> list[Path] | None:
 def one_line_summary(s: dict, run_dir: Path) -> str:
     if s["status"] != "completed":
         return f"{s['status']}: {s['variant']} after {s['steps']} steps | {run_dir}"
+    scores = (f"glue_metric={s['glue_metric']} glue_score={s['glue_score']:.4f}"
+              if "glue_metric" in s else f"test_perplexity={s['test_perplexity']:.2f} "
+              f"test_accuracy={s['test_accuracy']:.4f}")
     return (f"completed: {s['variant']} seed={s['seed']} lr={s['peak_lr']:.4g} | "
-            f"val_loss={s['val_loss']:.4f} test_loss={s['test_loss']:.4f} "
-            f"test_perplexity={s['test_perplexity']:.2f} test_accuracy={s['test_accuracy']:.4f} | "
+            f"val_loss={s['val_loss']:.4f} test_loss={s['test_loss']:.4f} {scores} | "
             f"peak_memory_gb={s['peak_memory_gb']:.3f} optimizer_state_gb="
             f"{s['optimizer_state_gb']:.4f} | tgs={s['tgs']:.0f} | {run_dir}")
 

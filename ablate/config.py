@@ -89,6 +89,7 @@ class TaskKind(Enum):
     """The module of ablate/tasks/ that a task's data and metrics come from."""
 
     pretrain = "pretrain"
+    glue = "glue"
     instruct = "instruct"
 
 
@@ -214,6 +215,21 @@ class HubTaskConfig(TaskConfig):
     streaming: bool = MISSING
     max_train_docs: int = MISSING
     max_eval_docs: int = MISSING
+
+
+@dataclass
+class GlueTaskConfig:
+    """A GLUE task (ablate/tasks/glue.py) through `datasets`: by name from the hub, or from
+    local files with GLUE's columns."""
+
+    kind: TaskKind = MISSING  # glue
+    name: str = MISSING  # cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte
+    path: str = MISSING  # nyu-mll/glue, a folder of train/validation files, or csv/json
+    config_name: Optional[str] = None  # the hub's config (the task's name); null for files
+    data_files: Optional[Any] = None  # {split: file(s)} for path=csv/json
+    val_size: int = MISSING  # examples of the train split held out as val (for choosing)
+    max_eval_examples: Optional[int] = None  # first N of each evaluated split; null: all
+    cache_dir: Optional[str] = None  # where `datasets` keeps its copy; null: its own cache
 
 
 @dataclass
@@ -358,6 +374,7 @@ def register_configs() -> None:
     cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
+    cs.store(group="schema/task", name="glue", node=GlueTaskConfig)
     cs.store(group="schema/task", name="instruct_local", node=InstructLocalTaskConfig)
     cs.store(group="schema/task", name="instruct_hub", node=InstructHubTaskConfig)
 
@@ -429,11 +446,11 @@ def check(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.batch_size", "trainer.seq_len", "trainer.grad_accum_steps",
               "trainer.lr", "trainer.lr_factor", "trainer.eval_batches", "trainer.log_interval",
               "model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
-              "model.intermediate_size", "model.max_seq_len", "task.vocab_size")
+              "model.intermediate_size", "model.max_seq_len")
     t = cfg.trainer
     if not 0 <= t.seed < 2**32:
         raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32 - 1]")
-    if cfg.task.vocab_size < MIN_VOCAB:
+    if "vocab_size" in cfg.task and cfg.task.vocab_size < MIN_VOCAB:  # GLUE has a tokenizer
         raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be >= {MIN_VOCAB} (the "
                           "tokenizer's 256 byte tokens and its end-of-text token)")
     for folder in cfg.resume_from:
@@ -475,7 +492,7 @@ def check(cfg: DictConfig) -> None:
         if cfg.model.hidden_size % cfg.model.num_heads:
             raise ConfigError(f"model.hidden_size={cfg.model.hidden_size}: must be divisible "
                               f"by model.num_heads={cfg.model.num_heads}")
-        if cfg.task.vocab_size > cfg.model.vocab_size:
+        if "vocab_size" in cfg.task and cfg.task.vocab_size > cfg.model.vocab_size:
             raise ConfigError(f"task.vocab_size={cfg.task.vocab_size}: must be <= "
                               f"model.vocab_size={cfg.model.vocab_size} for model "
                               f"{cfg.model.name}")

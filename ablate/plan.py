@@ -416,8 +416,9 @@ def jobs(preset_body: dict) -> list[list[str]]:
         except HydraException as exc:
             raise PlanError(f"hydra.sweeper.params: {key}: {values!r} is not a sweep "
                             f"({str(exc).splitlines()[0]})") from None
-    job_base = {"optimizer": d["override /optimizer"] for d in preset_body.get("defaults", [])
-                if isinstance(d, dict) and "override /optimizer" in d}
+    job_base = {key.removeprefix("override /"): value  # optimizer=..., task=...
+                for d in preset_body.get("defaults", []) if isinstance(d, dict)
+                for key, value in d.items() if key.startswith("override /")}
     job_base.update({k: yaml_value(v) for k, v in _flat(preset_body).items()})
     variants = preset_body.get("ablation", {}).get("variants", {})
     result = []

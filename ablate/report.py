@@ -34,7 +34,7 @@ from .tune import best_factor, edge, grid_loss
 STATUSES = ("completed", "stalled", "diverged", "failed", "skipped", "killed")
 # Summary fields aggregated per variant (mean and std over its completed jobs).
 METRICS = ("test_loss", "test_perplexity", "test_accuracy", "val_loss", "final_train_loss",
-           "peak_memory_gb", "estimated_memory_gb", "optimizer_state_gb", "tgs")
+           "peak_memory_gb", "estimated_memory_gb", "optimizer_state_gb", "tgs", "glue_score")
 TARGET_FACTOR = 1.05  # default loss target: the baseline's mean final train loss + 5%
 ALPHA = 0.05  # significance level of the verdicts
 
@@ -415,6 +415,43 @@ def job_notes(jobs: list[Job], labels: dict[str, str]) -> list[str]:
     return notes
 
 
+def glue_table(jobs: list[Job]) -> list[str]:
+    """GLUE scores as GaLore's Table 4: a row per variant (its label without the task's
+    keys: its name and files), a column per GLUE task (mean ± std of `glue_score` over the completed jobs), and
+    with several tasks their average (the mean of the row's task means, when it has all)."""
+    scores: dict[str, dict[str, list[float]]] = {}
+    for job in jobs:
+        if job.status == "completed" and "glue_score" in job.summary:
+            label = " ".join(p for p in label_parts(job.summary["variant"])
+                             if not p.startswith("task."))  # a task's name and its files
+            scores.setdefault(label, {}).setdefault(job.summary["task"], []).append(
+                number(job.summary["glue_score"]))
+    if not scores:
+        return []
+    from .tasks.glue import TASKS  # torch: only for a sweep with GLUE jobs
+
+    tasks = [t for t in TASKS if any(t in row for row in scores.values())]
+    metrics = ", ".join(f"{t} {TASKS[t].metrics[0]}" for t in tasks)
+    head = ["variant", *tasks, *(["average"] if len(tasks) > 1 else [])]
+    lines = ["## GLUE", "", f"Score on GLUE's validation split (the test split here): "
+             f"{metrics}; mean ± std over seeds (n in brackets)" + (
+                 "; average: the mean of the task means, blank unless every task ran"
+                 if len(tasks) > 1 else "") + ".", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    common = common_parts(list(scores))
+    for label, row in scores.items():
+        cells = []
+        for t in tasks:
+            mean, std = mean_std(row.get(t, []))
+            cells.append("" if t not in row else fmt(mean) + (
+                f" ± {fmt(std)}" if not math.isnan(std) else "") + f" ({len(row[t])})")
+        if len(tasks) > 1:
+            means = [mean_std(row[t])[0] if t in row else math.nan for t in tasks]
+            cells.append(fmt(statistics.fmean(means)))
+        lines.append(f"| `{short_label(label, common)}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 # ---------------------------------------------------------------- plots
 def wrap(label: str) -> str:
     return textwrap.fill(label, 40)
@@ -588,6 +625,9 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
         "![peak and optimizer-state memory](memory.png)", "",
         "![throughput](tgs.png)",
     ]
+    glue = glue_table(shown)
+    if glue:
+        lines += ["", *glue]
     if tuned:
         lines += ["", "## Learning-rate choice", "", *tuning_notes(choices, labels)]
     notes = job_notes(jobs, labels)

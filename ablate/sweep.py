@@ -120,7 +120,9 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     `hydra.sweeper.params` first, then the command line)."""
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    overrides = parser.parse_overrides([*params, *config.hydra.overrides.task])
+    # Unresolved: `task.path=data/${task.name}` is each job's own, not the primary config's.
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    overrides = parser.parse_overrides([*params, *task])
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 

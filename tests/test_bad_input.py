@@ -14,11 +14,14 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import ablate, run_in_process
+from test_glue import save_llama
 
 SUBPROCESS = "subprocess"
 TWO_GPUS = "in process, the machine seen as having two GPUs"
 JSON_TASK = ["task=pretrain_hub_wikitext103", "task.path=json", "task.train_split=train",
              "task.val_split=train", "task.test_split=train"]
+GLUE = ["task=glue", "task.config_name=null", "model.pretrained={tmp}/glue_model",
+        "task.val_size=1"]
 HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
@@ -165,6 +168,29 @@ ROWS = [
     ("ablate", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3"],
      "hydra.launcher.n_jobs=3: more parallel jobs than the 2 GPU(s) here (allowed: at most 2",
      TWO_GPUS),
+    # -------------------------------------------------- GLUE (task=glue, ablate/tasks/glue.py)
+    ("ablate", ["task=glue", "task.path={tmp}/glue_ok"], "task=glue fine-tunes a pretrained "
+     "model: set model.pretrained"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_ok", "task.name=boolq"],
+     "task.name=boolq: not a GLUE task (allowed: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte)"),
+    ("ablate", [*GLUE, "task.name=mrpc", "task.path={tmp}/glue_mrpc"],
+     "glue_mrpc/train.csv: no column 'sentence2' (its columns: sentence1, label); GLUE mrpc "
+     "needs sentence1, sentence2, label"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_sst2"],
+     "glue_sst2/train.tsv: label 7 in row 2 is out of range (allowed: an integer in 0..1)"),
+    ("ablate", [*GLUE, "task.name=stsb", "task.path=json",
+                "task.data_files={{train: '{tmp}/stsb_text_label.jsonl', "
+                "validation: '{tmp}/stsb_text_label.jsonl'}}"],
+     "stsb_text_label.jsonl: label 'high' in row 1 is out of range (allowed: a finite number)"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_empty_cell"],
+     "glue_empty_cell/train.csv: sentence in row 2 is None, not text"),
+    ("ablate", [*GLUE, "task.name=mnli", "task.path={tmp}/glue_sst2"],
+     "has no validation_matched split (its splits: train, validation)"),
+    ("ablate", [*GLUE, "task.path={tmp}/nothing"], "cannot be loaded as GLUE sst2"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_ok", "task.val_size=100"],
+     "task.val_size=100: must be in 1..3 (the train split has 4 examples)"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_ok", "task.max_eval_examples=0"],
+     "task.max_eval_examples=0: must be >= 1"),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],
@@ -208,6 +234,20 @@ def prepared(tmp_path_factory, cache_dir, no_progress_bars):
     tokenizer = AutoTokenizer.from_pretrained(bad / "added_tokens")
     tokenizer.add_tokens([f"<extra_{i}>" for i in range(100)])
     tokenizer.save_pretrained(bad / "added_tokens")
+    save_llama(bad / "glue_model")
+    for folder, name, text in [
+            ("glue_ok", "train.tsv", "sentence\tlabel\na\t0\nb\t1\nc\t0\nd\t1\n"),
+            ("glue_ok", "validation.tsv", "sentence\tlabel\na\t0\n"),
+            ("glue_sst2", "train.tsv", "sentence\tlabel\na\t0\nb\t7\n"),
+            ("glue_sst2", "validation.tsv", "sentence\tlabel\na\t0\n"),
+            ("glue_mrpc", "train.csv", "sentence1,label\na,0\n"),
+            ("glue_mrpc", "validation.csv", "sentence1,label\na,0\n"),
+            ("glue_empty_cell", "train.csv", "sentence,label\na,0\n,1\n"),
+            ("glue_empty_cell", "validation.csv", "sentence,label\na,0\n")]:
+        (bad / folder).mkdir(exist_ok=True)
+        (bad / folder / name).write_text(text)
+    (bad / "stsb_text_label.jsonl").write_text(
+        '{"sentence1": "a", "sentence2": "b", "label": "high"}\n')
     return {"run": run, "tmp": bad, "file": bad / "file"}
 
 
@@ -230,7 +270,9 @@ def test_bad_input_is_one_line_before_anything_is_written(row, prepared, cache_d
     args = [a.format(**prepared) for a in args]
     if module == "ablate":  # the tiny settings keep a row that wrongly trains short
         flags = [a for a in args if a == "-m"]
-        args = [*flags, *tiny_overrides(cache_dir), *[a for a in args if a != "-m"]]
+        tiny = [a for a in tiny_overrides(cache_dir)  # GLUE's vocabulary is its tokenizer's
+                if "task=glue" not in args or not a.startswith("task.vocab_size=")]
+        args = [*flags, *tiny, *[a for a in args if a != "-m"]]
     (tmp_path / "hf").mkdir()  # an empty Hugging Face cache: the hub task cannot load
     before = files_under(tmp_path, prepared["run"].parents[2])
     if how == [SUBPROCESS]:

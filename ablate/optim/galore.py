@@ -18,7 +18,8 @@ from .precision import fp32_update, load_state_keeping_dtypes
 # Module-name substrings whose 2-D weights are projected: LLaMA attention and MLP, and
 # GPT-2's Conv1D layers (stored transposed, in x out, which projection does not mind).
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                          "down_proj", "c_attn", "c_proj", "c_fc")
+                          "down_proj", "c_attn", "c_proj", "c_fc", "query", "key", "value",
+                          "intermediate.dense", "output.dense")
 PROJ_TYPES = ("std", "reverse_std", "left", "right", "full")
 PROJECTIONS = ("svd", "random", "pca", "none")
 # 8-bit moments as bitsandbytes' 8-bit Adam stores them: blocks of 256 values, one fp32
