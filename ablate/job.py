@@ -186,7 +186,7 @@ def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
     lr_part = f" lr_factor={cfg.trainer.lr_factor:g}" if cfg.tune is not None else ""
     toggle_tags = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
                    for k, v in summary["toggles"].items()]
-    wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved, group=sweep,
+    wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved, group=summary["sweep"],
                          name=f"{label}{lr_part} seed={cfg.trainer.seed}", job_type=label,
                          tags=[cfg.optimizer.name, *toggle_tags])
     summary["wandb_file"] = wandb_run.file

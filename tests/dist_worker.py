@@ -8,8 +8,11 @@ import torch
 
 def train_all(configs: dict, steps: int) -> dict[str, dict[str, torch.Tensor]]:
     """Each config trained `steps` steps on this rank; its parameters and losses."""
+    import gc
+
     from ablate.train import Trainer
 
+    gc.freeze()  # each Trainer's reset_peak collects garbage: not the imports' objects again
     out = {}
     for name, cfg in configs.items():
         trainer = Trainer(cfg)
