@@ -83,6 +83,12 @@ class Projection(Enum):
     none = "none"
 
 
+class TaskKind(Enum):
+    """The module of ablate/tasks/ that a task's data and metrics come from."""
+
+    pretrain = "pretrain"
+
+
 class WandbMode(Enum):
     offline = "offline"
     online = "online"
@@ -174,6 +180,7 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
+    kind: TaskKind = MISSING  # the module of ablate/tasks/ that runs it
     name: str = MISSING
     vocab_size: int = MISSING  # size of the BPE vocabulary trained on the training text
     cache_dir: str = MISSING  # tokenizer and token ids are cached here, keyed by content

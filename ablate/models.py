@@ -1,10 +1,12 @@
-"""LLaMA and GPT-2 causal LMs from `transformers` configs, randomly initialised (no hub)."""
+"""LLaMA and GPT-2 from `transformers` configs, randomly initialised (no hub), with the head
+a task asks for."""
 
 from __future__ import annotations
 
 import torch
 from omegaconf import DictConfig
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM, LlamaForSequenceClassification)
 
 
 def hf_config(model: DictConfig):
@@ -35,10 +37,17 @@ def hf_config(model: DictConfig):
     )
 
 
-def build_model(model: DictConfig, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Random init on `device`; on "meta" no memory is allocated (for size estimates)."""
+def build_model(model: DictConfig, device: str | torch.device = "cpu",
+                head: str | int = "causal_lm") -> torch.nn.Module:
+    """Random init on `device`; on "meta" no memory is allocated (for size estimates).
+    `head`: "causal_lm", or n: a sequence-classification head with n outputs (1: regression)."""
     config = hf_config(model)
-    cls = LlamaForCausalLM if model.arch == "llama" else GPT2LMHeadModel
+    if head == "causal_lm":
+        cls = LlamaForCausalLM if model.arch == "llama" else GPT2LMHeadModel
+    else:
+        config.num_labels = head
+        cls = LlamaForSequenceClassification if model.arch == "llama" else (
+            GPT2ForSequenceClassification)
     with torch.device(device):
         return cls(config)
 

@@ -23,7 +23,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import ConfigError, IncompatibleToggles, apply_variant, check, error_line, typed
-from .data import check_corpus, load_corpus
 
 
 def _read(path: Path) -> dict | None:
@@ -131,15 +130,18 @@ class SweepReport(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             check_launcher(config.hydra.launcher)
-            jobs, corpora = sweep_jobs(config), {}
+            from .tasks import load_task  # its data libraries load only when a sweep starts
+
+            jobs, tasks = sweep_jobs(config), {}
             for number, job in enumerate(jobs):
                 try:
                     cfg = apply_variant(typed(compose(config.hydra.job.config_name, job)))
                     check(cfg)
-                    task = json.dumps(OmegaConf.to_container(cfg.task, resolve=True))
-                    if task not in corpora:
-                        corpora[task] = load_corpus(cfg.task)
-                    check_corpus(corpora[task], cfg.trainer)
+                    key = json.dumps(OmegaConf.to_container(cfg.task, resolve=True,
+                                                            enum_to_str=True))
+                    if key not in tasks:
+                        tasks[key] = load_task(cfg)
+                    tasks[key].check(cfg.trainer)
                 except IncompatibleToggles:
                     continue  # recorded as skipped when the job runs
                 except ConfigError as exc:

@@ -1,4 +1,7 @@
-"""The training loop of one job: model, data, optimizer (fused into backward or not), metrics."""
+"""The training loop of one job: model, task, optimizer (fused into backward or not), metrics.
+
+The task (ablate/tasks/) gives the batches, the loss and the metrics; the trainer owns the
+device, the forward precision, the schedule, accumulation and the optimizer."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from accelerate.utils import set_seed
 from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
@@ -17,10 +19,10 @@ from tqdm import tqdm
 
 from . import distributed
 from .config import optimizer_class, optimizer_kwargs
-from .data import check_corpus, eval_batches, load_corpus, train_batch
 from .fused import OptimizerInBackward
 from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
 from .models import build_model, count_params
+from .tasks import load_task
 
 
 def pick_device(name: str, world: distributed.World = distributed.World()) -> torch.device:
@@ -88,9 +90,9 @@ class Trainer:
         self.device = pick_device(self.t.device.value, self.world)
         reset_peak(self.device)
         set_seed(self.t.seed)
-        self.corpus = load_corpus(cfg.task)
-        check_corpus(self.corpus, self.t)
-        self.model = build_model(cfg.model, self.device)
+        self.task = load_task(cfg)
+        self.task.check(self.t)
+        self.model = build_model(cfg.model, self.device, self.task.head)
         self.net = self.model  # what the training forward runs: DDP's wrapper when unfused
         self.optimizer = self.data_parallel(cfg) if self.world.size > 1 else build_optimizer(
             cfg, self.model)
@@ -119,34 +121,26 @@ class Trainer:
         self.net.register_comm_hook(None, distributed.sum_gradients_hook)
         return build_optimizer(cfg, self.model)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor,
-             reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-token cross-entropy (mean or sum over the targets), and the logits."""
-        with self.autocast:
-            logits = self.net(input_ids=x).logits
-        logits = logits.float()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1),
-                               reduction=reduction), logits
-
     def train_step(self) -> float:
         """One optimizer step over the global batch: this rank's rows of it, in
-        `grad_accum_steps` micro-batches. Each micro-batch's loss is its target sum over
-        the GLOBAL batch's target count, so the gradients summed over micro-batches and
-        ranks are the global batch's mean. Returns the global batch's mean loss (NaN or inf
-        on any rank stops every rank before any update from that micro-batch)."""
+        `grad_accum_steps` micro-batches. Each micro-batch's loss is its loss sum over the
+        GLOBAL batch's count, so the gradients summed over micro-batches and ranks are the
+        global batch's mean. Returns the global batch's mean loss (NaN or inf on any rank
+        stops every rank before any update from that micro-batch)."""
         t, k, b = self.t, self.t.grad_accum_steps, self.t.batch_size
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, t)
-        x, y = train_batch(self.corpus.train, self.step, self.global_batch, t.seq_len, t.seed)
-        count = y.numel()
-        mine = slice(self.world.rank * b * k, (self.world.rank + 1) * b * k)
-        x, y = x[mine], y[mine]
+        batch = self.task.train_batch(self.step, self.global_batch)
+        count = self.task.count(batch)
+        mine = self.world.rank * b * k  # this rank's first row
         total = 0.0
         for i in range(k):
             last = i == k - 1
+            rows = slice(mine + i * b, mine + (i + 1) * b)
+            micro = {key: v[rows].to(self.device) for key, v in batch.items()}
             with self.net.no_sync() if self.ddp and not last else contextlib.nullcontext():
-                loss = self.loss(x[i * b:(i + 1) * b].to(self.device),
-                                 y[i * b:(i + 1) * b].to(self.device), "sum")[0] / count
+                with self.autocast:
+                    loss = self.task.loss(self.net, micro)[0] / count
                 value = distributed.sum_over_ranks(loss.detach().double()).item()
                 if not math.isfinite(value):
                     return value
@@ -166,22 +160,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
-        """Loss, perplexity = exp(loss) and next-token top-1 accuracy on a held-out split
-        (`val` or `test`), keyed `{split}_loss` etc."""
+        """The task's metrics on a held-out split (`val` or `test`), keyed `{split}_loss` etc."""
         self.model.eval()
-        loss_sum, correct, count = 0.0, 0, 0
-        for x, y in eval_batches(getattr(self.corpus, split), self.t.eval_batches,
-                                 self.t.batch_size, self.t.seq_len, split):
-            x, y = x.to(self.device), y.to(self.device)
-            loss, logits = self.loss(x, y)
-            loss_sum += loss.item() * y.numel()
-            correct += (logits.argmax(-1) == y).sum().item()
-            count += y.numel()
+        with self.autocast:
+            metrics = self.task.evaluate(self.model, split)
         self.model.train()
-        loss = loss_sum / count
-        return {f"{split}_loss": loss,
-                f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
-                f"{split}_accuracy": correct / count}
+        return metrics
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -247,7 +231,7 @@ class Trainer:
                 status = "stalled"
         else:
             evaluation = {f"{split}_{metric}": float("nan") for split in ("val", "test")
-                          for metric in ("loss", "perplexity", "accuracy")}
+                          for metric in self.task.metrics}
         return {
             "status": status, "final_train_loss": loss, "peak_lr": peak_lr(t), **evaluation,
             "peak_memory_gb": distributed.max_over_ranks(peak_bytes(self.device)) / GB,

@@ -27,7 +27,7 @@ from ablate.train import Trainer
 
 def window_losses(trainer: Trainer) -> list[float]:
     """Mean loss of each batch of windows over the whole validation split, in order."""
-    t, stream = trainer.t, trainer.corpus.val
+    t, stream = trainer.t, trainer.task.corpus.val
     rows, size = t.batch_size, t.seq_len + 1
     n_batches = len(stream) // (rows * size)
     windows = stream[:n_batches * rows * size].view(n_batches, rows, size).long()

@@ -83,6 +83,13 @@ def run_in_process(cwd: Path, *args: str, module: str = "ablate") -> tuple[int, 
     return code, out.getvalue(), err.getvalue()
 
 
+def mean_loss(trainer, batch: dict):
+    """The mean loss of a trainer's task on a batch: what one step without accumulation
+    minimises."""
+    loss_sum, count = trainer.task.loss(trainer.model, batch)
+    return loss_sum / count
+
+
 def losses(run_dir: Path) -> list[float]:
     """The training losses a run logged, in step order."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from ablate.config import ConfigError, check, compose
-from ablate.data import train_batch
 from ablate.fused import OptimizerInBackward
 from ablate.memory import optimizer_state_bytes
 from ablate.optim import AdaLomo, Lomo
 from ablate.train import Trainer
-from conftest import ablate
+from conftest import ablate, mean_loss
 from test_trainer import assert_same_params, train
 
 # After p - step an element can land near zero by cancellation, and its absolute error is
@@ -65,8 +64,7 @@ def compare_with_reference(cfg, make_reference, norm_pass: bool = False,
         if lockstep:
             ours.model.load_state_dict(theirs.model.state_dict())
         losses.append(ours.train_step())
-        x, y = train_batch(theirs.corpus.train, step, t.batch_size, t.seq_len, t.seed)
-        loss = theirs.loss(x, y)[0]
+        loss = mean_loss(theirs, theirs.task.train_batch(step, t.batch_size))
         if norm_pass:
             reference.grad_norm(loss)
         reference.fused_backward(loss, t.lr)
@@ -124,11 +122,11 @@ def test_standalone_step_equals_lomo_optim_with_loss_scale_and_both_clips(tiny_c
     reference = ReferenceAdaLomo(theirs.model, lr=0.01, loss_scale=1024.0, **options)
     t = cfg.trainer
     for step in range(t.max_steps):
-        x, y = train_batch(ours.corpus.train, step, t.batch_size, t.seq_len, t.seed)
-        (ours.loss(x, y)[0] * 1024.0).backward()
+        batch = ours.task.train_batch(step, t.batch_size)
+        (mean_loss(ours, batch) * 1024.0).backward()
         opt.step()
         assert all(p.grad is None for p in ours.model.parameters())  # consumed, as LOMO
-        loss = theirs.loss(x, y)[0]
+        loss = mean_loss(theirs, batch)
         reference.grad_norm(loss)
         reference.fused_backward(loss, 0.01)
     assert_same_params(ours.model, theirs.model, rtol=RTOL, atol=ATOL)

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from ablate.config import ConfigError, check, compose
-from ablate.data import train_batch
 from ablate.job import describe
 from ablate.memory import optimizer_state_bytes
 from ablate.optim import AdamW
 from ablate.train import Trainer, lr_at
+from conftest import mean_loss
 from test_trainer import assert_same_params, train
 
 
@@ -25,8 +25,7 @@ def run_by_hand(cfg, make_optimizer) -> tuple[Trainer, torch.optim.Optimizer]:
     t = cfg.trainer
     for step in range(t.max_steps):
         opt.param_groups[0]["lr"] = lr_at(step, t)
-        x, y = train_batch(reference.corpus.train, step, t.batch_size, t.seq_len, t.seed)
-        reference.loss(x, y)[0].backward()
+        mean_loss(reference, reference.task.train_batch(step, t.batch_size)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     return reference, opt

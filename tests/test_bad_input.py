@@ -143,6 +143,8 @@ ROWS = [
     ("ablate.report", ["{run}", "--loss-target", "nan"], "--loss-target nan: must be a loss > 0"),
     ("ablate.report", ["{run}", "--baseline", "zzz"], "--baseline 'zzz' matches no variant"),
     ("ablate.report", ["{run}", "--bogus"], "unrecognized arguments: --bogus"),
+    # -------------------------------------------------- tasks (issue 14)
+    ("ablate", ["task.kind=nope"], "task.kind=nope: Invalid value 'nope', expected one of"),
     # -------------------------------------------------- one job on several processes
     ("ablate", ["trainer.processes=0"], "trainer.processes=0: must be >= 1"),
     ("ablate", ["trainer.processes=-2"], "trainer.processes=-2: must be >= 1"),

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from ablate.data import eval_batches, load_corpus, stdlib_texts, train_batch
+from ablate.tasks.pretrain import eval_batches, load_corpus, stdlib_texts, train_batch
 from ablate.train import Trainer
 
 WORDS = "the quick brown fox jumps over the lazy dog while optimizers argue about memory".split()

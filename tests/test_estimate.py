@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, mean_loss
 
 from ablate.config import compose
-from ablate.data import load_corpus
+from ablate.tasks.pretrain import load_corpus
 from ablate.estimate import (estimate, main, saved_activation_bytes, tied_params,
                              weight_bytes)
 from ablate.job import run_job
@@ -47,7 +47,7 @@ def corpus(cache_dir):
 def trainer(corpus, monkeypatch):
     """`trainer(cfg)`: a Trainer that reuses one loaded corpus and skips the peak-memory reset
     (its full garbage collection): each takes ~0.5 s, and nothing here reads the peak."""
-    monkeypatch.setattr("ablate.train.load_corpus", lambda task: corpus)
+    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task: corpus)
     monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
     return Trainer
 
@@ -94,8 +94,8 @@ def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, sha
     t = cfg.trainer
     x = torch.randint(0, cfg.model.vocab_size, (t.batch_size, t.seq_len))
     y = torch.randint(0, cfg.model.vocab_size, (t.batch_size, t.seq_len))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = trainer.loss(x, y)[0]
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), trainer.autocast:
+        loss = mean_loss(trainer, {"input_ids": x, "targets": y})
     loss.backward()
     assert sum(saved.values()) == saved_activation_bytes(cfg.model, t.batch_size, t.seq_len,
                                                          precision, "fp32", checkpointing)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ablate.train import Trainer
+from conftest import mean_loss
 
 
 def train(cfg, steps=None) -> Trainer:
@@ -43,10 +44,8 @@ def test_fused_adamw_equals_torch_adamw_run_the_ordinary_way(tiny_cfg):
     reference = Trainer(cfg)  # same init (same seed), its hooks never fire below
     reference.optimizer.remove_hooks()
     opt = torch.optim.AdamW(reference.model.parameters(), lr=0.01, weight_decay=0.1)
-    from ablate.data import train_batch
     for step in range(cfg.trainer.max_steps):
-        x, y = train_batch(reference.corpus.train, step, 4, 32, cfg.trainer.seed)
-        reference.loss(x, y)[0].backward()
+        mean_loss(reference, reference.task.train_batch(step, 4)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     assert_same_params(fused.model, reference.model)

@@ -1,4 +1,5 @@
-"""Text corpora, a byte-level BPE tokenizer trained on them, and deterministic batches.
+"""Causal-LM pre-training: text corpora, a byte-level BPE tokenizer trained on them, and
+deterministic batches of windows.
 
 A corpus is tokenized once into three flat streams of ids (train, validation, test), with
 an end-of-text id between documents, and cached under `task.cache_dir` keyed by a hash of
@@ -16,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
-from .config import ConfigError, first_line
+from ..config import ConfigError, first_line
 
 EOT = "<|endoftext|>"
 
@@ -177,3 +180,55 @@ def eval_batches(stream: torch.Tensor, n_batches: int, rows: int, seq_len: int, 
     for i in range(n_batches):
         chunk = windows[i * rows:(i + 1) * rows]
         yield chunk[:, :-1], chunk[:, 1:]
+
+
+def next_token_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy summed over the targets that are not -100, and the logits."""
+    logits = model(input_ids=batch["input_ids"]).logits.float()
+    targets = batch["targets"]
+    loss_sum = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                               reduction="sum")
+    return loss_sum, logits
+
+
+class Task:
+    """Pre-training on a corpus (`pretrain_local` or a hub corpus): loss, perplexity and
+    next-token accuracy on fixed windows of the held-out streams."""
+
+    head = "causal_lm"
+    metrics = ("loss", "perplexity", "accuracy")
+
+    def __init__(self, cfg: DictConfig):
+        self.t = cfg.trainer
+        self.corpus = load_corpus(cfg.task)
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=self.corpus.tokenizer,
+                                                 eos_token=EOT, pad_token=EOT)
+
+    def check(self, t: DictConfig) -> None:
+        check_corpus(self.corpus, t)
+
+    def train_batch(self, step: int, rows: int) -> dict[str, torch.Tensor]:
+        x, y = train_batch(self.corpus.train, step, rows, self.t.seq_len, self.t.seed)
+        return {"input_ids": x, "targets": y}
+
+    def count(self, batch: dict) -> int:
+        return batch["targets"].numel()
+
+    def loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+        return next_token_loss(model, batch)[0], self.count(batch)
+
+    def evaluate(self, model: torch.nn.Module, split: str) -> dict:
+        """Loss, perplexity = exp(loss) and next-token top-1 accuracy on a held-out split."""
+        device = next(model.parameters()).device
+        loss_sum, correct, count = 0.0, 0, 0
+        for x, y in eval_batches(getattr(self.corpus, split), self.t.eval_batches,
+                                 self.t.batch_size, self.t.seq_len, split):
+            batch = {"input_ids": x.to(device), "targets": y.to(device)}
+            batch_sum, logits = next_token_loss(model, batch)
+            loss_sum += batch_sum.item()
+            correct += (logits.argmax(-1) == batch["targets"]).sum().item()
+            count += y.numel()
+        loss = loss_sum / count
+        return {f"{split}_loss": loss,
+                f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
+                f"{split}_accuracy": correct / count}
