@@ -7,6 +7,7 @@ Files in the run directory:
 - `traceback.txt`: only when the job raised;
 - `checkpoint.pt` (+ `checkpoint.json`: its step and config hash): with
   `trainer.checkpoint_every=k`, the latest of every k steps.
+A job on several processes (`trainer.processes`, torchrun, SLURM) has rank 0 write them all.
 """
 
 from __future__ import annotations
