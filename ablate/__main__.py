@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .config import (ConfigError, IncompatibleToggles, apply_variant, check, config_dir,
                      error_line, first_line, register_configs, typed)
 from .devices import sweep_job_gpu
+from .distributed import world_from_env
 from .job import record, run_job
 from .tune import decide
 
@@ -37,6 +39,8 @@ def main(cfg: DictConfig) -> float:
         try:
             cfg = apply_variant(typed(cfg))
             check(cfg)
+            if world_from_env().size > 1:  # started by torchrun: the summary says how many
+                cfg.trainer.processes = world_from_env().size
             summary = run_job(cfg, run_dir, overrides)
         except ConfigError as exc:
             remove_rejected_run(run_dir, Path(cfg.outputs_dir), hc.job.name)
@@ -69,6 +73,8 @@ def main(cfg: DictConfig) -> float:
                     record(cfg, run_dir, overrides, sweep, "failed",
                            error_type=type(exc).__name__, error=first_line(exc))
             return math.nan
+    if summary is None:  # a rank other than 0 of a launcher's job: rank 0 reports
+        return math.nan
     print(one_line_summary(summary, run_dir), flush=True)
     return summary["val_loss"]
 
@@ -119,6 +125,15 @@ def sweep_name(cfg: DictConfig, hc) -> str:
 def cli() -> None:
     # Let composition errors reach us instead of Hydra's multi-line report.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    world = world_from_env()
+    if world.size > 1 and {"-m", "--multirun"} & set(sys.argv):
+        sys.exit("ablate: error: -m under torchrun, accelerate launch or srun: each rank would "
+                 "sweep on its own; launch one job at a time, or sweep with "
+                 "trainer.processes=N (each job starts its N processes)")
+    if world.rank > 0:  # rank 0 writes the run directory; the others write nothing
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled",
+                     "hydra/hydra_logging=disabled",
+                     f"hydra.run.dir={tempfile.mkdtemp(prefix=f'ablate-rank{world.rank}-')}"]
     try:
         main()
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:

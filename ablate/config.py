@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import secrets
 import typing
 import warnings
@@ -27,6 +28,8 @@ from hydra.utils import get_class
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from .distributed import world_from_env
 
 
 def config_dir() -> Path:
@@ -292,6 +295,10 @@ class TrainerConfig:
     activation_checkpointing: bool = MISSING
     progress: bool = MISSING  # progress bar (only drawn on a TTY)
     save_model: bool = False  # RUN_DIR/model/: the model and its tokenizer, transformers' format
+    # Data parallel: the global batch is processes x batch_size x grad_accum_steps rows.
+    processes: int = MISSING  # workers this job launches (1: none; see ablate/distributed.py)
+    bucket_mb: float = MISSING  # gradients summed across processes in buckets of this size
+    collective_timeout_s: float = MISSING  # a rank waiting longer on the others fails the job
 
 
 @dataclass
@@ -446,7 +453,8 @@ def check(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.batch_size", "trainer.seq_len", "trainer.grad_accum_steps",
               "trainer.lr", "trainer.lr_factor", "trainer.eval_batches", "trainer.log_interval",
               "model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
-              "model.intermediate_size", "model.max_seq_len")
+              "model.intermediate_size", "model.max_seq_len", "trainer.bucket_mb",
+              "trainer.collective_timeout_s")
     t = cfg.trainer
     if not 0 <= t.seed < 2**32:
         raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32 - 1]")
@@ -519,7 +527,33 @@ def check(cfg: DictConfig) -> None:
             f"optimizer={cfg.optimizer.name} (it supports: {', '.join(supported)})")
     if t.device.value == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda: no CUDA device is available (allowed: auto, cpu)")
+    _check_processes(t)
     _check_optimizer_builds(cfg)
+
+
+def _check_processes(t: DictConfig) -> None:
+    """`trainer.processes`: at least one, at most one per GPU (on CUDA) or per CPU core;
+    under an outside launcher (torchrun, SLURM), 1 or the launcher's world size."""
+    if t.processes < 1:
+        raise ConfigError(f"trainer.processes={t.processes}: must be >= 1")
+    world = world_from_env()
+    if world.size > 1:
+        if t.processes not in (1, world.size):
+            raise ConfigError(f"trainer.processes={t.processes}: this process is one of "
+                              f"{world.size} ranks started by a launcher (allowed: 1 or "
+                              f"{world.size})")
+        return
+    if t.processes == 1:
+        return
+    cuda = t.device.value == "cuda" or (t.device.value == "auto" and torch.cuda.is_available())
+    if cuda and t.processes > torch.cuda.device_count():
+        raise ConfigError(f"trainer.processes={t.processes}: more than this machine's "
+                          f"{torch.cuda.device_count()} GPUs (allowed: 1 to "
+                          f"{torch.cuda.device_count()}, one process per GPU)")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cuda and t.processes > cores:
+        raise ConfigError(f"trainer.processes={t.processes}: more than the {cores} CPU cores "
+                          f"this job may use (allowed: 1 to {cores})")
 
 
 def _check_optimizer_builds(cfg: DictConfig) -> None:
@@ -549,7 +583,8 @@ def _check_optimizer_builds(cfg: DictConfig) -> None:
 # grid job is found again by a sweep with another grid or more seeds.
 NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "share_gpus", "logger", "task.cache_dir",
                "trainer.progress", "trainer.log_interval", "trainer.eval_interval",
-               "trainer.checkpoint_every", "tune", "ablation.seeds")
+               "trainer.checkpoint_every", "trainer.bucket_mb", "trainer.collective_timeout_s",
+               "tune", "ablation.seeds")
 
 
 def config_hash(cfg: DictConfig) -> str:

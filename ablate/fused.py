@@ -5,6 +5,11 @@ parameter's post-accumulate-grad hook as soon as its gradient is complete; the g
 freed at once, so no full set of gradients ever exists. The instances run the same
 per-tensor update as one optimizer's `step()`; from outside they look like one optimizer
 (one `state_dict`, one list of param groups), as in torchtune's `optimizer_in_bwd`.
+
+Data parallel, a hook hands its gradient to a `distributed.BucketedAllReduce` instead of
+using it: the update runs when the gradient's bucket has been summed over the ranks, so
+every rank steps on the same gradient, and what a gathering pass sums (the clipping norm,
+AdaLomo's global sums) is taken over the summed gradients: global across ranks too.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ class OptimizerInBackward:
     and reads the sum over all instances from its `global_totals` when it steps."""
 
     def __init__(self, named_params: Iterable[tuple[str, torch.nn.Parameter]],
-                 make_optimizer: Callable[[list], torch.optim.Optimizer]):
+                 make_optimizer: Callable[[list], torch.optim.Optimizer], reducer=None):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.reducer = reducer  # a BucketedAllReduce across ranks, or None
         self._handles = []
         self.accumulating = False  # True on micro-batches that only accumulate gradients
         self.clip_coef: torch.Tensor | None = None  # set by a gathering pass, used by the next
@@ -44,17 +50,36 @@ class OptimizerInBackward:
             self = owner()
             if self is None or self.accumulating:
                 return
-            if self._gathering == "norms":
-                self._gathered.append(p.grad.detach().float().pow(2).sum())
+            if self.reducer is None:
+                self._use(name, p)
             else:
-                if self.clip_coef is not None:
-                    p.grad.mul_(self.clip_coef)
-                if self._gathering is None:
-                    self.optimizers[name].step()
-                elif name in self._needing_sums:
-                    self._gathered.append(self.optimizers[name].global_sums())
-            p.grad = None
+                self.reducer.ready(p, lambda: self._use(name, p))
         return hook
+
+    def _use(self, name: str, p: torch.Tensor) -> None:
+        """What the present pass does with p's complete gradient, which it then frees."""
+        if self._gathering == "norms":
+            self._gathered.append(p.grad.detach().float().pow(2).sum())
+        else:
+            if self.clip_coef is not None:
+                p.grad.mul_(self.clip_coef)
+            if self._gathering is None:
+                self.optimizers[name].step()
+            elif name in self._needing_sums:
+                self._gathered.append(self.optimizers[name].global_sums())
+        p.grad = None
+
+    def backward(self, loss: torch.Tensor, clip_grad_norm: float | None) -> None:
+        """`loss.backward()` that updates every parameter (after any gathering passes), or
+        only accumulates gradients while `accumulating`."""
+        if not self.accumulating:
+            self.gather(loss, clip_grad_norm)
+        self._backward(loss)
+
+    def _backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
+        loss.backward(retain_graph=retain_graph)
+        if self.reducer is not None and not self.accumulating:
+            self.reducer.finish()
 
     def gather(self, loss: torch.Tensor, clip_grad_norm: float | None) -> None:
         """What every update needs before any update, each from a backward that only
@@ -73,7 +98,7 @@ class OptimizerInBackward:
     def _gathering_pass(self, loss: torch.Tensor, what: str) -> torch.Tensor:
         self._gathering, self._gathered = what, []
         try:
-            loss.backward(retain_graph=True)
+            self._backward(loss, retain_graph=True)
             return torch.stack(self._gathered).sum(0)
         finally:
             self._gathering, self._gathered = None, []

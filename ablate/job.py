@@ -7,6 +7,7 @@ Files in the run directory:
 - `traceback.txt`: only when the job raised;
 - `checkpoint.pt` (+ `checkpoint.json`: its step and config hash): with
   `trainer.checkpoint_every=k`, the latest of every k steps.
+A job on several processes (`trainer.processes`, torchrun, SLURM) has rank 0 write them all.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import distributed
 from .config import NOT_IN_HASH, config_hash, first_line, optimizer_class, parse_assignment, plain
-from .sweep import find_checkpoints, find_completed
+from .sweep import _read, find_checkpoints, find_completed
 from .tracking import WandbRun, fit
 
 # Overrides that do not make a variant: the seed and a tuned sweep's lr factor (runs that
@@ -123,7 +125,6 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
     checkpoint of it is continued. A ConfigError (data that cannot give the batches asked
     for) is raised before anything is written."""
     from .estimate import summary_fields  # transformers loads only when a job runs
-    from .train import Trainer
 
     summary = {"status": "failed", **describe(cfg, overrides, sweep), **summary_fields(cfg)}
     if tuning is not None:
@@ -141,8 +142,41 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
                   flush=True)
             return summary
         checkpoints = find_checkpoints(resume_from, summary["config_hash"], exclude=run_dir)
+    if cfg.trainer.processes > 1 and not distributed.launched():
+        return train_on_processes(cfg, run_dir, summary, checkpoints, resume_from)
+    return train_job(cfg, run_dir, summary, checkpoints, resume_from)
+
+
+def train_on_processes(cfg: DictConfig, run_dir: Path, summary: dict,
+                       checkpoints: list[tuple[Path, int]],
+                       resume_from: list[Path] | None) -> dict:
+    """`train_job` on `trainer.processes` workers; rank 0 writes. When a rank fails, the
+    summary records the first failure (rank 0 may have been stopped before it could)."""
+    try:
+        return distributed.launch(cfg.trainer.processes, train_job,
+                                  (cfg, run_dir, summary, checkpoints, resume_from))
+    except distributed.RankFailed as exc:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        written = _read(run_dir / "summary.json") or summary
+        written.update(status="failed", error_type=exc.error_type, error=str(exc))
+        if exc.traceback_text:
+            with contextlib.suppress(OSError):
+                (run_dir / "traceback.txt").write_text(exc.traceback_text)
+        write_json(run_dir / "summary.json", written)
+        raise
+
+
+def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
+              checkpoints: list[tuple[Path, int]], resume_from: list[Path] | None) -> dict | None:
+    """Train (from the first readable checkpoint) and record. Of several ranks, rank 0
+    writes every file and the W&B run; the others train along and return None."""
+    from .train import Trainer
+
     trainer = Trainer(cfg)
     resumed = resume(trainer, checkpoints)
+    if trainer.world.rank:
+        trainer.fit(lambda record: None)
+        return None
     if resume_from is not None and resumed is None:
         print(f"resume: no earlier work of config {summary['config_hash']} under "
               f"{', '.join(map(str, resume_from))}: training from step 0", flush=True)
@@ -153,7 +187,7 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
     lr_part = f" lr_factor={cfg.trainer.lr_factor:g}" if cfg.tune is not None else ""
     toggle_tags = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
                    for k, v in summary["toggles"].items()]
-    wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved, group=sweep,
+    wandb_run = WandbRun(resolved["logger"]["wandb"], run_dir, resolved, group=summary["sweep"],
                          name=f"{label}{lr_part} seed={cfg.trainer.seed}", job_type=label,
                          tags=[cfg.optimizer.name, *toggle_tags])
     summary["wandb_file"] = wandb_run.file
@@ -221,7 +255,8 @@ def resume(trainer, checkpoints: list[tuple[Path, int]]) -> Path | None:
                           f"{first_line(exc)}); set aside as {aside.name}", stacklevel=2)
             continue
         trainer.load_state_dict(state)
-        print(f"resume: continuing from {path} at step {trainer.step}", flush=True)
+        if trainer.world.rank == 0:
+            print(f"resume: continuing from {path} at step {trainer.step}", flush=True)
         return run_dir
     return None
 

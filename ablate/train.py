@@ -5,6 +5,7 @@ device, the forward precision, the schedule, accumulation and the optimizer."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -14,8 +15,10 @@ from typing import Callable
 import torch
 from accelerate.utils import set_seed
 from omegaconf import DictConfig
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from . import distributed
 from .config import ConfigError, optimizer_class, optimizer_kwargs
 from .fused import OptimizerInBackward
 from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
@@ -23,22 +26,28 @@ from .models import build_model, count_params, hf_config
 from .tasks import load_task
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, world: distributed.World = distributed.World()) -> torch.device:
+    """The job's device; data parallel on CUDA, the GPU of this process's local rank."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and world.size > 1:
+        return torch.device("cuda", world.local_rank)
     return torch.device(name)
 
 
-def build_optimizer(cfg: DictConfig, model: torch.nn.Module):
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module,
+                    reducer: distributed.BucketedAllReduce | None = None):
     """The configured optimizer over all trainable parameters, stepped in backward when
-    `toggles.fused_backward` is on (one instance per parameter) or by `step()` otherwise."""
+    `toggles.fused_backward` is on (one instance per parameter; data parallel, on gradients
+    summed over the ranks by `reducer`) or by `step()` otherwise."""
     cls, kwargs = optimizer_class(cfg), optimizer_kwargs(cfg)
 
     def make(named_params: list) -> torch.optim.Optimizer:
         return cls(named_params, lr=peak_lr(cfg.trainer), **kwargs)
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return OptimizerInBackward(named, make) if cfg.toggles.fused_backward else make(named)
+    return (OptimizerInBackward(named, make, reducer) if cfg.toggles.fused_backward
+            else make(named))
 
 
 def weight_dtype(t: DictConfig) -> torch.dtype:
@@ -102,7 +111,9 @@ class Trainer:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self.t = cfg.trainer
-        self.device = pick_device(self.t.device.value)
+        self.world = distributed.setup(pick_device(self.t.device.value).type,
+                                       self.t.collective_timeout_s)
+        self.device = pick_device(self.t.device.value, self.world)
         reset_peak(self.device)
         set_seed(self.t.seed)
         self.task = load_task(cfg)
@@ -112,37 +123,63 @@ class Trainer:
                                  dtype=weight_dtype(self.t))
         if self.t.activation_checkpointing:
             enable_activation_checkpointing(self.model)
-        self.optimizer = build_optimizer(cfg, self.model)
+        self.net = self.model  # what the training forward runs: DDP's wrapper when unfused
+        self.optimizer = self.data_parallel(cfg) if self.world.size > 1 else build_optimizer(
+            cfg, self.model)
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
+        self.ddp = isinstance(self.net, DistributedDataParallel)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                        enabled=self.t.precision.value == "bf16")
         self.params_m = count_params(self.model) / 1e6
-        self.tokens_per_step = self.t.batch_size * self.t.seq_len * self.t.grad_accum_steps
+        self.global_batch = self.world.size * self.t.batch_size * self.t.grad_accum_steps
+        self.tokens_per_step = self.global_batch * self.t.seq_len  # over all ranks
         self.step = 0
         self.timed_steps, self.timed_s, self.train_s = 0, 0.0, 0.0
 
+    def data_parallel(self, cfg: DictConfig):
+        """The optimizer of one of several ranks. Fused: every rank starts from rank 0's
+        parameters and each hook's gradient is summed over the ranks in buckets before its
+        update. Unfused: DDP (summing too) around the model, and the ordinary optimizer."""
+        if cfg.toggles.fused_backward:
+            distributed.broadcast_parameters(self.model)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            return build_optimizer(cfg, self.model, distributed.BucketedAllReduce(
+                params, int(self.t.bucket_mb * 2**20)))
+        self.net = DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            bucket_cap_mb=self.t.bucket_mb, forward_sync_buffers=False)
+        self.net.register_comm_hook(None, distributed.sum_gradients_hook)
+        return build_optimizer(cfg, self.model)
+
     def train_step(self) -> float:
-        """One optimizer step over `grad_accum_steps` micro-batches of one batch; returns the
-        batch's mean loss: each micro-batch's loss sum over the whole batch's count (NaN or
-        inf stops before any update from that micro-batch)."""
+        """One optimizer step over the global batch: this rank's rows of it, in
+        `grad_accum_steps` micro-batches. Each micro-batch's loss is its loss sum over the
+        GLOBAL batch's count, so the gradients summed over micro-batches and ranks are the
+        global batch's mean. Returns the global batch's mean loss (NaN or inf on any rank
+        stops every rank before any update from that micro-batch)."""
         t, k, b = self.t, self.t.grad_accum_steps, self.t.batch_size
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, t)
-        batch = self.task.train_batch(self.step, b * k)
+        batch = self.task.train_batch(self.step, self.global_batch)
         count = self.task.count(batch)
+        mine = self.world.rank * b * k  # this rank's first row
         total = 0.0
         for i in range(k):
-            micro = {key: v[i * b:(i + 1) * b].to(self.device) for key, v in batch.items()}
-            with self.autocast:
-                loss = self.task.loss(self.model, micro)[0] / count
-            value = loss.item()
-            if not math.isfinite(value):
-                return value
-            total += value
-            if self.fused:
-                self.optimizer.accumulating = i < k - 1
-                self.optimizer.gather(loss, t.clip_grad_norm)
-            loss.backward()
+            last = i == k - 1
+            rows = slice(mine + i * b, mine + (i + 1) * b)
+            micro = {key: v[rows].to(self.device) for key, v in batch.items()}
+            with self.net.no_sync() if self.ddp and not last else contextlib.nullcontext():
+                with self.autocast:
+                    loss = self.task.loss(self.net, micro)[0] / count
+                value = distributed.sum_over_ranks(loss.detach().double()).item()
+                if not math.isfinite(value):
+                    return value
+                total += value
+                if self.fused:
+                    self.optimizer.accumulating = not last
+                    self.optimizer.backward(loss, t.clip_grad_norm)
+                else:
+                    loss.backward()
         if not self.fused:
             if t.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
@@ -176,10 +213,11 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def tgs(self) -> float:
-        """Trained tokens per second on this device, over the steps after the warm-up."""
+        """Trained tokens per second on this device (the global batch's tokens over the
+        ranks), over the steps after the warm-up."""
         steps, seconds = (self.timed_steps, self.timed_s) if self.timed_steps else (self.step,
                                                                                    self.train_s)
-        return self.tokens_per_step * steps / seconds if seconds else 0.0
+        return self.tokens_per_step / self.world.size * steps / seconds if seconds else 0.0
 
     def state_dict(self) -> dict:
         """Everything a killed run needs to end as if it had never stopped (the data
@@ -237,9 +275,10 @@ class Trainer:
                           for metric in self.task.metrics}
         return {
             "status": status, "final_train_loss": loss, "peak_lr": peak_lr(t), **evaluation,
-            "peak_memory_gb": peak_bytes(self.device) / GB,
+            "peak_memory_gb": distributed.max_over_ranks(peak_bytes(self.device)) / GB,
             "optimizer_state_gb": optimizer_state_bytes(self.optimizer) / GB,
             "tgs": self.tgs(), "steps": self.step, "tokens": self.step * self.tokens_per_step,
             "train_s": self.train_s, "params_m": self.params_m, "device": str(self.device),
+            "world_size": self.world.size, "global_batch_size": self.global_batch,
             "memory_kind": "cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
         }

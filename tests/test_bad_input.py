@@ -191,6 +191,14 @@ ROWS = [
      "task.val_size=100: must be in 1..3 (the train split has 4 examples)"),
     ("ablate", [*GLUE, "task.path={tmp}/glue_ok", "task.max_eval_examples=0"],
      "task.max_eval_examples=0: must be >= 1"),
+    # -------------------------------------------------- one job on several processes
+    ("ablate", ["trainer.processes=0"], "trainer.processes=0: must be >= 1"),
+    ("ablate", ["trainer.processes=-2"], "trainer.processes=-2: must be >= 1"),
+    ("ablate", ["trainer.processes=4096"], "trainer.processes=4096: more than the"),
+    ("ablate", ["trainer.processes=two"], "trainer.processes=two"),
+    ("ablate", ["trainer.bucket_mb=0"], "trainer.bucket_mb=0.0: must be > 0"),
+    ("ablate", ["trainer.collective_timeout_s=-1"], "trainer.collective_timeout_s=-1.0: must be"),
+    ("ablate", ["-m", "trainer.processes=1,0"], "trainer.processes=0: must be >= 1"),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],
