@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError, first_line
+from .pretrain import auto_tokenizer, epoch_indices
 
 
 @dataclass(frozen=True)
@@ -136,14 +137,7 @@ def pretrained_tokenizer(model: DictConfig):
     GPT-2, as ablate saves them) pads with its end-of-text token, which the model's
     classification head then skips (`pad_token_id`). (Not instruct's: a BERT has a pad
     token but no end-of-sequence token, and GLUE needs only the first.)"""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model.pretrained)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"model.pretrained={model.pretrained}: has no tokenizer that "
-                          f"transformers can load ({type(exc).__name__}: {first_line(exc)})"
-                          ) from None
+    tokenizer = auto_tokenizer(model.pretrained)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ConfigError(f"model.pretrained={model.pretrained}: its tokenizer has neither "
@@ -206,7 +200,6 @@ class Task:
                                    for suffix, split in self.spec.test_splits}}
         self.metrics = ["loss", *(f"{m}{suffix}" for suffix, _ in self.spec.test_splits
                                   for m in self.spec.metrics)]
-        self._order = (-1, None)  # the last epoch's permutation
 
     def check(self, trainer_cfg: DictConfig) -> None:
         """The data were checked when loaded (columns, labels, val_size); any batch size can
@@ -215,14 +208,7 @@ class Task:
     def train_batch(self, step: int, rows: int) -> dict[str, torch.Tensor]:
         """Examples `step * rows` to `(step + 1) * rows` of a stream of epochs, each epoch a
         permutation of the train split drawn from (seed, epoch): a pure function of the step."""
-        n, indices = len(self.train), []
-        for position in range(step * rows, (step + 1) * rows):
-            epoch, i = divmod(position, n)
-            if self._order[0] != epoch:
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                self._order = (epoch, torch.randperm(n, generator=g))
-            indices.append(self._order[1][i].item())
-        return self.train.batch(indices)
+        return self.train.batch(epoch_indices(self.seed, len(self.train), step * rows, rows))
 
     def count(self, batch: dict) -> int:
         return len(batch["labels"])

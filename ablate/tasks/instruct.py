@@ -27,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerFast
 
 from ..config import ConfigError, first_line
-from .pretrain import (EOT, deal, next_token_loss, pretrained_tokenizer, stdlib_files,
-                       train_tokenizer)
+from .pretrain import (EOT, deal, epoch_indices, next_token_loss, pretrained_tokenizer,
+                       stdlib_files, train_tokenizer)
 
 IGNORE = -100  # cross_entropy's ignore_index: prompt and padding positions
 SPLITS = ("train", "val", "test")
@@ -174,16 +174,8 @@ class Task:
         """Records in the order of a fresh shuffle per epoch (seeded by trainer.seed and the
         epoch): a pure function of the step."""
         train = self.splits["train"]
-        first = step * rows
-        orders = {}
-        examples = []
-        for position in range(first, first + rows):
-            epoch, index = divmod(position, len(train))
-            if epoch not in orders:
-                g = torch.Generator().manual_seed(self.t.seed * 1_000_003 + epoch)
-                orders[epoch] = torch.randperm(len(train), generator=g).tolist()
-            examples.append(train[orders[epoch][index]])
-        return collate(examples, self.pad_id)
+        indices = epoch_indices(self.t.seed, len(train), step * rows, rows)
+        return collate([train[i] for i in indices], self.pad_id)
 
     def count(self, batch: dict) -> int:
         return int((batch["targets"] != IGNORE).sum())

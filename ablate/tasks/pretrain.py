@@ -8,6 +8,7 @@ the texts and the vocabulary size, so every run on the same text sees the same i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -138,13 +139,18 @@ def encode(tokenizer: Tokenizer, texts: list[str], eot: int) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.int32)
 
 
-def pretrained_tokenizer(name: str):
-    """A pretrained model's own tokenizer (fast: its `tokenizers` backend encodes corpora)."""
+def auto_tokenizer(name: str):
+    """A pretrained model's own tokenizer, or one line saying why it cannot be loaded."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model.pretrained={name}: has no tokenizer that transformers can "
                           f"load ({type(exc).__name__}: {first_line(exc)})") from None
+
+
+def pretrained_tokenizer(name: str):
+    """A pretrained model's own tokenizer (fast: its `tokenizers` backend encodes corpora)."""
+    tokenizer = auto_tokenizer(name)
     if tokenizer.eos_token_id is None or not tokenizer.is_fast:
         raise ConfigError(f"model.pretrained={name}: its tokenizer has no end-of-sequence "
                           "token or is not a fast (`tokenizers`) one")
@@ -205,6 +211,20 @@ def eval_batches(stream: torch.Tensor, n_batches: int, rows: int, seq_len: int, 
     for i in range(n_batches):
         chunk = windows[i * rows:(i + 1) * rows]
         yield chunk[:, :-1], chunk[:, 1:]
+
+
+@functools.lru_cache(maxsize=2)  # consecutive steps read one epoch's, or two
+def epoch_permutation(seed: int, n: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def epoch_indices(seed: int, n: int, first: int, rows: int) -> list[int]:
+    """Positions `first` to `first + rows` of a stream of epochs over n records, each epoch
+    a permutation drawn from (seed, epoch): a fine-tuning task's batch, a pure function of
+    the step."""
+    return [epoch_permutation(seed, n, epoch)[i]
+            for epoch, i in (divmod(position, n) for position in range(first, first + rows))]
 
 
 def next_token_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
