@@ -468,6 +468,9 @@ def check(cfg: DictConfig) -> None:
     if "heldout_every" in cfg.task and cfg.task.heldout_every < 2:
         raise ConfigError(f"task.heldout_every={cfg.task.heldout_every}: must be >= 2 (every "
                           "k-th file is held out; the others train)")
+    if "max_records" in cfg.task and cfg.task.max_records < 1:
+        raise ConfigError(f"task.max_records={cfg.task.max_records}: must be >= 1 (the first "
+                          "max_records records of task.split are read)")
     for key in ("max_steps", "warmup_steps", "eval_interval", "tgs_warmup_steps",
                 "checkpoint_every"):
         if t[key] < 0:

@@ -160,6 +160,9 @@ ROWS = [
     ("ablate", ["task=instruct_alpaca_gpt4", "task.path=json",
                 "task.data_files={tmp}/no_output.jsonl"],
      "/no_output.jsonl: no column 'output' (an Alpaca-format record has instruction, input"),
+    ("ablate", ["trainer.save_model=maybe"], "trainer.save_model=maybe"),
+    ("ablate", ["task=instruct_alpaca_gpt4", "task.max_records=0"],
+     "task.max_records=0: must be >= 1"),
     ("ablate", ["task=instruct_local", "task.template.prompt_no_input='{{nope}}'"],
      "task.template.prompt_no_input: cannot be filled (KeyError: 'nope')"),
     # -------------------------------------------------- precision, checkpointing, GPUs per job
