@@ -18,12 +18,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import (ConfigError, IncompatibleToggles, apply_variant, check, config_dir,
-                     error_line, first_line, register_configs, typed)
+from .config.check import check
+from .config.schema import config_dir, register_configs
+from .config.variants import job_config
 from .devices import sweep_job_gpu
-from .distributed import world_from_env
+from .errors import ConfigError, IncompatibleToggles, error_line, first_line
 from .job import record, run_job
 from .tune import decide
+from .world import world_from_env
 
 register_configs()
 
@@ -37,7 +39,7 @@ def main(cfg: DictConfig) -> float:
     run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
     if hc.mode != RunMode.MULTIRUN:
         try:
-            cfg = apply_variant(typed(cfg))
+            cfg = job_config(cfg)
             check(cfg)
             if world_from_env().size > 1:  # started by torchrun: the summary says how many
                 cfg.trainer.processes = world_from_env().size
@@ -51,7 +53,7 @@ def main(cfg: DictConfig) -> float:
     else:
         sweep = sweep_name(cfg, hc)
         try:
-            cfg = apply_variant(typed(cfg))
+            cfg = job_config(cfg)
             check(cfg)
             roots = resume_roots(cfg, hc)
             tuning = None

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 def parallel_jobs(launcher: DictConfig) -> int:

@@ -24,7 +24,6 @@ figures hold for sizes no machine at hand can train. The terms, in bytes:
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -34,12 +33,14 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import ConfigError, IncompatibleToggles, apply_variant, check, compose, error_line
+from .config.check import checked
+from .config.variants import compose, expand
+from .errors import ConfigError, IncompatibleToggles, error_line
 from .memory import GB
 from .models import build_model, shape
 from .optim import SGD, AdaLomo, AdamW, GaLoreAdamW, Lomo
+from .optim.build import build_optimizer
 from .optim.galore import BLOCKSIZE, MIN_8BIT_SIZE, projected, projected_shape, sides
-from .train import build_optimizer
 
 
 @dataclass
@@ -238,20 +239,6 @@ def layer_terms(model: DictConfig, seq_len: int, precision: str) -> LayerTerms:
 
 
 # ---------------------------------------------------------------- command line
-def sweep(overrides: list[str]) -> list[list[str]]:
-    """Hydra's multirun product: `model=a,b optimizer=c,d` gives four override lists."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    choices = []
-    for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_sweep_override():
-            key = override.get_key_element()
-            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
-        else:
-            choices.append([override.input_line])
-    return [list(c) for c in itertools.product(*choices)]
-
-
 COLUMNS = ("weights", "gradients", "optimizer_state", "activations", "total")
 
 
@@ -278,12 +265,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="galore: the GaLore paper's (weights and optimizer state, "
                              "2 bytes a value)")
     args = parser.parse_args(argv)
-    jobs = sweep(args.overrides) if args.table else [args.overrides]
+    jobs = expand(args.overrides) if args.table else [args.overrides]
     rows = []
     for overrides in jobs:
         try:
-            cfg = apply_variant(compose(overrides))
-            check(cfg)
+            cfg = checked(compose(overrides))
         except (ConfigError, HydraException, OmegaConfBaseException) as exc:
             if args.table and isinstance(exc, IncompatibleToggles):
                 continue  # a combination of the product that makes no sense, as in a sweep

@@ -1,22 +1,12 @@
 """One job: train, and record what happened, whatever happens.
 
-Files in the run directory:
-- `metrics.jsonl`: one JSON object per log step (and per evaluation), flushed as written,
-  so a killed run keeps what it logged;
-- `summary.json`: the outcome (`status` completed | failed | diverged | skipped);
-- `traceback.txt`: only when the job raised;
-- `checkpoint.pt` (+ `checkpoint.json`: its step and config hash): with
-  `trainer.checkpoint_every=k`, the latest of every k steps.
-A job on several processes (`trainer.processes`, torchrun, SLURM) has rank 0 write them all.
+What a run directory holds, and how it is written and read, is `ablate/runstore.py`.
+A job on several processes (`trainer.processes`, torchrun, SLURM) has rank 0 write it all.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
-import json
-import math
-import shutil
 import sys
 import time
 import traceback
@@ -26,67 +16,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import distributed
-from .config import NOT_IN_HASH, config_hash, first_line, optimizer_class, parse_assignment, plain
-from .sweep import _read, find_checkpoints, find_completed
+from . import distributed, runstore
+from .config.identity import config_hash, is_baseline, label, variant
+from .errors import first_line
 from .tracking import WandbRun, fit
-
-# Overrides that do not make a variant: the seed and a tuned sweep's lr factor (runs that
-# differ only in them are one variant: the report aggregates seeds and chooses the lr), what
-# the resolved config shows anyway (optimizer name, toggles, the preset's variant), and the
-# keys that do not change what is trained (NOT_IN_HASH).
-NOT_IN_VARIANT = {"optimizer", "trainer.seed", "trainer.lr_factor", *NOT_IN_HASH}
-ROOTS_NOT_IN_VARIANT = {"toggles", "ablation", "tune", "hydra",
-                        *(k for k in NOT_IN_HASH if "." not in k)}
-
-
-def _json_safe(value):
-    """JSON has no NaN or inf: write them as strings, as Python's float() reads them back."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Written whole or not at all: a full disk leaves the previous file, never half of one."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps({k: _json_safe(v) for k, v in obj.items()}, indent=2) + "\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def variant(cfg: DictConfig, overrides: list[str]) -> dict:
-    """What this job varies, read from the resolved config: the optimizer, every toggle that
-    differs from the optimizer's own form, and each value the command line or the preset's
-    variant set (group choices such as `model=llama_60m` as chosen). Not the seed."""
-    parts = {"optimizer": cfg.optimizer.name}
-    defaults = inspect.signature(optimizer_class(cfg)).parameters
-    for key, value in OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True).items():
-        default = True if key == "fused_backward" else (
-            defaults[key].default if key in defaults else None)
-        if value is not None and value != default:
-            parts[key] = value
-    assignments = list(overrides)
-    if cfg.ablation is not None and cfg.ablation.variant is not None:
-        assignments += list(cfg.ablation.variants[cfg.ablation.variant])
-    for assignment in assignments:
-        key, _, value = assignment.lstrip("+~").partition("=")
-        if key in NOT_IN_VARIANT or key.split("/")[0].split(".")[0] in ROOTS_NOT_IN_VARIANT:
-            continue
-        short = key.removeprefix("optimizer.")
-        value = OmegaConf.select(cfg, key) if "." in key else value
-        parts[short] = plain(value)  # device=cpu
-    return parts
-
-
-def is_baseline(cfg: DictConfig) -> bool | None:
-    """Whether this job is the preset's unablated variant (None outside presets)."""
-    if cfg.ablation is None or not cfg.ablation.baseline:
-        return None
-    return all(plain(OmegaConf.select(cfg, key)) == value
-               for key, value in map(parse_assignment, cfg.ablation.baseline))
 
 
 def describe(cfg: DictConfig, overrides: list[str], sweep: str | None = None) -> dict:
@@ -94,7 +27,8 @@ def describe(cfg: DictConfig, overrides: list[str], sweep: str | None = None) ->
     parts = variant(cfg, overrides)
     toggles = OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True)
     return {
-        "variant": " ".join([parts.pop("optimizer")] + [f"{k}={v}" for k, v in parts.items()]),
+        "variant": label(parts),
+        "variant_config": parts,
         "is_baseline": is_baseline(cfg),
         "sweep": sweep,
         "optimizer": cfg.optimizer.name,
@@ -111,9 +45,9 @@ def describe(cfg: DictConfig, overrides: list[str], sweep: str | None = None) ->
 def record(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | None,
            status: str, **fields) -> dict:
     """A summary for a job that did not train (skipped, or rejected by the config check)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     summary = {"status": status, **describe(cfg, overrides, sweep), **fields}
-    write_json(run_dir / "summary.json", summary)
+    runstore.create(run_dir, summary["config_hash"])
+    runstore.write_summary(run_dir, summary)
     return summary
 
 
@@ -131,17 +65,18 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep: str | N
         summary["tuning"] = tuning
     checkpoints = []
     if resume_from is not None:
-        done = find_completed(resume_from, summary["config_hash"], exclude=run_dir)
+        done = runstore.find_completed(resume_from, summary["config_hash"], exclude=run_dir)
         if done is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(done / "metrics.jsonl", run_dir / "metrics.jsonl")
-            summary = {**json.loads((done / "summary.json").read_text()), **summary,
+            runstore.create(run_dir, summary["config_hash"])
+            runstore.copy_run(done, run_dir)
+            summary = {**runstore.read_summary(done), **summary,
                        "status": "completed", "reused_from": str(done.resolve())}
-            write_json(run_dir / "summary.json", summary)
+            runstore.write_summary(run_dir, summary)
             print(f"resume: reused the completed run {done} (config {summary['config_hash']})",
                   flush=True)
             return summary
-        checkpoints = find_checkpoints(resume_from, summary["config_hash"], exclude=run_dir)
+        checkpoints = runstore.find_checkpoints(resume_from, summary["config_hash"],
+                                                exclude=run_dir)
     if cfg.trainer.processes > 1 and not distributed.launched():
         return train_on_processes(cfg, run_dir, summary, checkpoints, resume_from)
     return train_job(cfg, run_dir, summary, checkpoints, resume_from)
@@ -156,13 +91,12 @@ def train_on_processes(cfg: DictConfig, run_dir: Path, summary: dict,
         return distributed.launch(cfg.trainer.processes, train_job,
                                   (cfg, run_dir, summary, checkpoints, resume_from))
     except distributed.RankFailed as exc:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        written = _read(run_dir / "summary.json") or summary
+        runstore.create(run_dir, summary["config_hash"])
+        written = runstore.read_summary(run_dir) or summary
         written.update(status="failed", error_type=exc.error_type, error=str(exc))
         if exc.traceback_text:
-            with contextlib.suppress(OSError):
-                (run_dir / "traceback.txt").write_text(exc.traceback_text)
-        write_json(run_dir / "summary.json", written)
+            runstore.write_traceback(run_dir, exc.traceback_text)
+        runstore.write_summary(run_dir, written)
         raise
 
 
@@ -180,7 +114,7 @@ def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
     if resume_from is not None and resumed is None:
         print(f"resume: no earlier work of config {summary['config_hash']} under "
               f"{', '.join(map(str, resume_from))}: training from step 0", flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    runstore.create(run_dir, summary["config_hash"])
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     # job_type groups a variant's seeds; tags filter by optimizer and toggle (`nmf=false`).
     label = fit(summary["variant"])
@@ -193,32 +127,20 @@ def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
     summary["wandb_file"] = wandb_run.file
     began = time.perf_counter()
     try:
-        with open(run_dir / "metrics.jsonl", "a", buffering=1) as metrics:
+        with open(run_dir / runstore.METRICS, "a", buffering=1) as metrics:
             def log(record: dict) -> None:
-                metrics.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
+                metrics.write(runstore.metrics_line(record))
                 wandb_run.log({k: v for k, v in record.items() if k != "step"}, record["step"])
 
             if resumed is not None:
-                for logged in read_metrics(resumed / "metrics.jsonl"):
+                for logged in runstore.read_metrics(resumed):
                     if logged["step"] <= trainer.step:
                         log(logged)
                 summary["resumed_from"] = {"run_dir": str(resumed), "step": trainer.step}
 
             def checkpoint() -> None:
-                tmp = run_dir / "checkpoint.pt.tmp"
-                try:
-                    with open(tmp, "wb") as f:  # closed at once on a failure: its space freed
-                        torch.save(trainer.state_dict(), f)
-                    tmp.replace(run_dir / "checkpoint.pt")
-                except RuntimeError as exc:  # how torch's writer reports a full disk
-                    tmp.unlink(missing_ok=True)
-                    raise OSError(f"cannot write {tmp}: {first_line(exc)} (its disk has "
-                                  f"{shutil.disk_usage(run_dir).free} bytes free without it)"
-                                  ) from exc
-                finally:
-                    tmp.unlink(missing_ok=True)
-                write_json(run_dir / "checkpoint.json",
-                           {"config_hash": summary["config_hash"], "step": trainer.step})
+                runstore.save_checkpoint(run_dir, trainer.state_dict(), summary["config_hash"],
+                                         trainer.step)
 
             summary.update(trainer.fit(log, checkpoint))
             if cfg.trainer.save_model and summary["status"] in ("completed", "stalled"):
@@ -226,13 +148,12 @@ def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
                 summary["model_dir"] = str((run_dir / "model").resolve())  # a reuse points here
     except Exception as exc:
         summary.update(error_type=type(exc).__name__, error=str(exc))
-        with contextlib.suppress(OSError):  # the disk that failed the job may be full
-            (run_dir / "traceback.txt").write_text(traceback.format_exc())
+        runstore.write_traceback(run_dir, traceback.format_exc())
         raise
     finally:
         summary["wall_s"] = time.perf_counter() - began
         try:
-            write_json(run_dir / "summary.json", summary)
+            runstore.write_summary(run_dir, summary)
         except OSError as exc:
             print(f"ablate: cannot write {run_dir / 'summary.json'} ({exc}); the job was "
                   f"{summary['status']}", file=sys.stderr, flush=True)
@@ -244,7 +165,7 @@ def resume(trainer, checkpoints: list[tuple[Path, int]]) -> Path | None:
     """Load the first checkpoint that can be read; one that cannot is named in a warning and
     set aside (renamed `checkpoint.pt.unreadable`), so that no later re-run trips on it."""
     for run_dir, step in checkpoints:
-        path = run_dir / "checkpoint.pt"
+        path = run_dir / runstore.CHECKPOINT
         try:
             state = torch.load(path, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a bad file
@@ -260,11 +181,3 @@ def resume(trainer, checkpoints: list[tuple[Path, int]]) -> Path | None:
         return run_dir
     return None
 
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl; a line cut short by a kill or a full disk is skipped."""
-    records = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            records.append(json.loads(line))
-    return records

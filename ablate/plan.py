@@ -52,7 +52,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import config_dir, register_configs
+from .config.schema import config_dir, register_configs
 
 
 @dataclass(frozen=True)

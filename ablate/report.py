@@ -83,13 +83,13 @@ def killed_summary(job_dir: Path) -> dict:
     Hydra config, as the job itself would have written them."""
     from omegaconf import OmegaConf
 
-    from .config import apply_variant, typed
+    from .config.variants import job_config
     from .job import describe
 
     overrides = list(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
     try:
-        described = describe(apply_variant(typed(OmegaConf.load(job_dir / ".hydra" /
-                                                                "config.yaml"))), overrides)
+        described = describe(job_config(OmegaConf.load(job_dir / ".hydra" / "config.yaml")),
+                             overrides)
     except Exception as exc:  # noqa: BLE001 - a config this version cannot read
         described = {"variant": " ".join(["?", *overrides]), "config_hash": str(job_dir),
                      "error": f"config unreadable: {exc}"}

@@ -15,7 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from .__main__ import cli
-from .config import first_line
+from .errors import first_line
 
 GROUPS = ("optimizer", "toggles", "model", "task", "trainer", "logger")
 

@@ -1,9 +1,9 @@
-"""Sweeps that survive: every job checked before the first runs, finding earlier work of the
-same config, and the end-of-sweep report.
+"""Sweeps that survive: every job checked before the first runs, and the end-of-sweep report.
 
 A job is identified by its `config_hash`, not its directory: re-running a multirun command
 makes a new sweep directory, and each job there first looks for a completed summary of its
-own config (reused, not retrained) or a checkpoint of it (the latest one is continued).
+own config (reused, not retrained) or a checkpoint of it (the latest one is continued),
+through the run store's indexes (ablate/runstore.py).
 """
 
 from __future__ import annotations
@@ -14,66 +14,18 @@ from collections import Counter
 from pathlib import Path
 
 from hydra import compose
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import (ConfigError, IncompatibleToggles, apply_variant, check, error_line, plain,
-                     typed)
+from . import runstore
+from .config.check import checked
+from .config.schema import plain
+from .config.variants import expand
 from .devices import check_parallel_jobs, gpu_count, parallel_jobs
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # being written by another process, or cut short by a kill
-
-
-def find_completed(roots: list[Path], config_hash: str, exclude: Path) -> Path | None:
-    """A run directory under `roots` whose summary says completed for this config."""
-    for root in roots:
-        for path in sorted(root.rglob("summary.json")):
-            summary = _read(path)
-            if (path.parent != exclude and summary and summary.get("status") == "completed"
-                    and summary.get("config_hash") == config_hash
-                    and "reused_from" not in summary):
-                return path.parent
-    return None
-
-
-def find_outcomes(roots: list[Path], config_hashes: set[str]) -> dict[str, dict]:
-    """For each of these configs, the summary of a finished (completed, else stalled or
-    diverged) job under any of `roots`, in one pass over them (a root inside another is
-    read once)."""
-    roots = {root.resolve() for root in roots}
-    roots = [root for root in roots if not any(other in root.parents for other in roots)]
-    found: dict[str, dict] = {}
-    for root in roots:
-        for path in sorted(root.rglob("summary.json")):
-            summary = _read(path)
-            if (summary and summary.get("config_hash") in config_hashes
-                    and summary.get("status") in ("completed", "stalled", "diverged")
-                    and found.get(summary["config_hash"], {}).get("status") != "completed"):
-                found[summary["config_hash"]] = summary
-    return found
-
-
-def find_checkpoints(roots: list[Path], config_hash: str, exclude: Path) -> list[tuple[Path, int]]:
-    """The run directories under `roots` with a checkpoint of this config, and its step:
-    the most advanced first."""
-    found = {}
-    for root in roots:
-        for path in root.rglob("checkpoint.json"):
-            meta = _read(path)
-            if (path.parent != exclude and meta and meta.get("config_hash") == config_hash
-                    and (path.parent / "checkpoint.pt").exists()):
-                found[path.parent.resolve()] = meta["step"]
-    return sorted(found.items(), key=lambda item: -item[1])
+from .errors import ConfigError, IncompatibleToggles, error_line
 
 
 def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
@@ -82,7 +34,7 @@ def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
                   key=lambda p: int(p.name))
     lines, failed, counts = [], [], Counter()
     for job in jobs:
-        summary = _read(job / "summary.json") or {"status": "killed"}  # no summary at all
+        summary = runstore.read_summary(job) or {"status": "killed"}  # no summary at all
         status = summary["status"]
         counts[status] += 1
         if status == "completed":
@@ -119,11 +71,9 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     """Each job's overrides, as Hydra's basic sweeper expands them (a preset's
     `hydra.sweeper.params` first, then the command line)."""
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     # Unresolved: `task.path=data/${task.name}` is each job's own, not the primary config's.
     task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
-    overrides = parser.parse_overrides([*params, *task])
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    return expand([*params, *task], GlobalHydra.instance().config_loader())
 
 
 class SweepReport(Callback):
@@ -142,8 +92,7 @@ class SweepReport(Callback):
             jobs, tasks = sweep_jobs(config), {}
             for number, job in enumerate(jobs):
                 try:
-                    cfg = apply_variant(typed(compose(config.hydra.job.config_name, job)))
-                    check(cfg)
+                    cfg = checked(compose(config.hydra.job.config_name, job))
                     # What a task's data depends on (its records are cut to seq_len).
                     key = json.dumps([OmegaConf.to_container(node, resolve=True,
                                                              enum_to_str=True)

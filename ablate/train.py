@@ -19,35 +19,22 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed
-from .config import ConfigError, optimizer_class, optimizer_kwargs
+from .errors import ConfigError
 from .fused import OptimizerInBackward
 from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
 from .models import build_model, count_params, hf_config
+from .optim.build import build_optimizer, peak_lr
 from .tasks import load_task
+from .world import World
 
 
-def pick_device(name: str, world: distributed.World = distributed.World()) -> torch.device:
+def pick_device(name: str, world: World = World()) -> torch.device:
     """The job's device; data parallel on CUDA, the GPU of this process's local rank."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and world.size > 1:
         return torch.device("cuda", world.local_rank)
     return torch.device(name)
-
-
-def build_optimizer(cfg: DictConfig, model: torch.nn.Module,
-                    reducer: distributed.BucketedAllReduce | None = None):
-    """The configured optimizer over all trainable parameters, stepped in backward when
-    `toggles.fused_backward` is on (one instance per parameter; data parallel, on gradients
-    summed over the ranks by `reducer`) or by `step()` otherwise."""
-    cls, kwargs = optimizer_class(cfg), optimizer_kwargs(cfg)
-
-    def make(named_params: list) -> torch.optim.Optimizer:
-        return cls(named_params, lr=peak_lr(cfg.trainer), **kwargs)
-
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return (OptimizerInBackward(named, make, reducer) if cfg.toggles.fused_backward
-            else make(named))
 
 
 def weight_dtype(t: DictConfig) -> torch.dtype:
@@ -62,12 +49,6 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
     enable = getattr(model, "activation_checkpointing_enable", None) or \
         model.gradient_checkpointing_enable
     enable({"use_reentrant": False})
-
-
-def peak_lr(t: DictConfig) -> float:
-    """`trainer.lr` (the optimizer's recommended lr by default) times `trainer.lr_factor`
-    (the point of a tuned sweep's grid; 1 otherwise)."""
-    return t.lr * t.lr_factor
 
 
 def lr_at(step: int, t: DictConfig) -> float:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .config import config_hash
-from .sweep import find_outcomes
+from .config.identity import config_hash
+from .runstore import find_outcomes
 
 
 def grid_loss(summary: dict | None) -> float | None:

@@ -36,7 +36,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ablate.config import compose
+from ablate.config.variants import compose
 from ablate.fused import OptimizerInBackward
 from ablate.memory import peak_bytes, reset_peak
 from ablate.models import build_model

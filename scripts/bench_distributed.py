@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from ablate import distributed
-from ablate.config import compose
+from ablate.config.variants import compose
 
 MODES = ("ours", "ddp", "blocking", "local")
 

@@ -30,7 +30,7 @@ import torch
 from galore_torch import GaLoreAdamW as ReferenceGaLoreAdamW
 
 import ablate.optim.galore
-from ablate.config import compose
+from ablate.config.variants import compose
 from ablate.memory import optimizer_state_bytes
 from ablate.train import Trainer
 

@@ -24,11 +24,12 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from ablate.config import compose
+from ablate.config.variants import compose
 from ablate.estimate import estimate
 from ablate.memory import GB, peak_bytes, reset_peak
 from ablate.models import build_model
-from ablate.train import build_optimizer, enable_activation_checkpointing, weight_dtype
+from ablate.optim.build import build_optimizer
+from ablate.train import enable_activation_checkpointing, weight_dtype
 
 CPU = torch.device("cpu")
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number

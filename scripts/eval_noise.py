@@ -21,7 +21,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from ablate.config import compose
+from ablate.config.variants import compose
 from ablate.train import Trainer
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ablate.config import compose
+from ablate.config.variants import compose
+from ablate.runstore import curve
 
 # A 2-layer model on a 512-token vocabulary: big enough to be a real LLaMA, small enough
 # that a few steps take well under a second.
@@ -91,6 +91,11 @@ def mean_loss(trainer, batch: dict):
 
 
 def losses(run_dir: Path) -> list[float]:
-    """The training losses a run logged, in step order."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row["loss"] for row in rows if "loss" in row]
+    """The training losses a run logged, in step order (the run store's reader)."""
+    return [loss for _, loss in curve(run_dir)]
+
+
+def run_dirs(folder: Path) -> list[Path]:
+    """The run directories of single runs or reruns (`folder/DATE/TIME_NAME`), in name order;
+    not the run store's index beside them."""
+    return sorted(p for p in folder.glob("*/*") if p.is_dir())

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY
 
-from ablate.config import compose
+from ablate.config.variants import compose
 from ablate.tasks.pretrain import load_corpus
 from ablate.train import Trainer
 

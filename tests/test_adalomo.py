@@ -10,7 +10,9 @@ import math
 import pytest
 import torch
 
-from ablate.config import ConfigError, check, compose
+from ablate.config.check import check
+from ablate.config.variants import compose
+from ablate.errors import ConfigError
 from ablate.fused import OptimizerInBackward
 from ablate.memory import optimizer_state_bytes
 from ablate.optim import AdaLomo, Lomo

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.config import ConfigError, check, compose
+from ablate.config.check import check
+from ablate.config.variants import compose
+from ablate.errors import ConfigError
 from ablate.job import describe
 from ablate.memory import optimizer_state_bytes
 from ablate.optim import AdamW

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import ablate, run_in_process
+from conftest import ablate, run_dirs, run_in_process
 from test_glue import save_llama
 
 SUBPROCESS = "subprocess"
@@ -225,7 +225,7 @@ def prepared(tmp_path_factory, cache_dir, no_progress_bars):
     tiny = tiny_overrides(cache_dir)
     code, _, err = run_in_process(root, *tiny, "trainer.max_steps=1", "trainer.save_model=true")
     assert code == 0, err
-    (run,) = (root / "outputs" / "runs").glob("*/*")
+    (run,) = run_dirs(root / "outputs" / "runs")
     bad = root / "bad"
     for name, text in [("corrupt", "optimizer: {name: [\n"), ("listed", "[1, 2]\n")]:
         (bad / name / ".hydra").mkdir(parents=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ablate, losses
+from conftest import ablate, losses, run_dirs
 from wandb_file import read_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_single_run_writes_metrics_summary_and_offline_wandb(tmp_path, tiny_args):
     result = ablate(tmp_path, *tiny_args, "trainer.max_steps=4")
-    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    (run_dir,) = run_dirs(tmp_path / "outputs" / "runs")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 4
     assert f"test_loss={summary['test_loss']:.4f}" in result.stdout and str(run_dir) in result.stdout
@@ -43,13 +43,13 @@ def test_multirun_then_rerun_reproduces_losses_exactly(tmp_path, tiny_args):
     assert all(s["status"] == "completed" for s in summaries)
 
     ablate(tmp_path, jobs[1], module="ablate.rerun")
-    (rerun,) = (tmp_path / "outputs" / "reruns").glob("*/*")
+    (rerun,) = run_dirs(tmp_path / "outputs" / "reruns")
     assert losses(rerun) == losses(jobs[1])
     rerun_summary = json.loads((rerun / "summary.json").read_text())
     assert rerun_summary["config_hash"] == summaries[1]["config_hash"]
 
     ablate(tmp_path, jobs[1], "trainer.max_steps=2", module="ablate.rerun")
-    shorter = max((tmp_path / "outputs" / "reruns").glob("*/*"), key=lambda p: p.stat().st_mtime)
+    shorter = max(run_dirs(tmp_path / "outputs" / "reruns"), key=lambda p: p.stat().st_mtime)
     assert losses(shorter) == losses(jobs[1])[:2]
 
 
@@ -88,7 +88,7 @@ def test_non_editable_install_finds_its_packaged_conf(tmp_path, tiny_args):
                    capture_output=True)
     env = {"PYTHONPATH": str(target)}  # ahead of the editable install in site-packages
     where = subprocess.run(
-        [sys.executable, "-c", "import ablate.config as c; print(c.config_dir())"],
+        [sys.executable, "-c", "import ablate.config.schema as c; print(c.config_dir())"],
         cwd=elsewhere, env={**os.environ, **env}, text=True, capture_output=True, check=True)
     assert Path(where.stdout.strip()) == target / "ablate" / "conf"
     ablate(elsewhere, *tiny_args, "trainer.max_steps=2", "logger.wandb.mode=disabled", env=env)

@@ -9,7 +9,7 @@ import contextlib
 import pytest
 from omegaconf import OmegaConf
 
-from ablate.config import ConfigError
+from ablate.errors import ConfigError
 from ablate.devices import check_parallel_jobs, claimed_gpu, gpu_order, parallel_jobs
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"

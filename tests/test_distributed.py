@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 import dist_worker
 from ablate import distributed
-from ablate.config import parse_assignment
+from ablate.config.variants import parse_assignment
 from ablate.train import Trainer
 from conftest import TINY, ablate, losses, run_in_process
 

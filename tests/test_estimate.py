@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY, mean_loss
 
-from ablate.config import compose
+from ablate.config.variants import compose
 from ablate.tasks.pretrain import load_corpus
 from ablate.estimate import (estimate, main, saved_activation_bytes, tied_params,
                              weight_bytes)
@@ -16,7 +16,8 @@ from ablate.job import run_job
 from ablate.memory import GB, optimizer_state_bytes
 from ablate.models import build_model, count_params
 from ablate.report import main as report_main
-from ablate.train import Trainer, build_optimizer, weight_dtype
+from ablate.optim.build import build_optimizer
+from ablate.train import Trainer, weight_dtype
 
 MODELS = ["model=llama_tiny", "model=gpt2_tiny"]
 OPTIMIZERS = [

@@ -77,13 +77,11 @@ def test_unreadable_checkpoint_is_set_aside_and_the_next_good_one_used(
         tiny_cfg, tmp_path, monkeypatch):
     cfg = tiny_cfg("trainer.checkpoint_every=2")
     run_job(cfg, tmp_path / "uninterrupted", [])
-    with monkeypatch.context() as patch:
-        fail_at(patch, 3)
-        with pytest.raises(RuntimeError):
-            run_job(cfg, tmp_path / "earlier" / "a", [])  # a good checkpoint at step 2
-        fail_at(patch, 5)
-        with pytest.raises(RuntimeError):
-            run_job(cfg, tmp_path / "earlier" / "b", [])  # at step 4, then cut short:
+    for run, step in (("a", 3), ("b", 5)):  # a good checkpoint at step 2; one at step 4,
+        with monkeypatch.context() as patch:  # then cut short:
+            fail_at(patch, step)
+            with pytest.raises(RuntimeError):
+                run_job(cfg, tmp_path / "earlier" / run, [])
     broken = tmp_path / "earlier" / "b" / "checkpoint.pt"
     broken.write_bytes(broken.read_bytes()[:1000])
 
@@ -107,7 +105,7 @@ def test_write_failure_mid_job_is_recorded_and_loses_nothing_earlier(
             file.write(b"half a checkpoint")  # what a full disk leaves
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(obj, file)
-    monkeypatch.setattr(job.torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)
     with pytest.raises(OSError):
         run_job(tiny_cfg("trainer.checkpoint_every=2"), tmp_path, [])
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -123,9 +121,9 @@ def test_sweep_goes_on_after_a_job_fails_to_write(sweep, tmp_path, monkeypatch):
     real_save = torch.save
 
     def save(obj, file):  # the first checkpoint (job #0's) fails; the disk then has room
-        monkeypatch.setattr(job.torch, "save", real_save)
+        monkeypatch.setattr(torch, "save", real_save)
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(job.torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)
     code, out = sweep("trainer.seed=0,1", "trainer.checkpoint_every=2")
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     failed, done = summaries(sweep_dir)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from galore_torch import GaLoreAdamW as ReferenceGaLoreAdamW
 
-from ablate.config import ConfigError, check
+from ablate.config.check import check
+from ablate.errors import ConfigError
 from ablate.memory import optimizer_state_bytes
 from ablate.optim import GaLoreAdamW
 from ablate.optim.galore import projectors

@@ -20,10 +20,10 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Lla
                           RobertaForMaskedLM, RobertaTokenizerFast)
 
 from ablate import report
-from ablate.config import compose
+from ablate.config.variants import compose
 from ablate.tasks import load_task
 from ablate.train import Trainer
-from conftest import run_in_process
+from conftest import run_dirs, run_in_process
 
 GOOD = "good great fine lovely superb fun".split()
 BAD = "bad awful dull boring poor sad".split()
@@ -307,7 +307,7 @@ def test_offline_chain_pretrain_save_then_glue_sweep_and_report(tmp_path, glue_d
     code, out, err = run_in_process(tmp_path, *tiny_args, "trainer.max_steps=2",
                                     "trainer.save_model=true")
     assert code == 0, err
-    (run,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    (run,) = run_dirs(tmp_path / "outputs" / "runs")
     code, out, err = run_in_process(
         tmp_path, "-m", "task=glue", "task.name=sst2,stsb", f"task.path={glue_dir}/${{task.name}}",
         "task.config_name=null", "task.val_size=16", f"model.pretrained={run / 'model'}",

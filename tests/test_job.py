@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ablate import train
-from ablate.config import compose
+from ablate.config.variants import compose
 from ablate.job import run_job
 from ablate.models import build_model, count_params
 from ablate.train import lr_at

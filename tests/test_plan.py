@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import ablate
 
-from ablate.config import config_dir
+from ablate.config.schema import config_dir
 from ablate.plan import (COMPONENTS, PlanError, component_for, jobs, main, parse_markdown,
                          preset, scores)
 

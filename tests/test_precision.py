@@ -9,12 +9,13 @@ import pytest
 import torch
 from conftest import TINY
 
-from ablate.config import compose
+from ablate.config.variants import compose
 from ablate.tasks.pretrain import load_corpus
 from ablate.models import build_model
 from ablate.optim import SGD
 from ablate.optim.precision import is_float
-from ablate.train import Trainer, build_optimizer
+from ablate.optim.build import build_optimizer
+from ablate.train import Trainer
 
 OPTIMIZERS = [
     ["optimizer=adamw", "optimizer.weight_decay=0.1"],

@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablate.config import (ConfigError, apply_variant, check, compose, config_dir, config_hash,
-                           typed)
-from ablate.job import is_baseline
+from ablate.config.check import check
+from ablate.config.identity import config_hash
+from ablate.config.schema import config_dir, typed
+from ablate.config.variants import apply_variant, compose
+from ablate.errors import ConfigError
+from ablate.config.identity import is_baseline
 from ablate.plan import jobs
 from ablate import train
-from conftest import ablate, losses, run_in_process
+from conftest import ablate, losses, run_dirs, run_in_process
 
 CONF = config_dir()
 
@@ -90,7 +93,7 @@ def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
 
     # The interrupted job ends with the same losses as one that never stopped.
     ablate(tmp_path, *sweep_args, "trainer.seed=1", "trainer.max_steps=40")
-    (uninterrupted,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    (uninterrupted,) = run_dirs(tmp_path / "outputs" / "runs")
     assert losses(second / "1") == losses(uninterrupted)
 
 

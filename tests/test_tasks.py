@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
 
-from ablate.config import check
+from ablate.config.check import check
 from ablate.estimate import estimate
 from ablate.models import build_model
 from ablate.tasks import load_task
@@ -123,7 +123,7 @@ OPTIMIZER_TOGGLES = [
 @pytest.fixture(scope="module")
 def instruct_task(tmp_path_factory, cache_dir):
     """One local instruction task for every optimizer below (its loading is not what they test)."""
-    from ablate.config import compose
+    from ablate.config.variants import compose
     from conftest import TINY
 
     path = tmp_path_factory.mktemp("alpaca") / "alpaca.jsonl"

@@ -196,7 +196,7 @@ def test_reports_of_edge_sweeps_complete(tmp_path, tiny_args, case, args, monkey
 def test_grid_and_seed_list_stay_out_of_the_config_hash(tiny_cfg):
     """They choose which jobs run, not what a job trains: a wider grid or one more seed
     finds the earlier jobs again."""
-    from ablate.config import config_hash
+    from ablate.config.identity import config_hash
 
     plain = config_hash(tiny_cfg("optimizer=sgd"))
     assert config_hash(tiny_cfg("optimizer=sgd", "+tune=lr")) == plain

@@ -1,6 +1,8 @@
 """Tasks: what a job trains on and how it is scored, behind one interface the trainer calls.
 
-`load_task(cfg)` imports `ablate/tasks/{task.kind}.py` and returns its `Task(cfg)`, which has:
+`load_task(cfg)` imports `ablate/tasks/{task.kind}.py` and returns its `Task(cfg)`; the
+module's `check_config(cfg)` checks the task's own keys before any data is read (a
+ConfigError, one line). A `Task` has:
 
 - `head`: what the model needs on top: "causal_lm", or an int n, a sequence-classification
   head with n outputs (1: regression), read by `models.build_model(cfg.model, device, head)`;
@@ -26,9 +28,18 @@ import importlib
 
 from omegaconf import DictConfig
 
-from ..config import plain
+from ..config.schema import plain
+
+
+def task_module(cfg: DictConfig):
+    return importlib.import_module(f"{__name__}.{plain(cfg.task.kind)}")
+
+
+def check_task_config(cfg: DictConfig) -> None:
+    """The task's own keys (`check_config(cfg)` of its module), before any data is read."""
+    task_module(cfg).check_config(cfg)
 
 
 def load_task(cfg: DictConfig):
     """The task `cfg.task.kind` names, built from the job's config."""
-    return importlib.import_module(f"{__name__}.{plain(cfg.task.kind)}").Task(cfg)
+    return task_module(cfg).Task(cfg)

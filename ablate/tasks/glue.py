@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError, first_line
+from ..errors import ConfigError, first_line
 from .pretrain import auto_tokenizer, epoch_indices
 
 
@@ -71,6 +71,10 @@ def check_name(name: str) -> GlueTask:
     if name not in TASKS:
         raise ConfigError(f"task.name={name}: not a GLUE task (allowed: {', '.join(TASKS)})")
     return TASKS[name]
+
+
+def check_config(cfg: DictConfig) -> None:
+    check_name(cfg.task.name)
 
 
 def load_splits(task: DictConfig, spec: GlueTask) -> dict:

@@ -26,12 +26,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerFast
 
-from ..config import ConfigError, first_line
-from .pretrain import (EOT, deal, epoch_indices, next_token_loss, pretrained_tokenizer,
-                       stdlib_files, train_tokenizer)
+from ..errors import ConfigError, first_line
+from .pretrain import (EOT, check_heldout_every, check_vocab_size, deal, epoch_indices,
+                       next_token_loss, pretrained_tokenizer, stdlib_files, train_tokenizer)
 
 IGNORE = -100  # cross_entropy's ignore_index: prompt and padding positions
 SPLITS = ("train", "val", "test")
+
+
+def check_config(cfg: DictConfig) -> None:
+    check_vocab_size(cfg)
+    check_heldout_every(cfg.task)
+    if "max_records" in cfg.task and cfg.task.max_records < 1:  # records through `datasets`
+        raise ConfigError(f"task.max_records={cfg.task.max_records}: must be >= 1 (the first "
+                          "max_records records of task.split are read)")
 
 
 def stdlib_records(task: DictConfig) -> list[list[dict]]:

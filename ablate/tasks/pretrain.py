@@ -23,9 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from ..config import ConfigError, first_line
+from ..errors import ConfigError, first_line
 
 EOT = "<|endoftext|>"
+MIN_VOCAB = 257  # a byte-level BPE: 256 byte tokens and the end-of-text token
 
 
 @dataclass
@@ -38,6 +39,29 @@ class Corpus:
 
 
 SPLITS = ("train", "val", "test")
+
+
+def check_vocab_size(cfg: DictConfig) -> None:
+    """A BPE of `task.vocab_size` tokens: its byte tokens, and no id past the embedding."""
+    size = cfg.task.vocab_size
+    if size < MIN_VOCAB:
+        raise ConfigError(f"task.vocab_size={size}: must be >= {MIN_VOCAB} (the "
+                          "tokenizer's 256 byte tokens and its end-of-text token)")
+    if not cfg.model.pretrained and size > cfg.model.vocab_size:
+        raise ConfigError(f"task.vocab_size={size}: must be <= model.vocab_size="
+                          f"{cfg.model.vocab_size} for model {cfg.model.name}")
+
+
+def check_heldout_every(task: DictConfig) -> None:
+    if task.heldout_every < 2:
+        raise ConfigError(f"task.heldout_every={task.heldout_every}: must be >= 2 (every "
+                          "k-th file is held out; the others train)")
+
+
+def check_config(cfg: DictConfig) -> None:
+    check_vocab_size(cfg)
+    if "include" in cfg.task:  # the local corpus (a hub corpus has its own splits)
+        check_heldout_every(cfg.task)
 
 
 def stdlib_files(task: DictConfig) -> list[Path]:

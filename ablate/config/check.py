@@ -1,0 +1,182 @@
+"""The check every job passes before any compute: values the schema's types admit but
+training cannot use, each rejected with one line. Task keys are the task's own check
+(`ablate/tasks/`); optimizer keys are the optimizer's constructor, built on the meta device."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import os
+import typing
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError, IncompatibleToggles
+from ..models import build_model, shape
+from ..optim.build import build_optimizer, optimizer_class
+from ..tasks import check_task_config
+from ..world import world_from_env
+from .schema import plain
+from .variants import job_config
+
+
+def checked(cfg: DictConfig) -> DictConfig:
+    """`job_config`, checked: what a sweep's jobs and the estimator start from."""
+    cfg = job_config(cfg)
+    check(cfg)
+    return cfg
+
+def _positive(cfg: DictConfig, *keys: str) -> None:
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value <= 0:
+            raise ConfigError(f"{key}={value}: must be > 0")
+
+
+def _check_against_schema(node: DictConfig, path: str = "") -> None:
+    """Keys a `+key=value` override added that no schema has, and tuples of the wrong length
+    (OmegaConf types neither): both would otherwise reach the optimizer or the label."""
+    schema = OmegaConf.get_type(node)
+    hints = typing.get_type_hints(schema) if dataclasses.is_dataclass(schema) else {}
+    for key in node:
+        name = f"{path}{key}"
+        if hints and key not in hints:
+            known = ", ".join(k for k in hints if not k.startswith("_"))
+            where = path.rstrip(".") or "the top level"
+            raise ConfigError(f"{name}: unknown key (allowed under {where}: {known})")
+        value, size = node.get(key), len(typing.get_args(hints.get(key)))
+        if typing.get_origin(hints.get(key)) is tuple and len(value) != size:
+            raise ConfigError(f"{name}={list(value)}: must be a list of {size} numbers")
+        if isinstance(value, DictConfig):
+            _check_against_schema(value, f"{name}.")
+
+
+def _check_finite(tree, path: str = "") -> None:
+    """NaN or inf in any number: a run would start, then stop as "diverged"."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for key, value in items:
+        name = f"{path}.{key}" if path else str(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value}: must be a finite number")
+        if isinstance(value, (dict, list)):
+            _check_finite(value, name)
+
+
+def check(cfg: DictConfig) -> None:
+    """Reject values that the schema's types admit but training cannot use (one-line errors)."""
+    _check_against_schema(cfg)
+    _check_finite(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    _positive(cfg, "trainer.batch_size", "trainer.seq_len", "trainer.grad_accum_steps",
+              "trainer.lr", "trainer.lr_factor", "trainer.eval_batches", "trainer.log_interval",
+              "model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
+              "model.intermediate_size", "model.max_seq_len", "trainer.bucket_mb",
+              "trainer.collective_timeout_s")
+    t = cfg.trainer
+    if not 0 <= t.seed < 2**32:
+        raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32 - 1]")
+    for folder in cfg.resume_from:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"resume_from: {folder} is not a directory (allowed: folders "
+                              "holding earlier runs or sweeps)")
+    check_task_config(cfg)  # the task's own keys
+    for key in ("max_steps", "warmup_steps", "eval_interval", "tgs_warmup_steps",
+                "checkpoint_every"):
+        if t[key] < 0:
+            raise ConfigError(f"trainer.{key}={t[key]}: must be >= 0")
+    if not 0.0 <= t.min_lr_ratio <= 1.0:
+        raise ConfigError(f"trainer.min_lr_ratio={t.min_lr_ratio}: must be in [0, 1]")
+    if t.clip_grad_norm is not None:
+        if t.clip_grad_norm <= 0:
+            raise ConfigError(f"trainer.clip_grad_norm={t.clip_grad_norm}: must be > 0 or null")
+        if cfg.toggles.fused_backward and t.grad_accum_steps > 1:
+            raise ConfigError("trainer.clip_grad_norm with toggles.fused_backward=true needs "
+                              f"trainer.grad_accum_steps=1 (got {t.grad_accum_steps})")
+    # Its first, gathering backward would consume the gradients accumulated so far.
+    if cfg.toggles.grouped_norm == "global" and cfg.toggles.fused_backward \
+            and t.grad_accum_steps > 1:
+        raise ConfigError("toggles.grouped_norm=global with toggles.fused_backward=true needs "
+                          f"trainer.grad_accum_steps=1 (got {t.grad_accum_steps})")
+    try:
+        model = shape(cfg.model)  # with model.pretrained, the checkpoint's
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    if model.max_seq_len is not None and t.seq_len > model.max_seq_len:
+        raise ConfigError(f"trainer.seq_len={t.seq_len}: must be <= model.max_seq_len="
+                          f"{model.max_seq_len} for model {cfg.model.pretrained or model.name}")
+    if not cfg.model.pretrained:
+        if cfg.model.arch not in ("llama", "gpt2"):
+            raise ConfigError(f"model.arch={cfg.model.arch}: allowed are llama, gpt2")
+        if cfg.model.hidden_size % cfg.model.num_heads:
+            raise ConfigError(f"model.hidden_size={cfg.model.hidden_size}: must be divisible "
+                              f"by model.num_heads={cfg.model.num_heads}")
+    if cfg.ablation is not None and cfg.ablation.seeds is not None:
+        seeds = list(cfg.ablation.seeds)
+        if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+            raise ConfigError(f"ablation.seeds={seeds}: must be distinct integers >= 0, "
+                              "at least one")
+    if cfg.tune is not None:
+        factors = list(cfg.tune.lr_factors)
+        if not factors or not all(0 < f < float("inf") for f in factors) or (
+                len(set(factors)) < len(factors)):
+            raise ConfigError(f"tune.lr_factors={factors}: must be distinct numbers > 0 "
+                              "(finite), at least one")
+        if cfg.tune.grid_seed < 0:
+            raise ConfigError(f"tune.grid_seed={cfg.tune.grid_seed}: must be >= 0")
+    accepted = inspect.signature(optimizer_class(cfg)).parameters
+    bad = [key for key, value in cfg.toggles.items()
+           if key != "fused_backward" and value is not None and key not in accepted]
+    if bad:
+        supported = ["fused_backward"] + [k for k in cfg.toggles if k in accepted]
+        raise IncompatibleToggles(
+            f"toggle {', '.join(f'toggles.{k}' for k in bad)} is not supported by "
+            f"optimizer={cfg.optimizer.name} (it supports: {', '.join(supported)})")
+    if t.device.value == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda: no CUDA device is available (allowed: auto, cpu)")
+    _check_processes(t)
+    _check_optimizer_builds(cfg)
+
+
+def _check_processes(t: DictConfig) -> None:
+    """`trainer.processes`: at least one, at most one per GPU (on CUDA) or per CPU core;
+    under an outside launcher (torchrun, SLURM), 1 or the launcher's world size."""
+    if t.processes < 1:
+        raise ConfigError(f"trainer.processes={t.processes}: must be >= 1")
+    world = world_from_env()
+    if world.size > 1:
+        if t.processes not in (1, world.size):
+            raise ConfigError(f"trainer.processes={t.processes}: this process is one of "
+                              f"{world.size} ranks started by a launcher (allowed: 1 or "
+                              f"{world.size})")
+        return
+    if t.processes == 1:
+        return
+    cuda = t.device.value == "cuda" or (t.device.value == "auto" and torch.cuda.is_available())
+    if cuda and t.processes > torch.cuda.device_count():
+        raise ConfigError(f"trainer.processes={t.processes}: more than this machine's "
+                          f"{torch.cuda.device_count()} GPUs (allowed: 1 to "
+                          f"{torch.cuda.device_count()}, one process per GPU)")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cuda and t.processes > cores:
+        raise ConfigError(f"trainer.processes={t.processes}: more than the {cores} CPU cores "
+                          f"this job may use (allowed: 1 to {cores})")
+
+
+def _check_optimizer_builds(cfg: DictConfig) -> None:
+    """Build the model on the meta device (no memory) and the optimizer over it, so that a
+    bad hyper-parameter (the constructor's ValueError) is reported before any compute."""
+    model = build_model(cfg.model, "meta")
+    targets = cfg.optimizer.get("target_modules")
+    if targets is not None and plain(cfg.toggles.projection) != "none":
+        weights = [n for n, p in model.named_parameters() if p.dim() == 2]
+        if not any(t in n for n in weights for t in targets):
+            names = dict.fromkeys(n.split(".")[-2] for n in weights)
+            raise ConfigError(f"optimizer.target_modules={list(targets)}: matches no 2-D weight "
+                              f"of model {cfg.model.name} (its weights: {', '.join(names)})")
+    try:
+        build_optimizer(cfg, model)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"optimizer={cfg.optimizer.name}: {exc}") from exc
+
