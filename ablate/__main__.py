@@ -41,8 +41,9 @@ def main(cfg: DictConfig) -> float:
         try:
             cfg = job_config(cfg)
             check(cfg)
-            if world_from_env().size > 1:  # started by torchrun: the summary says how many
-                cfg.trainer.processes = world_from_env().size
+            world = world_from_env()
+            if world.size > 1:  # started by torchrun: the summary says how many
+                cfg.trainer.processes = world.size
             summary = run_job(cfg, run_dir, overrides)
         except ConfigError as exc:
             remove_rejected_run(run_dir, Path(cfg.outputs_dir), hc.job.name)
