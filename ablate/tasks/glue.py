@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError, first_line
-from .pretrain import auto_tokenizer, epoch_indices
+from .common import auto_tokenizer, epoch_indices
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,8 @@ def _check_labels(labels: list, spec: GlueTask, source: str) -> None:
 def pretrained_tokenizer(model: DictConfig):
     """The tokenizer saved with `model.pretrained`; one without a pad token (a LLaMA or
     GPT-2, as ablate saves them) pads with its end-of-text token, which the model's
-    classification head then skips (`pad_token_id`). (Not instruct's: a BERT has a pad
-    token but no end-of-sequence token, and GLUE needs only the first.)"""
+    classification head then skips (`pad_token_id`). (Not `common.pretrained_tokenizer`: a
+    BERT has a pad token but no end-of-sequence token, and GLUE needs only the first.)"""
     tokenizer = auto_tokenizer(model.pretrained)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:

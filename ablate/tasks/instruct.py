@@ -27,11 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerFast
 
 from ..errors import ConfigError, first_line
-from .pretrain import (EOT, check_heldout_every, check_vocab_size, deal, epoch_indices,
-                       next_token_loss, pretrained_tokenizer, stdlib_files, train_tokenizer)
-
-IGNORE = -100  # cross_entropy's ignore_index: prompt and padding positions
-SPLITS = ("train", "val", "test")
+from .common import (EOT, IGNORE, SPLITS, check_heldout_every, check_vocab_size, deal,
+                     epoch_indices, next_token_loss, pretrained_tokenizer, stdlib_files,
+                     train_tokenizer)
 
 
 def check_config(cfg: DictConfig) -> None:
