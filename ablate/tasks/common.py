@@ -1,16 +1,17 @@
-"""What the tasks share: the checks of their common keys, the standard-library files they
-read, the byte-level BPE they train, a pretrained model's tokenizer, the order of a
-fine-tuning task's batches, and the causal-LM loss."""
+"""What the tasks share: the checks of their common keys, their data (standard-library files,
+or `datasets` with its errors as one line), the byte-level BPE they train, a pretrained
+model's tokenizer, the order of a fine-tuning task's batches, and the causal-LM loss."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sysconfig
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer
 
@@ -54,6 +55,25 @@ def deal(items: list, k: int) -> tuple[list, list, list]:
     and test."""
     heldout = [x for i, x in enumerate(items) if (i + 1) % k == 0]
     return [x for i, x in enumerate(items) if (i + 1) % k], heldout[0::2], heldout[1::2]
+
+
+def data_files(task: DictConfig):
+    """`task.data_files` as `datasets` takes it: a path, a list, {split: path(s)}, or None."""
+    files = task.data_files
+    return OmegaConf.to_container(files) if OmegaConf.is_config(files) else files
+
+
+@contextlib.contextmanager
+def load_errors(head: str, config_hint: str = ""):
+    """Any error inside (`datasets` raises many kinds: offline, no such dataset, config, file
+    or split) as one line, `{head}: {reason}`, with `config_hint` after it where the reason
+    is a config the builder does not have."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001
+        reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
+        hint = config_hint if "BuilderConfig" in reason else ""
+        raise ConfigError(f"{head}: {reason}{hint}") from exc
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:

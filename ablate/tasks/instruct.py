@@ -23,13 +23,13 @@ import textwrap
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerFast
 
-from ..errors import ConfigError, first_line
-from .common import (EOT, IGNORE, SPLITS, check_heldout_every, check_vocab_size, deal,
-                     epoch_indices, next_token_loss, pretrained_tokenizer, stdlib_files,
-                     train_tokenizer)
+from ..errors import ConfigError
+from .common import (EOT, IGNORE, SPLITS, check_heldout_every, check_vocab_size, data_files,
+                     deal, epoch_indices, load_errors, next_token_loss, pretrained_tokenizer,
+                     stdlib_files, train_tokenizer)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -73,16 +73,11 @@ def dataset_records(task: DictConfig) -> list[list[dict]]:
     alternately for validation and test."""
     import datasets  # imported here: slow to import, and only these tasks need it
 
-    data_files = task.data_files
-    if OmegaConf.is_config(data_files):
-        data_files = OmegaConf.to_container(data_files)
-    source = f"task.data_files={data_files}" if data_files else f"task.path={task.path}"
-    try:
+    files = data_files(task)
+    source = f"task.data_files={files}" if files else f"task.path={task.path}"
+    with load_errors(f"{source} (split {task.split}): cannot be loaded"):
         rows = datasets.load_dataset(task.path, task.config_name, split=task.split,
-                                     data_files=data_files)
-    except Exception as exc:  # noqa: BLE001 - offline, no such dataset, file or split
-        reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-        raise ConfigError(f"{source} (split {task.split}): cannot be loaded: {reason}") from exc
+                                     data_files=files)
     for column in ("instruction", "output"):
         if column not in rows.column_names:
             raise ConfigError(f"{source}: no column '{column}' (an Alpaca-format record has "

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from ..errors import ConfigError, first_line
-from .common import (EOT, SPLITS, check_heldout_every, check_vocab_size, deal,
-                     next_token_loss, pretrained_tokenizer, stdlib_files, train_tokenizer)
+from ..errors import ConfigError
+from .common import (EOT, SPLITS, check_heldout_every, check_vocab_size, data_files, deal,
+                     load_errors, next_token_loss, pretrained_tokenizer, stdlib_files,
+                     train_tokenizer)
 
 
 @dataclass
@@ -52,20 +53,14 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
     2 x `max_eval_docs` documents are dealt alternately to validation and test."""
     import datasets  # imported here: slow to import, and only hub tasks need it
 
-    data_files = task.data_files  # a path, a list, or {split: path(s)}
-    if OmegaConf.is_config(data_files):
-        data_files = OmegaConf.to_container(data_files)
+    files = data_files(task)
 
     def take(split: str, limit: int) -> list[str]:
-        try:
+        with load_errors(f"task.path={task.path} (split {split}): cannot be loaded"):
             ds = datasets.load_dataset(task.path, task.config_name, split=split,
-                                       data_files=data_files, streaming=task.streaming)
+                                       data_files=files, streaming=task.streaming)
             rows = iter(ds)
-            first = next(rows, None)
-        except Exception as exc:  # noqa: BLE001 - offline, no such dataset, file or split
-            reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-            raise ConfigError(f"task.path={task.path} (split {split}): cannot be loaded: "
-                              f"{reason}") from exc
+            first = next(rows, None)  # a streamed dataset's errors come with its first row
         if first is not None and task.text_field not in first:
             raise ConfigError(f"task.text_field={task.text_field}: not a field of {task.path} "
                               f"(its fields: {', '.join(first)})")
