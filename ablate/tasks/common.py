@@ -1,11 +1,13 @@
 """What the tasks share: the checks of their common keys, their data (standard-library files,
-or `datasets` with its errors as one line), the byte-level BPE they train, a pretrained
-model's tokenizer, the order of a fine-tuning task's batches, and the causal-LM loss."""
+or `datasets` with its errors as one line), the byte-level BPE they train and its cache key,
+a pretrained model's tokenizer, the order of a fine-tuning task's batches, and the causal-LM
+loss."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import sysconfig
 from pathlib import Path
 
@@ -84,6 +86,15 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(texts, trainer)
     return tokenizer
+
+
+def fingerprint(head: str, texts) -> str:
+    """A cache key: 16 hex digits of a SHA-256 of `head` (what else the cached files depend
+    on: the vocabulary size, or a pretrained tokenizer) and the texts, in order."""
+    digest = hashlib.sha256(head.encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", errors="replace"))
+    return digest.hexdigest()[:16]
 
 
 def auto_tokenizer(name: str):

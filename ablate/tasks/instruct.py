@@ -16,7 +16,6 @@ model's real tokens never attend to the padding after them, so no attention mask
 from __future__ import annotations
 
 import ast
-import hashlib
 import os
 import tempfile
 import textwrap
@@ -28,8 +27,8 @@ from transformers import PreTrainedTokenizerFast
 
 from ..errors import ConfigError
 from .common import (EOT, IGNORE, SPLITS, check_heldout_every, check_vocab_size, data_files,
-                     deal, epoch_indices, load_errors, next_token_loss, pretrained_tokenizer,
-                     stdlib_files, train_tokenizer)
+                     deal, epoch_indices, fingerprint, load_errors, next_token_loss,
+                     pretrained_tokenizer, stdlib_files, train_tokenizer)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -110,10 +109,8 @@ def load_tokenizer(cfg: DictConfig, records: list[dict]) -> PreTrainedTokenizerF
         return pretrained_tokenizer(cfg.model.pretrained)
     task = cfg.task
     texts = [prompt(task.template, r) + r["output"] for r in records]
-    digest = hashlib.sha256(str(task.vocab_size).encode())
-    for text in texts:
-        digest.update(text.encode("utf-8", errors="replace"))
-    path = Path(task.cache_dir) / f"{task.name}-{digest.hexdigest()[:16]}-tokenizer.json"
+    key = fingerprint(str(task.vocab_size), texts)
+    path = Path(task.cache_dir) / f"{task.name}-{key}-tokenizer.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent)

@@ -8,7 +8,6 @@ the texts and the vocabulary size, so every run on the same text sees the same i
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import tempfile
@@ -22,8 +21,8 @@ from transformers import PreTrainedTokenizerFast
 
 from ..errors import ConfigError
 from .common import (EOT, SPLITS, check_heldout_every, check_vocab_size, data_files, deal,
-                     load_errors, next_token_loss, pretrained_tokenizer, stdlib_files,
-                     train_tokenizer)
+                     fingerprint, load_errors, next_token_loss, pretrained_tokenizer,
+                     stdlib_files, train_tokenizer)
 
 
 @dataclass
@@ -116,13 +115,10 @@ def load_corpus(task: DictConfig, pretrained=None) -> Corpus:
             raise ConfigError(f"task {task.name}: the {split} split holds no text (check the "
                               "task's files: task.include and task.heldout_every, or task.path "
                               "and task.data_files)")
-    digest = hashlib.sha256(str(task.vocab_size).encode() if pretrained is None else
-                            pretrained.backend_tokenizer.to_str().encode())
-    for split in SPLITS:
-        for text in [split, *texts[split]]:
-            digest.update(text.encode("utf-8", errors="replace"))
-    fingerprint = digest.hexdigest()[:16]
-    cache = Path(task.cache_dir) / f"{task.name}-{fingerprint}"
+    key = fingerprint(str(task.vocab_size) if pretrained is None else
+                      pretrained.backend_tokenizer.to_str(),
+                      (text for split in SPLITS for text in [split, *texts[split]]))
+    cache = Path(task.cache_dir) / f"{task.name}-{key}"
     if not (cache / "test.pt").exists():
         tokenizer = (train_tokenizer(texts["train"], task.vocab_size) if pretrained is None
                      else pretrained.backend_tokenizer)
@@ -138,7 +134,7 @@ def load_corpus(task: DictConfig, pretrained=None) -> Corpus:
             pass
     return Corpus(**{split: torch.load(cache / f"{split}.pt") for split in SPLITS},
                   tokenizer=Tokenizer.from_file(str(cache / "tokenizer.json")),
-                  fingerprint=fingerprint)
+                  fingerprint=key)
 
 
 def train_batch(stream: torch.Tensor, step: int, rows: int, seq_len: int, seed: int):
