@@ -1,7 +1,7 @@
 """What the tasks share: the checks of their common keys, their data (standard-library files,
 or `datasets` with its errors as one line), the byte-level BPE they train and its cache key,
 a pretrained model's tokenizer, the order of a fine-tuning task's batches, and the causal-LM
-loss."""
+loss and evaluation."""
 
 from __future__ import annotations
 
@@ -137,3 +137,20 @@ def next_token_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, 
                                reduction="sum")
     return loss_sum, logits
 
+
+def evaluate_causal_lm(model: torch.nn.Module, batches, split: str) -> dict:
+    """Loss, perplexity = exp(loss) and top-1 accuracy over the counted targets of `batches`
+    (dicts of input_ids and targets, on any device)."""
+    device = next(model.parameters()).device
+    loss_sum, correct, count = 0.0, 0, 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        batch_sum, logits = next_token_loss(model, batch)
+        counted = batch["targets"] != IGNORE
+        loss_sum += batch_sum.item()
+        correct += ((logits.argmax(-1) == batch["targets"]) & counted).sum().item()
+        count += int(counted.sum())
+    loss = loss_sum / count
+    return {f"{split}_loss": loss,
+            f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
+            f"{split}_accuracy": correct / count}

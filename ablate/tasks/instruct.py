@@ -27,8 +27,8 @@ from transformers import PreTrainedTokenizerFast
 
 from ..errors import ConfigError
 from .common import (EOT, IGNORE, SPLITS, check_heldout_every, check_vocab_size, data_files,
-                     deal, epoch_indices, fingerprint, load_errors, next_token_loss,
-                     pretrained_tokenizer, stdlib_files, train_tokenizer)
+                     deal, epoch_indices, evaluate_causal_lm, fingerprint, load_errors,
+                     next_token_loss, pretrained_tokenizer, stdlib_files, train_tokenizer)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -183,17 +183,6 @@ class Task:
 
     def evaluate(self, model: torch.nn.Module, split: str) -> dict:
         """Over every record of the split (that fits trainer.seq_len), batch_size at a time."""
-        device = next(model.parameters()).device
         b, examples = self.t.batch_size, self.splits[split]
-        loss_sum, correct, count = 0.0, 0, 0
-        for i in range(0, len(examples), b):
-            batch = {k: v.to(device) for k, v in collate(examples[i:i + b], self.pad_id).items()}
-            batch_sum, logits = next_token_loss(model, batch)
-            counted = batch["targets"] != IGNORE
-            loss_sum += batch_sum.item()
-            correct += ((logits.argmax(-1) == batch["targets"]) & counted).sum().item()
-            count += int(counted.sum())
-        loss = loss_sum / count
-        return {f"{split}_loss": loss,
-                f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
-                f"{split}_accuracy": correct / count}
+        return evaluate_causal_lm(model, (collate(examples[i:i + b], self.pad_id)
+                                          for i in range(0, len(examples), b)), split)

@@ -21,8 +21,8 @@ from transformers import PreTrainedTokenizerFast
 
 from ..errors import ConfigError
 from .common import (EOT, SPLITS, check_heldout_every, check_vocab_size, data_files, deal,
-                     fingerprint, load_errors, next_token_loss, pretrained_tokenizer,
-                     stdlib_files, train_tokenizer)
+                     evaluate_causal_lm, fingerprint, load_errors, next_token_loss,
+                     pretrained_tokenizer, stdlib_files, train_tokenizer)
 
 
 @dataclass
@@ -190,17 +190,8 @@ class Task:
         return next_token_loss(model, batch)[0], self.count(batch)
 
     def evaluate(self, model: torch.nn.Module, split: str) -> dict:
-        """Loss, perplexity = exp(loss) and next-token top-1 accuracy on a held-out split."""
-        device = next(model.parameters()).device
-        loss_sum, correct, count = 0.0, 0, 0
-        for x, y in eval_batches(getattr(self.corpus, split), self.t.eval_batches,
-                                 self.t.batch_size, self.t.seq_len, split):
-            batch = {"input_ids": x.to(device), "targets": y.to(device)}
-            batch_sum, logits = next_token_loss(model, batch)
-            loss_sum += batch_sum.item()
-            correct += (logits.argmax(-1) == batch["targets"]).sum().item()
-            count += y.numel()
-        loss = loss_sum / count
-        return {f"{split}_loss": loss,
-                f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
-                f"{split}_accuracy": correct / count}
+        """Loss, perplexity and next-token accuracy on the fixed windows of a held-out split."""
+        batches = eval_batches(getattr(self.corpus, split), self.t.eval_batches,
+                               self.t.batch_size, self.t.seq_len, split)
+        return evaluate_causal_lm(model, ({"input_ids": x, "targets": y} for x, y in batches),
+                                  split)
