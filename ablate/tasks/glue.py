@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ..errors import ConfigError, first_line
-from .pretrain import auto_tokenizer, epoch_indices
+from ..errors import ConfigError
+from .common import auto_tokenizer, data_files, epoch_indices, load_errors
 
 
 @dataclass(frozen=True)
@@ -82,22 +82,17 @@ def load_splits(task: DictConfig, spec: GlueTask) -> dict:
     labels (one line naming the file or split and what is allowed)."""
     import datasets  # slow to import: only when a GLUE job runs
 
-    data_files = task.data_files
-    if OmegaConf.is_config(data_files):
-        data_files = OmegaConf.to_container(data_files)
-    where = f"task.path={task.path}" + (f" (files {data_files})" if data_files else "")
-    try:  # what load_dataset does, keeping the builder: it knows each split's files
+    files = data_files(task)
+    where = f"task.path={task.path}" + (f" (files {files})" if files else "")
+    hint = "; local files take task.config_name=null" if task.config_name else ""
+    with load_errors(f"{where}: cannot be loaded as GLUE {task.name}", hint):
+        # what load_dataset does, keeping the builder: it knows each split's files
         builder = datasets.load_dataset_builder(task.path, task.config_name,
-                                                data_files=data_files, cache_dir=task.cache_dir)
+                                                data_files=files, cache_dir=task.cache_dir)
         builder.download_and_prepare()
         loaded = builder.as_dataset()
-    except Exception as exc:  # noqa: BLE001 - offline, no such dataset, config or file
-        reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-        hint = ("; local files take task.config_name=null" if task.config_name and
-                "BuilderConfig" in reason else "")
-        raise ConfigError(f"{where}: cannot be loaded as GLUE {task.name}: {reason}{hint}"
-                          ) from exc
-    files = {str(split): names for split, names in (builder.config.data_files or {}).items()}
+    split_files = {str(split): names
+                   for split, names in (builder.config.data_files or {}).items()}
     needed = ["train", *(name for _, name in spec.test_splits)]
     missing = [split for split in needed if split not in loaded]
     if missing:
@@ -106,7 +101,7 @@ def load_splits(task: DictConfig, spec: GlueTask) -> dict:
     splits = {}
     for split in needed:
         data = loaded[split]
-        source = ", ".join(map(str, files.get(split, []))) or f"{where}, split {split}"
+        source = ", ".join(map(str, split_files.get(split, []))) or f"{where}, split {split}"
         for column in (*spec.text_columns, "label"):
             if column not in data.column_names:
                 raise ConfigError(f"{source}: no column {column!r} (its columns: "
@@ -139,8 +134,8 @@ def _check_labels(labels: list, spec: GlueTask, source: str) -> None:
 def pretrained_tokenizer(model: DictConfig):
     """The tokenizer saved with `model.pretrained`; one without a pad token (a LLaMA or
     GPT-2, as ablate saves them) pads with its end-of-text token, which the model's
-    classification head then skips (`pad_token_id`). (Not instruct's: a BERT has a pad
-    token but no end-of-sequence token, and GLUE needs only the first.)"""
+    classification head then skips (`pad_token_id`). (Not `common.pretrained_tokenizer`: a
+    BERT has a pad token but no end-of-sequence token, and GLUE needs only the first.)"""
     tokenizer = auto_tokenizer(model.pretrained)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:

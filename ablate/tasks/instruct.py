@@ -16,22 +16,19 @@ model's real tokens never attend to the padding after them, so no attention mask
 from __future__ import annotations
 
 import ast
-import hashlib
 import os
 import tempfile
 import textwrap
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerFast
 
-from ..errors import ConfigError, first_line
-from .pretrain import (EOT, check_heldout_every, check_vocab_size, deal, epoch_indices,
-                       next_token_loss, pretrained_tokenizer, stdlib_files, train_tokenizer)
-
-IGNORE = -100  # cross_entropy's ignore_index: prompt and padding positions
-SPLITS = ("train", "val", "test")
+from ..errors import ConfigError
+from .common import (EOT, IGNORE, SPLITS, check_heldout_every, check_vocab_size, data_files,
+                     deal, epoch_indices, evaluate_causal_lm, fingerprint, load_errors,
+                     next_token_loss, pretrained_tokenizer, stdlib_files, train_tokenizer)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -75,16 +72,11 @@ def dataset_records(task: DictConfig) -> list[list[dict]]:
     alternately for validation and test."""
     import datasets  # imported here: slow to import, and only these tasks need it
 
-    data_files = task.data_files
-    if OmegaConf.is_config(data_files):
-        data_files = OmegaConf.to_container(data_files)
-    source = f"task.data_files={data_files}" if data_files else f"task.path={task.path}"
-    try:
+    files = data_files(task)
+    source = f"task.data_files={files}" if files else f"task.path={task.path}"
+    with load_errors(f"{source} (split {task.split}): cannot be loaded"):
         rows = datasets.load_dataset(task.path, task.config_name, split=task.split,
-                                     data_files=data_files)
-    except Exception as exc:  # noqa: BLE001 - offline, no such dataset, file or split
-        reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-        raise ConfigError(f"{source} (split {task.split}): cannot be loaded: {reason}") from exc
+                                     data_files=files)
     for column in ("instruction", "output"):
         if column not in rows.column_names:
             raise ConfigError(f"{source}: no column '{column}' (an Alpaca-format record has "
@@ -117,10 +109,8 @@ def load_tokenizer(cfg: DictConfig, records: list[dict]) -> PreTrainedTokenizerF
         return pretrained_tokenizer(cfg.model.pretrained)
     task = cfg.task
     texts = [prompt(task.template, r) + r["output"] for r in records]
-    digest = hashlib.sha256(str(task.vocab_size).encode())
-    for text in texts:
-        digest.update(text.encode("utf-8", errors="replace"))
-    path = Path(task.cache_dir) / f"{task.name}-{digest.hexdigest()[:16]}-tokenizer.json"
+    key = fingerprint(str(task.vocab_size), texts)
+    path = Path(task.cache_dir) / f"{task.name}-{key}-tokenizer.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent)
@@ -193,17 +183,6 @@ class Task:
 
     def evaluate(self, model: torch.nn.Module, split: str) -> dict:
         """Over every record of the split (that fits trainer.seq_len), batch_size at a time."""
-        device = next(model.parameters()).device
         b, examples = self.t.batch_size, self.splits[split]
-        loss_sum, correct, count = 0.0, 0, 0
-        for i in range(0, len(examples), b):
-            batch = {k: v.to(device) for k, v in collate(examples[i:i + b], self.pad_id).items()}
-            batch_sum, logits = next_token_loss(model, batch)
-            counted = batch["targets"] != IGNORE
-            loss_sum += batch_sum.item()
-            correct += ((logits.argmax(-1) == batch["targets"]) & counted).sum().item()
-            count += int(counted.sum())
-        loss = loss_sum / count
-        return {f"{split}_loss": loss,
-                f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
-                f"{split}_accuracy": correct / count}
+        return evaluate_causal_lm(model, (collate(examples[i:i + b], self.pad_id)
+                                          for i in range(0, len(examples), b)), split)

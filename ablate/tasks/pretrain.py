@@ -8,25 +8,21 @@ the texts and the vocabulary size, so every run on the same text sees the same i
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import itertools
 import os
-import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from omegaconf import DictConfig
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
 
-from ..errors import ConfigError, first_line
-
-EOT = "<|endoftext|>"
-MIN_VOCAB = 257  # a byte-level BPE: 256 byte tokens and the end-of-text token
+from ..errors import ConfigError
+from .common import (EOT, SPLITS, check_heldout_every, check_vocab_size, data_files, deal,
+                     evaluate_causal_lm, fingerprint, load_errors, next_token_loss,
+                     pretrained_tokenizer, stdlib_files, train_tokenizer)
 
 
 @dataclass
@@ -38,47 +34,10 @@ class Corpus:
     fingerprint: str  # hash of the texts and the vocabulary size
 
 
-SPLITS = ("train", "val", "test")
-
-
-def check_vocab_size(cfg: DictConfig) -> None:
-    """A BPE of `task.vocab_size` tokens: its byte tokens, and no id past the embedding."""
-    size = cfg.task.vocab_size
-    if size < MIN_VOCAB:
-        raise ConfigError(f"task.vocab_size={size}: must be >= {MIN_VOCAB} (the "
-                          "tokenizer's 256 byte tokens and its end-of-text token)")
-    if not cfg.model.pretrained and size > cfg.model.vocab_size:
-        raise ConfigError(f"task.vocab_size={size}: must be <= model.vocab_size="
-                          f"{cfg.model.vocab_size} for model {cfg.model.name}")
-
-
-def check_heldout_every(task: DictConfig) -> None:
-    if task.heldout_every < 2:
-        raise ConfigError(f"task.heldout_every={task.heldout_every}: must be >= 2 (every "
-                          "k-th file is held out; the others train)")
-
-
 def check_config(cfg: DictConfig) -> None:
     check_vocab_size(cfg)
     if "include" in cfg.task:  # the local corpus (a hub corpus has its own splits)
         check_heldout_every(cfg.task)
-
-
-def stdlib_files(task: DictConfig) -> list[Path]:
-    """The stdlib files matching `task.include`, sorted by path."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted({p.relative_to(root).as_posix() for pattern in task.include
-                    for p in root.glob(pattern) if p.is_file() and "site-packages" not in p.parts})
-    if not files:
-        raise ConfigError(f"task.include={list(task.include)}: matches no file under {root}")
-    return [root / f for f in files]
-
-
-def deal(items: list, k: int) -> tuple[list, list, list]:
-    """Train, validation and test: every k-th item is held out, alternately for validation
-    and test."""
-    heldout = [x for i, x in enumerate(items) if (i + 1) % k == 0]
-    return [x for i, x in enumerate(items) if (i + 1) % k], heldout[0::2], heldout[1::2]
 
 
 def stdlib_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
@@ -93,20 +52,14 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
     2 x `max_eval_docs` documents are dealt alternately to validation and test."""
     import datasets  # imported here: slow to import, and only hub tasks need it
 
-    data_files = task.data_files  # a path, a list, or {split: path(s)}
-    if OmegaConf.is_config(data_files):
-        data_files = OmegaConf.to_container(data_files)
+    files = data_files(task)
 
     def take(split: str, limit: int) -> list[str]:
-        try:
+        with load_errors(f"task.path={task.path} (split {split}): cannot be loaded"):
             ds = datasets.load_dataset(task.path, task.config_name, split=split,
-                                       data_files=data_files, streaming=task.streaming)
+                                       data_files=files, streaming=task.streaming)
             rows = iter(ds)
-            first = next(rows, None)
-        except Exception as exc:  # noqa: BLE001 - offline, no such dataset, file or split
-            reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-            raise ConfigError(f"task.path={task.path} (split {split}): cannot be loaded: "
-                              f"{reason}") from exc
+            first = next(rows, None)  # a streamed dataset's errors come with its first row
         if first is not None and task.text_field not in first:
             raise ConfigError(f"task.text_field={task.text_field}: not a field of {task.path} "
                               f"(its fields: {', '.join(first)})")
@@ -145,40 +98,12 @@ def check_corpus(corpus: Corpus, t: DictConfig) -> None:
                               f"{tokens // (t.batch_size * window)}")
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(texts, trainer)
-    return tokenizer
-
-
 def encode(tokenizer: Tokenizer, texts: list[str], eot: int) -> torch.Tensor:
     ids: list[int] = []
     for encoding in tokenizer.encode_batch(texts):
         ids.extend(encoding.ids)
         ids.append(eot)
     return torch.tensor(ids, dtype=torch.int32)
-
-
-def auto_tokenizer(name: str):
-    """A pretrained model's own tokenizer, or one line saying why it cannot be loaded."""
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"model.pretrained={name}: has no tokenizer that transformers can "
-                          f"load ({type(exc).__name__}: {first_line(exc)})") from None
-
-
-def pretrained_tokenizer(name: str):
-    """A pretrained model's own tokenizer (fast: its `tokenizers` backend encodes corpora)."""
-    tokenizer = auto_tokenizer(name)
-    if tokenizer.eos_token_id is None or not tokenizer.is_fast:
-        raise ConfigError(f"model.pretrained={name}: its tokenizer has no end-of-sequence "
-                          "token or is not a fast (`tokenizers`) one")
-    return tokenizer
 
 
 def load_corpus(task: DictConfig, pretrained=None) -> Corpus:
@@ -190,13 +115,10 @@ def load_corpus(task: DictConfig, pretrained=None) -> Corpus:
             raise ConfigError(f"task {task.name}: the {split} split holds no text (check the "
                               "task's files: task.include and task.heldout_every, or task.path "
                               "and task.data_files)")
-    digest = hashlib.sha256(str(task.vocab_size).encode() if pretrained is None else
-                            pretrained.backend_tokenizer.to_str().encode())
-    for split in SPLITS:
-        for text in [split, *texts[split]]:
-            digest.update(text.encode("utf-8", errors="replace"))
-    fingerprint = digest.hexdigest()[:16]
-    cache = Path(task.cache_dir) / f"{task.name}-{fingerprint}"
+    key = fingerprint(str(task.vocab_size) if pretrained is None else
+                      pretrained.backend_tokenizer.to_str(),
+                      (text for split in SPLITS for text in [split, *texts[split]]))
+    cache = Path(task.cache_dir) / f"{task.name}-{key}"
     if not (cache / "test.pt").exists():
         tokenizer = (train_tokenizer(texts["train"], task.vocab_size) if pretrained is None
                      else pretrained.backend_tokenizer)
@@ -212,7 +134,7 @@ def load_corpus(task: DictConfig, pretrained=None) -> Corpus:
             pass
     return Corpus(**{split: torch.load(cache / f"{split}.pt") for split in SPLITS},
                   tokenizer=Tokenizer.from_file(str(cache / "tokenizer.json")),
-                  fingerprint=fingerprint)
+                  fingerprint=key)
 
 
 def train_batch(stream: torch.Tensor, step: int, rows: int, seq_len: int, seed: int):
@@ -235,29 +157,6 @@ def eval_batches(stream: torch.Tensor, n_batches: int, rows: int, seq_len: int, 
     for i in range(n_batches):
         chunk = windows[i * rows:(i + 1) * rows]
         yield chunk[:, :-1], chunk[:, 1:]
-
-
-@functools.lru_cache(maxsize=2)  # consecutive steps read one epoch's, or two
-def epoch_permutation(seed: int, n: int, epoch: int) -> list[int]:
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
-
-
-def epoch_indices(seed: int, n: int, first: int, rows: int) -> list[int]:
-    """Positions `first` to `first + rows` of a stream of epochs over n records, each epoch
-    a permutation drawn from (seed, epoch): a fine-tuning task's batch, a pure function of
-    the step."""
-    return [epoch_permutation(seed, n, epoch)[i]
-            for epoch, i in (divmod(position, n) for position in range(first, first + rows))]
-
-
-def next_token_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token cross-entropy summed over the targets that are not -100, and the logits."""
-    logits = model(input_ids=batch["input_ids"]).logits.float()
-    targets = batch["targets"]
-    loss_sum = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
-                               reduction="sum")
-    return loss_sum, logits
 
 
 class Task:
@@ -291,17 +190,8 @@ class Task:
         return next_token_loss(model, batch)[0], self.count(batch)
 
     def evaluate(self, model: torch.nn.Module, split: str) -> dict:
-        """Loss, perplexity = exp(loss) and next-token top-1 accuracy on a held-out split."""
-        device = next(model.parameters()).device
-        loss_sum, correct, count = 0.0, 0, 0
-        for x, y in eval_batches(getattr(self.corpus, split), self.t.eval_batches,
-                                 self.t.batch_size, self.t.seq_len, split):
-            batch = {"input_ids": x.to(device), "targets": y.to(device)}
-            batch_sum, logits = next_token_loss(model, batch)
-            loss_sum += batch_sum.item()
-            correct += (logits.argmax(-1) == batch["targets"]).sum().item()
-            count += y.numel()
-        loss = loss_sum / count
-        return {f"{split}_loss": loss,
-                f"{split}_perplexity": torch.tensor(loss, dtype=torch.float64).exp().item(),
-                f"{split}_accuracy": correct / count}
+        """Loss, perplexity and next-token accuracy on the fixed windows of a held-out split."""
+        batches = eval_batches(getattr(self.corpus, split), self.t.eval_batches,
+                               self.t.batch_size, self.t.seq_len, split)
+        return evaluate_causal_lm(model, ({"input_ids": x, "targets": y} for x, y in batches),
+                                  split)
