@@ -28,11 +28,10 @@ import importlib
 
 from omegaconf import DictConfig
 
-from ..config.schema import plain
-
 
 def task_module(cfg: DictConfig):
-    return importlib.import_module(f"{__name__}.{plain(cfg.task.kind)}")
+    kind = cfg.task.kind  # a config.schema.TaskKind member (its name in an untyped config)
+    return importlib.import_module(f"{__name__}.{getattr(kind, 'value', kind)}")
 
 
 def check_task_config(cfg: DictConfig) -> None:
