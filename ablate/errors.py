@@ -14,6 +14,10 @@ class IncompatibleToggles(ConfigError):
     job is recorded as skipped, not run as something else under a wrong label."""
 
 
+class PlanError(ValueError):
+    """A plan that cannot become a preset; the message says what and what is known."""
+
+
 def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
@@ -27,4 +31,3 @@ def error_line(exc: BaseException) -> str:
     if exc.__cause__ is not None and first_line(exc.__cause__):
         parts.append(first_line(exc.__cause__))
     return ": ".join(parts)
-

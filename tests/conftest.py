@@ -60,10 +60,11 @@ def run_in_process(cwd: Path, *args: str, module: str = "ablate") -> tuple[int, 
     the exit status, stdout and stderr, as the interpreter would give them."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from ablate import __main__, report, rerun
+    from ablate import __main__, rerun
+    from ablate.report.__main__ import main as report_main
 
     entry = {"ablate": lambda: __main__.cli(), "ablate.rerun": lambda: rerun.main(list(args)),
-             "ablate.report": lambda: report.main(list(args))}[module]
+             "ablate.report": lambda: report_main(list(args))}[module]
     out, err, before, argv = io.StringIO(), io.StringIO(), os.getcwd(), sys.argv
     code = 0
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")

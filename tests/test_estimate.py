@@ -15,8 +15,8 @@ from ablate.estimate import (estimate, main, saved_activation_bytes, tied_params
 from ablate.job import run_job
 from ablate.memory import GB, optimizer_state_bytes
 from ablate.models import build_model, count_params
-from ablate.report import main as report_main
 from ablate.optim.build import build_optimizer
+from ablate.report.__main__ import main as report_main
 from ablate.train import Trainer, weight_dtype
 
 MODELS = ["model=llama_tiny", "model=gpt2_tiny"]

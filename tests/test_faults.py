@@ -14,7 +14,7 @@ import torch
 
 from ablate import job, train
 from ablate.job import run_job
-from ablate.report import report
+from ablate.report.__main__ import report
 from conftest import TINY, losses, run_in_process
 
 

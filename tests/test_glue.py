@@ -19,8 +19,9 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Lla
                           LlamaForCausalLM, PreTrainedTokenizerFast, RobertaConfig,
                           RobertaForMaskedLM, RobertaTokenizerFast)
 
-from ablate import report
 from ablate.config.variants import compose
+from ablate.report.read import read_jobs
+from ablate.report.table import fmt, glue_table
 from ablate.tasks import load_task
 from ablate.train import Trainer
 from conftest import run_dirs, run_in_process
@@ -321,7 +322,7 @@ def test_offline_chain_pretrain_save_then_glue_sweep_and_report(tmp_path, glue_d
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     scores = [json.loads((sweep / str(i) / "summary.json").read_text())["glue_score"]
               for i in (0, 1)]
-    table = report.glue_table(report.read_jobs(sweep)[0])  # what report.md shows
+    table = glue_table(read_jobs(sweep)[0])  # what report.md shows
     assert table[-3:-1] == ["| variant | sst2 | stsb | average |", "|---|---|---|---|"]
-    assert table[-1] == (f"| `adalomo` | {report.fmt(scores[0])} (1) | "
-                         f"{report.fmt(scores[1])} (1) | {report.fmt(sum(scores) / 2)} |")
+    assert table[-1] == (f"| `adalomo` | {fmt(scores[0])} (1) | "
+                         f"{fmt(scores[1])} (1) | {fmt(sum(scores) / 2)} |")

@@ -14,8 +14,14 @@ import yaml
 from conftest import ablate
 
 from ablate.config.schema import config_dir
-from ablate.plan import (COMPONENTS, PlanError, component_for, jobs, main, parse_markdown,
-                         preset, scores)
+from ablate.errors import PlanError
+from ablate.plan import components
+from ablate.plan.__main__ import main
+from ablate.plan.components import COMPONENTS
+from ablate.plan.jobs import jobs
+from ablate.plan.parse import parse_markdown
+from ablate.plan.preset import preset
+from ablate.plan.words import component_for, scores
 
 PLANS = Path(__file__).resolve().parents[2] / "shared" / "planner-plans"
 needs_plans = pytest.mark.skipif(not PLANS.is_dir(), reason=f"{PLANS} is not beside the repo")
@@ -391,3 +397,21 @@ def test_global_normalization_is_a_replacement_of_grouped_normalization():
     body, _ = preset(parse_markdown(text), "p", seeds=1)
     assert body["ablation"]["variants"] == {
         "baseline": [], "grouped_norm_global": ["toggles.grouped_norm=global"]}
+
+
+def test_optimizer_baselines_follow_conf_and_one_seed_expands(tmp_path, monkeypatch):
+    """An optimizer key's baseline is conf/optimizer/'s value; a one-seed preset is a sweep
+    of one value, as Hydra expands it."""
+    (tmp_path / "optimizer").mkdir()
+    yaml_text = (config_dir() / "optimizer" / "galore_adamw.yaml").read_text()
+    (tmp_path / "optimizer" / "galore_adamw.yaml").write_text(
+        yaml_text.replace("\nrank: 128\n", "\nrank: 64\n"))
+    monkeypatch.setattr(components, "config_dir", lambda: tmp_path)
+    components.optimizer_defaults.cache_clear()
+    try:
+        body, _ = preset(parse_markdown(md("rank", "REPLACE", "4")), "p", seeds=1)
+    finally:
+        components.optimizer_defaults.cache_clear()
+    assert body["ablation"]["baseline"] == ["optimizer.rank=64"]
+    assert [job[1:] for job in jobs(body)] == [["optimizer.rank=64", "trainer.seed=0"],
+                                               ["optimizer.rank=4", "trainer.seed=0"]]

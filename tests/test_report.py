@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 import yaml
 
-from ablate.report import (Job, common_parts, find_baseline, main, match_baseline, mean_std,
-                           short_label)
+from ablate import runstore
+from ablate.config.identity import label
+from ablate.report.__main__ import main
+from ablate.report.groups import common_parts, find_baseline, match_baseline, short_label
+from ablate.report.read import Job
+from ablate.report.stats import mean_std
 from ablate.tracking import fit, flatten
 from conftest import ablate
 from wandb_file import read_run
@@ -162,22 +166,90 @@ def test_offline_wandb_runs_are_grouped_by_sweep_and_variant(sweep):
 
 
 def test_labels_baseline_matching_and_std():
-    labels = ["adalomo trainer.max_steps=300", "adalomo nmf=False trainer.max_steps=300",
-              "adalomo adaptive_lr=False trainer.max_steps=300"]
-    common = common_parts(labels)
-    assert common == ["adalomo", "trainer.max_steps=300"]
-    assert [short_label(label, common) for label in labels] == [
+    variants = [{"optimizer": "adalomo", "trainer.max_steps": 300},
+                {"optimizer": "adalomo", "toggles.nmf": False, "trainer.max_steps": 300},
+                {"optimizer": "adalomo", "toggles.adaptive_lr": False, "trainer.max_steps": 300}]
+    assert [label(v) for v in variants] == [
+        "adalomo trainer.max_steps=300", "adalomo nmf=False trainer.max_steps=300",
+        "adalomo adaptive_lr=False trainer.max_steps=300"]
+    common = common_parts(variants)
+    assert common == {"optimizer": "adalomo", "trainer.max_steps": 300}
+    assert label(common) == "adalomo trainer.max_steps=300"
+    assert [short_label(v, common) for v in variants] == [
         "adalomo", "nmf=False", "adaptive_lr=False"]
-    assert match_baseline(labels, "toggles.nmf=false") == labels[1]
-    assert match_baseline(labels, "adalomo") == labels[0]  # fewest other parts
-    assert match_baseline(["adamw lr=0.001", "adamw lr=0.01"], "lr=1e-3") == "adamw lr=0.001"
+    assert match_baseline(variants, "toggles.nmf=false") == variants[1]
+    assert match_baseline(variants, "adalomo") == variants[0]  # fewest other parts
+    lrs = [{"optimizer": "adamw", "optimizer.lr": 0.001},
+           {"optimizer": "adamw", "optimizer.lr": 0.01}]
+    assert match_baseline(lrs, "lr=1e-3") == lrs[0]
     with pytest.raises(SystemExit, match="matches 2 variants equally"):
-        match_baseline(labels[1:], "trainer.max_steps=300")
-    assert short_label("sgd betas=[0.9, 0.95]", ["sgd"]) == "betas=[0.9, 0.95]"
-    preset = [Job(Path(str(i)), {"variant": label, "is_baseline": i == 1}, [])
-              for i, label in enumerate(labels)]
-    assert find_baseline(preset, None)[0] == labels[1]  # the preset's
-    assert find_baseline(preset, "adaptive_lr=false")[0] == labels[2]  # given wins
+        match_baseline(variants[1:], "trainer.max_steps=300")
+    assert short_label({"optimizer": "sgd", "optimizer.betas": [0.9, 0.95]},
+                       {"optimizer": "sgd"}) == "betas=[0.9, 0.95]"
+    preset = [Job(Path(str(i)), {"variant": label(v), "is_baseline": i == 1}, [], v)
+              for i, v in enumerate(variants)]
+    assert find_baseline(preset, None)[0] == variants[1]  # the preset's
+    assert find_baseline(preset, "adaptive_lr=false")[0] == variants[2]  # given wins
     mean, std = mean_std([2.0])
     assert mean == 2.0 and math.isnan(std)  # n = 1: no std
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)  # sample std, n - 1
+
+
+def completed_job(run_dir: Path, variant: dict, seed: int, test_loss: float) -> None:
+    """A completed job's files, as a job writes them, with only what the report reads."""
+    run_dir.mkdir(parents=True)
+    runstore.write_summary(run_dir, {
+        "status": "completed", "variant": label(variant), "variant_config": variant,
+        "config_hash": run_dir.name, "seed": seed, "test_loss": test_loss,
+        "test_perplexity": math.exp(test_loss), "final_train_loss": test_loss})
+    (run_dir / "metrics.jsonl").write_text("".join(
+        runstore.metrics_line({"step": step, "loss": test_loss + 1 / step}) for step in (1, 2)))
+
+
+def test_variants_whose_labels_parse_ambiguously_are_kept_apart(tmp_path):
+    """Values with spaces and `=` in them: the labels of two variants can be equal, or seem
+    to share a part; the report groups, shortens and matches by the mapping."""
+    variants = [{"optimizer": "sgd", "optimizer.target_modules": ["a", "b=c"]},
+                {"optimizer": "sgd", "optimizer.target_modules": ["a", "d=c"]},
+                {"optimizer": "sgd", "task.template": "a b=c"},
+                {"optimizer": "sgd", "task.template": "a", "b": "c"}]
+    assert label(variants[2]) == label(variants[3]) == "sgd task.template=a b=c"
+    for i, variant in enumerate(variants):
+        for seed in (0, 1):
+            completed_job(tmp_path / "sweep" / str(2 * i + seed), variant, seed,
+                          4.0 + i / 10 + seed / 100)
+    main([str(tmp_path / "sweep"), "--out", str(tmp_path / "r"),
+          "--baseline", "target_modules=[a,d=c]"])
+    with open(tmp_path / "r" / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["label"] for row in rows] == ["target_modules=['a', 'd=c']",
+                                              "target_modules=['a', 'b=c']",
+                                              "task.template=a b=c", "task.template=a b=c"]
+    assert [row["n"] for row in rows] == ["2"] * 4
+    assert [float(row["test_loss_mean"]) for row in rows] == pytest.approx(
+        [4.105, 4.005, 4.205, 4.305])
+    assert rows[0]["is_baseline"] == "True"
+
+
+@pytest.mark.slow
+def test_sweep_written_before_variant_config_reports_in_the_same_rows(sweep, tmp_path):
+    """Summaries without `variant_config` get it from their saved Hydra config; one whose
+    config this version cannot read shows under its label."""
+    new, old = tmp_path / "new", tmp_path / "old"
+    for copy in (new, old):
+        shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("report"))
+    for i in (0, 3):  # one job of each variant
+        summary = json.loads((old / str(i) / "summary.json").read_text())
+        del summary["variant_config"]
+        (old / str(i) / "summary.json").write_text(json.dumps(summary))
+
+    def rows(root: Path) -> list[dict]:
+        main([str(root), "--out", str(root / "report")])
+        with open(root / "report" / "report.csv") as f:
+            return list(csv.DictReader(f))
+
+    assert rows(old) == rows(new)
+    (old / "3" / ".hydra" / "config.yaml").write_text("optimizer: {name: [\n")
+    unreadable = json.loads((old / "3" / "summary.json").read_text())["variant"]
+    labels = [row["variant"] for row in rows(old)]
+    assert len(labels) == 3 and labels[2] == unreadable

@@ -19,7 +19,7 @@ from ablate.config.schema import config_dir, typed
 from ablate.config.variants import apply_variant, compose
 from ablate.errors import ConfigError
 from ablate.config.identity import is_baseline
-from ablate.plan import jobs
+from ablate.plan.jobs import jobs
 from ablate import train
 from conftest import ablate, losses, run_dirs, run_in_process
 

@@ -13,7 +13,10 @@ import pytest
 from scipy import stats
 
 from ablate import train
-from ablate.report import Job, choose_lr, compare, confidence_interval, main
+from ablate.report.__main__ import main
+from ablate.report.read import Job
+from ablate.report.stats import compare, confidence_interval
+from ablate.report.table import choose_lr
 from ablate.tune import best_factor, edge
 from conftest import ablate, run_in_process
 
@@ -106,7 +109,7 @@ def job(seed: int, factor: float, val: float, test: float, status: str = "comple
     summary = {"status": status, "seed": seed, "lr_factor": factor, "val_loss": val,
                "test_loss": test, "peak_lr": factor * 0.01, "variant": "v",
                "tuning": {"grid_seed": 0}}
-    return Job(Path(f"/j/{seed}/{factor}"), summary, [])
+    return Job(Path(f"/j/{seed}/{factor}"), summary, [], {"optimizer": "v"})
 
 
 def test_selection_uses_validation_never_test():

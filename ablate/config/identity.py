@@ -83,9 +83,9 @@ def short_key(key: str) -> str:
 
 
 def label(parts: dict) -> str:
-    """A variant for display: `adalomo nmf=False trainer.lr=0.01`."""
-    return " ".join([str(parts["optimizer"])] + [f"{short_key(k)}={v}" for k, v in parts.items()
-                                                  if k != "optimizer"])
+    """A variant, or some of its keys, for display: `adalomo nmf=False trainer.lr=0.01`."""
+    name = [str(parts["optimizer"])] if "optimizer" in parts else []
+    return " ".join(name + [f"{short_key(k)}={v}" for k, v in parts.items() if k != "optimizer"])
 
 
 def is_baseline(cfg: DictConfig) -> bool | None:

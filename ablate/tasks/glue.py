@@ -21,7 +21,6 @@ accuracy otherwise; the first is the task's score (`glue_metric`, `glue_score`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,27 +28,8 @@ from omegaconf import DictConfig
 
 from ..errors import ConfigError
 from .common import auto_tokenizer, data_files, epoch_indices, load_errors
+from .glue_tasks import TASKS, GlueTask
 
-
-@dataclass(frozen=True)
-class GlueTask:
-    text_columns: tuple[str, ...]  # one sentence or a pair
-    num_labels: int  # 1: regression (STS-B's similarity in [0, 5])
-    metrics: tuple[str, ...]  # the first is the task's score
-    test_splits: tuple[tuple[str, str], ...] = (("", "validation"),)  # (key suffix, split)
-
-
-TASKS = {
-    "cola": GlueTask(("sentence",), 2, ("matthews_correlation",)),
-    "sst2": GlueTask(("sentence",), 2, ("accuracy",)),
-    "mrpc": GlueTask(("sentence1", "sentence2"), 2, ("f1", "accuracy")),
-    "stsb": GlueTask(("sentence1", "sentence2"), 1, ("pearson", "spearman")),
-    "qqp": GlueTask(("question1", "question2"), 2, ("f1", "accuracy")),
-    "mnli": GlueTask(("premise", "hypothesis"), 3, ("accuracy",),
-                     (("", "validation_matched"), ("_mismatched", "validation_mismatched"))),
-    "qnli": GlueTask(("question", "sentence"), 2, ("accuracy",)),
-    "rte": GlueTask(("sentence1", "sentence2"), 2, ("accuracy",)),
-}
 VAL_SEED = 0  # the held-out slice of the train split is the same for every run
 
 

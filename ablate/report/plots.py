@@ -1,0 +1,115 @@
+"""The report's plots: training loss per step, lr sensitivity, memory and throughput bars.
+matplotlib is imported by each plot, so reading a report's rows needs none of it."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import textwrap
+from pathlib import Path
+
+from .read import Job
+from .table import fmt
+
+
+def wrap(label: str) -> str:
+    return textwrap.fill(label, 40)
+
+
+def plot_losses(path: Path, jobs: list[Job], rows: dict[str, dict]) -> None:
+    """Mean training loss over each variant's completed jobs (`rows`: by variant key),
+    band from min to max."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colors = iter(plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors)
+    for key, row in rows.items():
+        curves = [dict(job.curve) for job in jobs if job.key == key and job.status == "completed"]
+        name = row["label"] + (" (baseline)" if row["is_baseline"] else "")
+        if not curves:
+            ax.plot([], [], " ", label=f"{name}: no completed job, not plotted")
+            continue
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        by_step = [[c[s] for c in curves] for s in steps]
+        color = "black" if row["is_baseline"] else next(colors)
+        ax.plot(steps, [statistics.fmean(v) for v in by_step], color=color,
+                marker="o" if len(steps) <= 50 else None, markersize=3,
+                linewidth=2 if row["is_baseline"] else 1.5, label=f"{name}, n={len(curves)}")
+        ax.fill_between(steps, [min(v) for v in by_step], [max(v) for v in by_step],
+                        color=color, alpha=0.2, linewidth=0)
+    ax.set(xlabel="step", ylabel="training loss",
+           title="Training loss per variant: mean over seeds, band = min..max")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sensitivity(path: Path, rows: dict[str, dict], choices: dict[str, dict]) -> None:
+    """Validation loss on the grid seed against the peak lr, a line per tuned variant (both
+    by variant key); the chosen lr is a star. The axis stops at twice the lowest loss: a run
+    above it (a blow-up) is a triangle at the top, a diverged one an x there."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    finite = [loss for c in choices.values() if c for loss in c["grid"].values()
+              if math.isfinite(loss)]
+    top = min(max(finite), 2 * min(finite)) if finite else 1.0
+    colors = iter(plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors)
+    for key, row in rows.items():
+        choice = choices[key]
+        if not choice:
+            continue
+        color = "black" if row["is_baseline"] else next(colors)
+        points = sorted((choice["peak_lrs"][f], loss) for f, loss in choice["grid"].items())
+        ok = [(lr, loss) for lr, loss in points if loss <= top]
+        name = row["label"] + (" (baseline)" if row["is_baseline"] else "")
+        ax.plot([lr for lr, _ in ok], [loss for _, loss in ok], marker="o", color=color,
+                label=name)
+        for marker, off in (("^", [lr for lr, loss in points if top < loss < math.inf]),
+                            ("x", [lr for lr, loss in points if not math.isfinite(loss)])):
+            ax.plot(off, [top] * len(off), marker, color=color, markersize=9, clip_on=False)
+        if choice["chosen"] is not None:
+            ax.plot(choice["peak_lrs"][choice["chosen"]], choice["grid"][choice["chosen"]],
+                    "*", color=color, markersize=15)
+    ax.set(xscale="log", xlabel="peak learning rate (log)", ylabel="validation loss",
+           title="Learning-rate sensitivity (grid seed): ★ chosen, ▲ above the axis, x diverged",
+           ylim=(None, top))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_bars(path: Path, rows: list[dict], panels: list[tuple[str, str]], title: str) -> None:
+    """Horizontal bars (one per variant, in table order) of each `(metric, axis label)`,
+    mean with a ±std whisker; a variant with no completed job says so."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), sharey=True, squeeze=False,
+                             figsize=(4.5 * len(panels) + 3, 1.2 + 0.5 * len(rows)))
+    y = range(len(rows))
+    for ax, (key, xlabel) in zip(axes[0], panels):
+        means = [row[f"{key}_mean"] for row in rows]
+        stds = [0.0 if math.isnan(row[f"{key}_std"]) else row[f"{key}_std"] for row in rows]
+        colors = ["dimgray" if row["is_baseline"] else "tab:blue" for row in rows]
+        ax.barh(y, [0.0 if math.isnan(m) else m for m in means], xerr=stds, color=colors,
+                capsize=3)
+        for i, (mean, std) in enumerate(zip(means, stds)):
+            ax.text(0 if math.isnan(mean) else mean + std, i, "  no completed job"
+                    if math.isnan(mean) else f"  {fmt(mean)}", va="center", fontsize="small")
+        ax.set_xlabel(xlabel)
+        ax.margins(x=0.3)
+        ax.set_xlim(left=0)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(list(y), [wrap(row["label"]) + (" (baseline)" if row["is_baseline"]
+                                                          else "") for row in rows])
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
