@@ -89,8 +89,10 @@ class GaLoreAdamW(Base):
             check_group(group)
 
     def init_state(self, p: Tensor, group: dict) -> dict:
-        """The state of `p`, created at its first step: a python step count and the two
-        moments, in the projected shape (fp32, or uint8 codes and fp32 block absmaxes)."""
+        """The state of `p`, created at its first step: a python step count, the two moments
+        in the projected shape (fp32, or uint8 codes and fp32 block absmaxes) and, where `p`
+        is projected, its projectors in `p`'s dtype (zeros here: the first step computes
+        them from the gradient)."""
         state = self.state[p]
         if not state:
             state["step"] = 0
@@ -103,6 +105,12 @@ class GaLoreAdamW(Base):
                                                          dtype=torch.float32, device=p.device)
                 else:
                     state[key] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+            if projected(group):
+                left, right = sides(p.shape, group)
+                if left:  # rows x rank
+                    state["proj_left"] = p.new_zeros(p.shape[0], shape[0])
+                if right:  # rank x cols
+                    state["proj_right"] = p.new_zeros(shape[1], p.shape[1])
         return state
 
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
