@@ -8,8 +8,9 @@ figures hold for sizes no machine at hand can train. The terms, in bytes:
 - gradients: all of them without a fused backward (and with gradient accumulation); with
   one, those alive at once: the largest single gradient, plus a tied embedding's, which
   autograd holds from the output layer's backward until the input embedding's;
-- optimizer state: each optimizer's own tensors, counted from the param groups the optimizer
-  itself built (exactly what `optimizer_state_gb` measures after training);
+- optimizer state: the tensors each optimizer creates for a parameter at its first step,
+  made by the optimizer's own `init_state` on the meta device and counted as
+  `optimizer_state_gb` counts them after training;
 - activations: the tensors the forward saves for the backward (a closed form of what the
   `transformers` LLaMA and GPT-2 save, with SDPA attention, with and without
   `trainer.activation_checkpointing`), plus the two logits-sized gradients alive at the
@@ -24,7 +25,6 @@ figures hold for sizes no machine at hand can train. The terms, in bytes:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import asdict, dataclass
 
@@ -36,11 +36,12 @@ from omegaconf.errors import OmegaConfBaseException
 from .config.check import checked
 from .config.variants import compose, expand
 from .errors import ConfigError, IncompatibleToggles, error_line
-from .memory import GB
+from .fused import OptimizerInBackward
+from .memory import GB, optimizer_state_bytes
 from .models import build_model, shape
-from .optim import SGD, AdaLomo, AdamW, GaLoreAdamW, Lomo
+from .optim.base import Base
 from .optim.build import build_optimizer
-from .optim.galore import BLOCKSIZE, MIN_8BIT_SIZE, projected, projected_shape, sides
+from .train import weight_dtype
 
 
 @dataclass
@@ -59,15 +60,16 @@ def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
     """The job's memory, as its `trainer.precision` and `trainer.activation_checkpointing`
     make it. `accounting="galore"` is the GaLore paper's (its Table 6): weights and
     optimizer state only, every value 2 bytes (8-bit codes 1)."""
-    model = build_model(cfg.model, "meta")
-    optimizer = build_optimizer(cfg, model)
-    if accounting == "galore":
-        kept = weight_bytes(model, 2), optimizer_state_bytes(optimizer, 2, 2)
-        return Estimate(kept[0], 0, kept[1], 0, sum(kept))
     t = cfg.trainer
+    model = build_model(cfg.model, "meta", dtype=weight_dtype(t))
+    optimizer = build_optimizer(cfg, model)
+    init_states(optimizer)
+    if accounting == "galore":
+        kept = weight_bytes(model, 2), paper_state_bytes(optimizer)
+        return Estimate(kept[0], 0, kept[1], 0, sum(kept))
     width = weight_width(t.precision.value)
     params = weight_bytes(model, width)
-    state = optimizer_state_bytes(optimizer, width, 4)
+    state = optimizer_state_bytes(optimizer)
     accumulating = t.grad_accum_steps > 1
     gradients = gradient_bytes(model, width, not cfg.toggles.fused_backward or accumulating)
     activations = activation_bytes(shape(cfg.model), t.batch_size, t.seq_len, t.precision.value,
@@ -117,53 +119,28 @@ def gradient_bytes(model: torch.nn.Module, width: int, all_grads: bool) -> int:
     return (held + max(rest, default=0)) * width
 
 
-def optimizer_state_bytes(optimizer, width: int, float_bytes: int) -> int:
-    """The state tensors each optimizer creates at a parameter's first step. `width`: bytes
-    of a weight value (AdamW's and SGD's buffers and GaLore's projectors take the
-    parameter's dtype); `float_bytes`: of the optimizers' own fp32 tensors."""
-    kind = optimizer_kind(optimizer)
-    return sum(param_state_bytes(kind, group, p, width, float_bytes)
-               for group in optimizer.param_groups for p in group["params"])
+def init_states(optimizer) -> None:
+    """Every parameter's optimizer state, created by the optimizer as at its first step (on
+    the meta device: shapes and dtypes, no memory). An optimizer class not built on
+    `optim.base.Base` is not known here."""
+    inner = (optimizer.optimizers.values() if isinstance(optimizer, OptimizerInBackward)
+             else [optimizer])
+    for opt in inner:
+        if not isinstance(opt, Base):
+            raise ConfigError(f"optimizer class {type(opt).__name__}: the estimator counts the "
+                              "state of the optimizers in ablate.optim")
+        for group in opt.param_groups:
+            for p in group["params"]:
+                opt.init_state(p, group)
 
 
-def param_state_bytes(kind: type, group: dict, p: torch.Tensor, width: int,
-                      float_bytes: int) -> int:
-    n = p.numel()
-    if kind is AdamW:
-        moments = 2 if group["adaptive_lr"] else 1
-        return moments * n * width + 4  # + the step count, a float32 tensor
-    if kind is SGD:
-        return n * width if group["momentum"] != 0 else 0
-    if kind is Lomo:
-        return 0
-    if kind is AdaLomo:
-        if not group["adaptive_lr"]:
-            return 0
-        if group["nmf"] and p.dim() >= 2:
-            return (p.shape[0] + n // p.shape[0]) * float_bytes
-        return n * float_bytes
-    if kind is GaLoreAdamW:
-        if not projected(group):
-            return moment_bytes(n, group["eight_bit"], float_bytes)
-        rows, cols = projected_shape(p.shape, group)
-        left, right = sides(p.shape, group)
-        projectors = (p.shape[0] * rows if left else 0) + (cols * p.shape[1] if right else 0)
-        return moment_bytes(rows * cols, group["eight_bit"], float_bytes) + projectors * width
-    raise ConfigError(f"optimizer class {kind.__name__}: the estimator knows AdamW, SGD, Lomo, "
-                      "AdaLomo, GaLoreAdamW")
-
-
-def optimizer_kind(optimizer) -> type:
-    """The class of the optimizer that steps the parameters (inside a fused backward too)."""
-    inner = getattr(optimizer, "optimizers", None)
-    return type(next(iter(inner.values()))) if inner else type(optimizer)
-
-
-def moment_bytes(numel: int, eight_bit: bool, float_bytes: int) -> int:
-    """GaLore's m and v: fp32, or 8-bit codes with one fp32 absmax per block of 256."""
-    if eight_bit and numel >= MIN_8BIT_SIZE:
-        return 2 * (numel + math.ceil(numel / BLOCKSIZE) * float_bytes)
-    return 2 * numel * float_bytes
+def paper_state_bytes(optimizer) -> int:
+    """The state as the GaLore paper counts it: 2 bytes a value (8-bit codes 1), whatever
+    the dtype; a step count (AdamW's float32 tensor) as stored."""
+    return sum(value.numel() * (value.element_size() if key == "step"
+                                else min(value.element_size(), 2))
+               for state in optimizer.state.values() for key, value in state.items()
+               if torch.is_tensor(value))
 
 
 def activation_bytes(model: DictConfig, batch_size: int, seq_len: int, precision: str,

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
-from .lomo import check_common, fp32_grads
-from .precision import fp32_update, load_state_keeping_dtypes
+from .base import Base, check_hyperparameters
+from .lomo import fp32_grads
+from .precision import fp32_update
 
 
-class AdaLomo(Optimizer):
+class AdaLomo(Base):
     r"""AdaLomo: Adafactor's factored second moment, no first moment, grouped update
     normalization, and a step relative to the parameter's RMS; small enough to run inside
     backward.
@@ -63,7 +63,8 @@ class AdaLomo(Optimizer):
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
                  loss_scale: float = 1.0, adaptive_lr: bool = True,
                  grouped_norm: bool | str = True, nmf: bool = True):
-        check_common(lr, weight_decay, clip_grad_norm, clip_grad_value, loss_scale)
+        check_hyperparameters(lr=lr, weight_decay=weight_decay, clip_grad_norm=clip_grad_norm,
+                              clip_grad_value=clip_grad_value, loss_scale=loss_scale)
         if len(eps) != 2 or not (eps[0] >= 0.0 and eps[1] >= 0.0):
             raise ValueError(f"eps={list(eps)}: must be two numbers >= 0 (eps1, eps2)")
         if not clip_threshold > 0.0:
@@ -91,7 +92,7 @@ class AdaLomo(Optimizer):
         """Whether an update needs sums over all parameters (the fused backward's protocol)."""
         return any(group["grouped_norm"] == "global" for group in self.param_groups)
 
-    def _init_state(self, p: Tensor, group: dict) -> dict:
+    def init_state(self, p: Tensor, group: dict) -> dict:
         """The state of `p`, created at its first step: a python step count and, with
         `adaptive_lr`, the second moment (factored for a matrix when `nmf`)."""
         state = self.state[p]
@@ -106,15 +107,10 @@ class AdaLomo(Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
         return state
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         pending = []  # grouped_norm="global": every u first, then the updates
-        for p, group, grad in fp32_grads(self, self.clip_grad_norm, self.loss_scale):
-            state = self._init_state(p, group)
+        for p, group, grad in fp32_grads(params, self.clip_grad_norm, self.loss_scale):
+            state = self.init_state(p, group)
             state["step"] += 1
             u = adalomo_direction_(grad, state, state["step"], eps1=group["eps"][0],
                                    decay_rate=group["decay_rate"], beta2=group["beta2"])
@@ -131,10 +127,6 @@ class AdaLomo(Optimizer):
             for p, group, u in pending:
                 with fp32_update(p, {}) as (p32, _):
                     adalomo_step_(p32, u, group, update_rms)
-        return loss
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        load_state_keeping_dtypes(self, state_dict)
 
     @torch.no_grad()
     def global_sums(self) -> Tensor:
@@ -142,11 +134,12 @@ class AdaLomo(Optimizer):
         grouped_norm="global", u as `step()` would compute it from the present gradients;
         the state is left as it was (steps 1-3 run on a copy). Frees each `p.grad`."""
         sums = torch.zeros(2, dtype=torch.float64)
-        for p, group, grad in fp32_grads(self, self.clip_grad_norm, self.loss_scale):
+        for p, group, grad in fp32_grads(self.params_with_grads(), self.clip_grad_norm,
+                                         self.loss_scale):
             if group["grouped_norm"] != "global":
                 continue
             state = {key: value.clone() if torch.is_tensor(value) else value
-                     for key, value in self._init_state(p, group).items()}
+                     for key, value in self.init_state(p, group).items()}
             u = adalomo_direction_(grad, state, state["step"] + 1, eps1=group["eps"][0],
                                    decay_rate=group["decay_rate"], beta2=group["beta2"])
             sums = sums + sq_sum_and_count(u).cpu()

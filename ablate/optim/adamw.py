@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
-from .precision import fp32_update, load_state_keeping_dtypes
-
-
-def check_adam(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
-    """The hyper-parameters every Adam form here takes (GaLore's too), with one-line errors."""
-    if not lr >= 0.0:
-        raise ValueError(f"lr={lr}: must be >= 0")
-    if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
-        raise ValueError(f"betas={list(betas)}: must be two numbers in [0, 1)")
-    if not eps >= 0.0:
-        raise ValueError(f"eps={eps}: must be >= 0")
-    if not weight_decay >= 0.0:
-        raise ValueError(f"weight_decay={weight_decay}: must be >= 0")
+from .base import Base, check_hyperparameters
+from .precision import fp32_update
 
 
-class AdamW(Optimizer):
+class AdamW(Base):
     r"""AdamW with decoupled weight decay; `adaptive_lr=False` removes the second moment on
     the same code path.
 
@@ -49,12 +37,12 @@ class AdamW(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, adaptive_lr: bool = True):
-        check_adam(lr, betas, eps, weight_decay)
+        check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         adaptive_lr=adaptive_lr)
         super().__init__(params, defaults)
 
-    def _init_state(self, p: Tensor, group: dict) -> dict:
+    def init_state(self, p: Tensor, group: dict) -> dict:
         """The state of `p`, created at its first step, in torch's form (a float32 step
         count on the CPU, the moments like `p`); no second moment without `adaptive_lr`."""
         state = self.state[p]
@@ -65,26 +53,14 @@ class AdamW(Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self._init_state(p, group)
-                state["step"] += 1
-                with fp32_update(p, state) as (p32, state32):
-                    adamw_update_(p32, p.grad.float(), state32, lr=group["lr"],
-                                  betas=group["betas"], eps=group["eps"],
-                                  weight_decay=group["weight_decay"])
-        return loss
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        load_state_keeping_dtypes(self, state_dict)
+    def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
+        for _, p, group in params:
+            state = self.init_state(p, group)
+            state["step"] += 1
+            with fp32_update(p, state) as (p32, state32):
+                adamw_update_(p32, p.grad.float(), state32, lr=group["lr"],
+                              betas=group["betas"], eps=group["eps"],
+                              weight_decay=group["weight_decay"])
 
 
 def adamw_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float,

@@ -10,10 +10,9 @@ import zlib
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
-from .adamw import check_adam
-from .precision import fp32_update, load_state_keeping_dtypes
+from .base import Base, check_hyperparameters, named
+from .precision import fp32_update
 
 # Module-name substrings whose 2-D weights are projected: LLaMA attention and MLP, and
 # GPT-2's Conv1D layers (stored transposed, in x out, which projection does not mind).
@@ -29,7 +28,7 @@ MIN_8BIT_SIZE = 4096
 CHUNK = 1 << 17  # values per slice of an unprojected update on CPU (512 KB of fp32)
 
 
-class GaLoreAdamW(Optimizer):
+class GaLoreAdamW(Base):
     r"""AdamW whose moments live in a low-rank projection of each projected weight's gradient.
 
     .. code-block:: text
@@ -89,9 +88,11 @@ class GaLoreAdamW(Optimizer):
         for group in self.param_groups:
             check_group(group)
 
-    def _init_state(self, p: Tensor, group: dict) -> dict:
-        """The state of `p`, created at its first step: a python step count and the two
-        moments, in the projected shape (fp32, or uint8 codes and fp32 block absmaxes)."""
+    def init_state(self, p: Tensor, group: dict) -> dict:
+        """The state of `p`, created at its first step: a python step count, the two moments
+        in the projected shape (fp32, or uint8 codes and fp32 block absmaxes) and, where `p`
+        is projected, its projectors in `p`'s dtype (zeros here: the first step computes
+        them from the gradient)."""
         state = self.state[p]
         if not state:
             state["step"] = 0
@@ -104,33 +105,25 @@ class GaLoreAdamW(Optimizer):
                                                          dtype=torch.float32, device=p.device)
                 else:
                     state[key] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+            if projected(group):
+                left, right = sides(p.shape, group)
+                if left:  # rows x rank
+                    state["proj_left"] = p.new_zeros(p.shape[0], shape[0])
+                if right:  # rank x cols
+                    state["proj_right"] = p.new_zeros(shape[1], p.shape[1])
         return state
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        """As torch's, but 8-bit moment codes stay uint8 (0..255 survive torch's cast to the
-        parameter's dtype exactly) and fp32 moments stay fp32 beside bf16 weights."""
-        load_state_keeping_dtypes(self, state_dict)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
+    def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
+        for name, p, group in params:
             beta1, beta2 = group["betas"]
-            for name, p in named(group):
-                if p.grad is None:
-                    continue
-                with fp32_update(p, self._init_state(p, group)) as (p32, state32):
-                    galore_adamw(p32, p.grad.float(), state32, name=name, lr=group["lr"],
-                                 beta1=beta1, beta2=beta2, eps=group["eps"],
-                                 weight_decay=group["weight_decay"],
-                                 sides=sides(p.shape, group) if projected(group) else None,
-                                 rank=group["rank"], update_proj_gap=group["update_proj_gap"],
-                                 scale=group["scale"], projection=group["projection"],
-                                 seed=group["seed"])
-        return loss
+            with fp32_update(p, self.init_state(p, group)) as (p32, state32):
+                galore_adamw(p32, p.grad.float(), state32, name=name, lr=group["lr"],
+                             beta1=beta1, beta2=beta2, eps=group["eps"],
+                             weight_decay=group["weight_decay"],
+                             sides=sides(p.shape, group) if projected(group) else None,
+                             rank=group["rank"], update_proj_gap=group["update_proj_gap"],
+                             scale=group["scale"], projection=group["projection"],
+                             seed=group["seed"])
 
 
 # ---------------------------------------------------------------- parameter selection
@@ -161,12 +154,6 @@ def split_by_target(params, target_modules) -> list[dict]:
     return result
 
 
-def named(group: dict):
-    """(name, parameter) pairs of a group; unnamed parameters are called `<i>`."""
-    names = group.get("param_names") or [f"<{i}>" for i in range(len(group["params"]))]
-    return zip(names, group["params"])
-
-
 def projected(group: dict) -> bool:
     return group["rank"] is not None and group["projection"] != "none"
 
@@ -188,7 +175,8 @@ def projected_shape(shape, group: dict) -> tuple[int, int]:
 def check_group(group: dict) -> None:
     """One-line ValueErrors for a param group's values (the constructor's, or a group's own)
     and, where it is projected, for the shape of each of its parameters."""
-    check_adam(group["lr"], group["betas"], group["eps"], group["weight_decay"])
+    check_hyperparameters(lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                          weight_decay=group["weight_decay"])
     if group["projection"] not in PROJECTIONS:
         raise ValueError(f"projection={group['projection']}: allowed are {', '.join(PROJECTIONS)}")
     if group["rank"] is None:  # plain AdamW: the GaLore values are not used

@@ -1,6 +1,7 @@
 """Update math in fp32 for parameters stored in a lower precision (`trainer.precision=
 bf16_weights`), shared by every optimizer here: each per-tensor update runs on fp32 tensors
-only, and these two functions move values between the stored dtypes and fp32."""
+only, and `fp32_update` moves values between the stored dtypes and fp32 (a checkpoint
+keeps them: `base.Base.load_state_dict`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Iterator
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 
 def is_float(value) -> bool:
@@ -34,17 +34,3 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
             value = value.to(kept.dtype if is_float(kept) else p.dtype)
         state[key] = value
 
-
-def load_state_keeping_dtypes(optimizer: Optimizer, state_dict: dict) -> None:
-    """`Optimizer.load_state_dict`, which casts every floating state tensor (and GaLore's
-    uint8 codes) to its parameter's dtype, then each state tensor replaced by a copy of the
-    saved one, as saved: a bf16-weights checkpoint keeps its fp32 moments unrounded, so a
-    resumed run is the uninterrupted one."""
-    Optimizer.load_state_dict(optimizer, state_dict)
-    params = dict(zip((i for group in state_dict["param_groups"] for i in group["params"]),
-                      (p for group in optimizer.param_groups for p in group["params"])))
-    for index, saved in state_dict["state"].items():
-        state = optimizer.state[params[index]]
-        for key, value in saved.items():
-            if torch.is_tensor(value):
-                state[key] = value.to(state[key].device, copy=True)

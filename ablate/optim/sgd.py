@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
-from .precision import fp32_update, load_state_keeping_dtypes
+from .base import Base, check_hyperparameters
+from .precision import fp32_update
 
 
-class SGD(Optimizer):
+class SGD(Base):
     r"""Stochastic gradient descent.
 
     .. code-block:: text
@@ -27,34 +27,21 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0,
                  weight_decay: float = 0.0):
-        if not lr >= 0.0:
-            raise ValueError(f"lr={lr}: must be >= 0")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum={momentum}: must be in [0, 1)")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"weight_decay={weight_decay}: must be >= 0")
+        check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay)
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if group["momentum"] and not state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                with fp32_update(p, state) as (p32, state32):
-                    sgd_update_(p32, p.grad.float(), state32, lr=group["lr"],
-                                momentum=group["momentum"], weight_decay=group["weight_decay"])
-        return loss
+    def init_state(self, p: Tensor, group: dict) -> dict:
+        """The state of `p`, created at its first step: with momentum, its buffer (like `p`)."""
+        state = self.state[p]
+        if group["momentum"] and not state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        return state
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        load_state_keeping_dtypes(self, state_dict)
+    def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
+        for _, p, group in params:
+            with fp32_update(p, self.init_state(p, group)) as (p32, state32):
+                sgd_update_(p32, p.grad.float(), state32, lr=group["lr"],
+                            momentum=group["momentum"], weight_decay=group["weight_decay"])
 
 
 def sgd_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float, momentum: float,
