@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ablate.config import compose
+from ablate.job import read_metrics
 
 # A 2-layer model on a 512-token vocabulary: big enough to be a real LLaMA, small enough
 # that a few steps take well under a second.
@@ -91,6 +91,7 @@ def mean_loss(trainer, batch: dict):
 
 
 def losses(run_dir: Path) -> list[float]:
-    """The training losses a run logged, in step order."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row["loss"] for row in rows if "loss" in row]
+    """The training losses a run logged, in step order; a non-finite one (written as the
+    string "inf", "-inf" or "nan") as a float."""
+    return [float(row["loss"]) for row in read_metrics(run_dir / "metrics.jsonl")
+            if "loss" in row]
