@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# One torch thread per process, here and in every subprocess a test starts (they inherit
+# the environment): these tensors are too small to gain from a second thread, and with
+# pytest-xdist's workers (and a test's own worker processes) on two cores, every parallel
+# region of a two-thread process waits until both threads get a core, up to 12x slower.
+# Subprocesses computing with as many threads as this process also round alike.
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"
 
-from ablate.config import compose
-from ablate.job import read_metrics
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ablate.config import compose  # noqa: E402
+from ablate.job import read_metrics  # noqa: E402
+
+torch.set_num_threads(1)
 
 # A 2-layer model on a 512-token vocabulary: big enough to be a real LLaMA, small enough
 # that a few steps take well under a second.
@@ -23,6 +35,21 @@ TINY = [
     "trainer.log_interval=1", "trainer.eval_interval=0", "trainer.tgs_warmup_steps=1",
     "logger.wandb.mode=disabled", "trainer.device=cpu", "trainer.progress=false",
 ]
+
+
+def pytest_collection_finish(session):
+    """Every Trainer starts with a full garbage collection (`ablate.memory.reset_peak`),
+    which walks every object alive: after torch, transformers and the test modules are
+    imported, ~1 s each. The objects alive now are moved out of the collector's sight, as
+    tests/dist_worker.py does (anything made later is collected as before)."""
+    import transformers.models.gpt2.modeling_gpt2  # noqa: F401 - lazily imported by jobs
+    import transformers.models.llama.modeling_llama  # noqa: F401
+
+    import ablate.job  # noqa: F401
+    import ablate.train  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

@@ -24,17 +24,6 @@ from test_trainer import assert_same_params, train
 RTOL, ATOL = 1e-5, 1e-8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are too small to gain from a second thread, and on a shared, loaded
-    machine every parallel region waits until both threads get a core: one thread runs
-    these tests several times faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def cuda_is_cpu(monkeypatch):
     """lomo-optim creates its state with `.cuda()`; on this CPU that must be a no-op."""
@@ -344,8 +333,7 @@ def test_toggle_of_another_optimizer_is_an_error_naming_both():
 @pytest.mark.slow
 def test_cli_sweep_over_the_toggle_presets_runs_four_jobs(tmp_path, tiny_args):
     ablate(tmp_path, "-m", "optimizer=adalomo", "toggles=all,no_adaptive_lr,no_grouped_norm,no_nmf",
-           *tiny_args, "trainer.max_steps=5", "logger.wandb.mode=disabled",
-           env={"OMP_NUM_THREADS": "1"})
+           *tiny_args, "trainer.max_steps=5", "logger.wandb.mode=disabled")
     jobs = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/summary.json")]
     assert all(job["status"] == "completed" for job in jobs)
     state_gb = {frozenset(job["toggles"].items()): job["optimizer_state_gb"] for job in jobs}

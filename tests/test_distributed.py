@@ -86,12 +86,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_cfg):
     for name, two, one in cases(tiny_cfg):
         two_process[name], one_process[name] = two, one
     results = distributed.launch(2, dist_worker.train_all, (two_process, STEPS))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each worker: more threads than free cores run far slower
-    try:
-        reference = dist_worker.train_all(one_process, STEPS)
-    finally:
-        torch.set_num_threads(threads)
+    reference = dist_worker.train_all(one_process, STEPS)  # one thread, as each worker
     assert len(results) == len(reference) == 13 * 2 + 6 * 2 * 2 - 1
     unequal = []
     for name, got in results.items():
