@@ -37,6 +37,32 @@ TINY = [
 ]
 
 
+# Modules whose tests share an expensive module-scoped fixture (a sweep): pytest-xdist runs
+# each one on one worker, so the fixture is made once. (`--dist loadgroup` and xdist_group
+# marks would say it per test, but do not group on pytest 9.2: pytest-xdist issue 1386.)
+ONE_WORKER = ("test_report.py", "test_tune.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist load` (pyproject's addopts), but each ONE_WORKER module a single unit."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):  # units: a ONE_WORKER module, else one test
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return path if Path(path).name in ONE_WORKER else nodeid
+    return Scheduling(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first (in their order): pytest-xdist hands tests out in this order, so
+    no worker is left with a long one at the end while the other has nothing to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_collection_finish(session):
     """Every Trainer starts with a full garbage collection (`ablate.memory.reset_peak`),
     which walks every object alive: after torch, transformers and the test modules are
@@ -54,7 +80,12 @@ def pytest_collection_finish(session):
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-    """One tokenizer cache for the whole session (training a 512-token BPE takes ~1 s)."""
+    """One tokenizer cache for the whole session (training a 512-token BPE takes ~1 s),
+    shared by pytest-xdist's workers (a cache entry appears whole, by a rename)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "cache"
+        shared.mkdir(exist_ok=True)
+        return str(shared)
     return str(tmp_path_factory.mktemp("cache"))
 
 
