@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny configs that train in seconds on a CPU."""
+"""Shared fixtures and helpers: tiny configs that train in seconds on a CPU."""
 
 from __future__ import annotations
 
@@ -139,6 +139,43 @@ def run_in_process(cwd: Path, *args: str, module: str = "ablate") -> tuple[int, 
         sys.argv = argv
         GlobalHydra.instance().clear()
     return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def corpus(cache_dir):
+    """The tiny settings' corpus, loaded once per process."""
+    from ablate.tasks.pretrain import load_corpus
+
+    return load_corpus(compose([*TINY, f"task.cache_dir={cache_dir}"]).task)
+
+
+@pytest.fixture
+def trainer(corpus, monkeypatch):
+    """`trainer(cfg)`: a Trainer on the tiny settings' corpus that reuses `corpus` and skips
+    the peak-memory reset (a garbage collection): for tests that read no peak."""
+    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task, pretrained=None: corpus)
+    monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
+    from ablate.train import Trainer
+
+    return Trainer
+
+
+def train(cfg, steps=None):
+    """A Trainer of `cfg` after `steps` steps (default trainer.max_steps); `.losses` holds
+    the losses of the steps it took."""
+    from ablate.train import Trainer
+
+    trainer = Trainer(cfg)
+    losses = []
+    while trainer.step < (steps or cfg.trainer.max_steps):
+        losses.append(trainer.train_step())
+    trainer.losses = losses
+    return trainer
+
+
+def assert_same_params(a: torch.nn.Module, b: torch.nn.Module, rtol=1e-5, atol=1e-6):
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=name)
 
 
 def mean_loss(trainer, batch: dict):

@@ -15,8 +15,7 @@ from ablate.fused import OptimizerInBackward
 from ablate.memory import optimizer_state_bytes
 from ablate.optim import AdaLomo, Lomo
 from ablate.train import Trainer
-from conftest import ablate, mean_loss
-from test_trainer import assert_same_params, train
+from conftest import ablate, assert_same_params, mean_loss, train
 
 # After p - step an element can land near zero by cancellation, and its absolute error is
 # then that of p: a few ulps of the largest weights (an ulp of 0.1 is 7.5e-9). A wrong
