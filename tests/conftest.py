@@ -113,21 +113,26 @@ def ablate(cwd: Path, *args: str, module: str = "ablate", env: dict | None = Non
     return result
 
 
-def run_in_process(cwd: Path, *args: str, module: str = "ablate") -> tuple[int, str, str]:
+def run_in_process(cwd: Path, *args: str, module: str = "ablate",
+                   stdin: str = "") -> tuple[int, str, str]:
     """`python -m MODULE ARGS` in `cwd`, in this process (a subprocess spends ~4 s on imports):
-    the exit status, stdout and stderr, as the interpreter would give them."""
+    the exit status, stdout and stderr, as the interpreter would give them; `stdin` is what
+    the command reads from standard input."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from ablate import __main__, report, rerun
+    from ablate import __main__, plan, report, rerun
 
-    entry = {"ablate": lambda: __main__.cli(), "ablate.rerun": lambda: rerun.main(list(args)),
-             "ablate.report": lambda: report.main(list(args))}[module]
-    out, err, before, argv = io.StringIO(), io.StringIO(), os.getcwd(), sys.argv
+    args = [str(a) for a in args]
+    entry = {"ablate": lambda: __main__.cli(), "ablate.rerun": lambda: rerun.main(args),
+             "ablate.report": lambda: report.main(args),
+             "ablate.plan": lambda: plan.main(args)}[module]
+    out, err, before, argv, stdin_before = (io.StringIO(), io.StringIO(), os.getcwd(), sys.argv,
+                                            sys.stdin)
     code = 0
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         os.chdir(cwd)
-        sys.argv = [module, *map(str, args)]
+        sys.argv, sys.stdin = [module, *args], io.StringIO(stdin)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             entry()
     except SystemExit as exc:
@@ -136,7 +141,7 @@ def run_in_process(cwd: Path, *args: str, module: str = "ablate") -> tuple[int, 
         code = exc.code if isinstance(exc.code, int) else 1 if exc.code else 0
     finally:
         os.chdir(before)
-        sys.argv = argv
+        sys.argv, sys.stdin = argv, stdin_before
         GlobalHydra.instance().clear()
     return code, out.getvalue(), err.getvalue()
 

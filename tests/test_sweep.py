@@ -78,7 +78,8 @@ def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
     killed_at = json.loads((first / "1" / "checkpoint.json").read_text())["step"]
     assert 5 <= killed_at < 40
 
-    ablate(tmp_path, *args)
+    code, _, err = run_in_process(tmp_path, *args)  # the same sweep again, in this process
+    assert code == 0, err
     second = next(d for d in sweep_dirs(tmp_path) if d != first)
     resumed = summaries(second)
     assert resumed[0]["reused_from"] == str(first / "0")  # not retrained
@@ -89,7 +90,8 @@ def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
     assert (first / "1" / "metrics.jsonl").read_text().count("\n") >= killed_at  # kept
 
     # The interrupted job ends with the same losses as one that never stopped.
-    ablate(tmp_path, *sweep_args, "trainer.seed=1", "trainer.max_steps=40")
+    code, _, err = run_in_process(tmp_path, *sweep_args, "trainer.seed=1", "trainer.max_steps=40")
+    assert code == 0, err
     (uninterrupted,) = (tmp_path / "outputs" / "runs").glob("*/*")
     assert losses(second / "1") == losses(uninterrupted)
 
@@ -118,8 +120,9 @@ def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, sweep_args):
 def test_nonsense_combination_is_skipped_and_list_toggles_reach_the_label(tmp_path, sweep_args):
     # AdamW has no `nmf` or `grouped_norm`: that job is skipped with its reason, not run as
     # plain AdamW under an AdaLomo label. `toggles=[a,b]` merges both presets into one job.
-    result = ablate(tmp_path, "-m", *sweep_args, "optimizer=adamw,adalomo",
-                    "toggles=[no_nmf,no_grouped_norm]", "trainer.max_steps=2")
+    code, out, err = run_in_process(tmp_path, "-m", *sweep_args, "optimizer=adamw,adalomo",
+                                    "toggles=[no_nmf,no_grouped_norm]", "trainer.max_steps=2")
+    assert code == 0, err
     (sweep,) = sweep_dirs(tmp_path)
     adamw, adalomo = summaries(sweep)[0], summaries(sweep)[1]
     assert adamw["status"] == "skipped" and "steps" not in adamw
@@ -127,7 +130,7 @@ def test_nonsense_combination_is_skipped_and_list_toggles_reach_the_label(tmp_pa
     assert not (sweep / "0" / "metrics.jsonl").exists()
     assert adalomo["status"] == "completed"
     assert adalomo["variant"].startswith("adalomo grouped_norm=False nmf=False ")
-    assert "1 completed, 1 skipped" in result.stdout
+    assert "1 completed, 1 skipped" in out
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in CONF.glob("ablation/*.yaml")))

@@ -15,7 +15,7 @@ from scipy import stats
 from ablate import train
 from ablate.report import Job, choose_lr, compare, confidence_interval, main
 from ablate.tune import best_factor, edge
-from conftest import ablate, run_in_process
+from conftest import run_in_process
 
 GRID = "tune.lr_factors=[0.1,1,10]"
 
@@ -35,8 +35,10 @@ def report_rows(sweep_dir: Path, out: Path) -> dict[str, dict]:
 def tuned(tmp_path_factory, tiny_args) -> Path:
     """SGD with and without momentum, lr grid 0.005 x (0.1, 1, 10), seeds 0, 1, 2."""
     cwd = tmp_path_factory.mktemp("tuned")
-    ablate(cwd, "-m", *tiny_args, "optimizer=sgd", "trainer.lr=0.05", "+tune=lr", GRID,
-           "optimizer.momentum=0.0,0.9", "trainer.seed=0,1,2", "logger.wandb.mode=disabled")
+    code, _, err = run_in_process(cwd, "-m", *tiny_args, "optimizer=sgd", "trainer.lr=0.05",
+                                  "+tune=lr", GRID, "optimizer.momentum=0.0,0.9",
+                                  "trainer.seed=0,1,2", "logger.wandb.mode=disabled")
+    assert code == 0, err
     (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
     return sweep_dir
 
@@ -94,7 +96,8 @@ def test_rerun_of_a_tuned_job_repeats_its_lr(tuned, tmp_path):
     job = next(p.parent for p in tuned.glob("*/summary.json")
                if json.loads(p.read_text())["tuning"]["role"] == "chosen")
     original = json.loads((job / "summary.json").read_text())
-    ablate(tmp_path, job, f"outputs_dir={tmp_path}", module="ablate.rerun")
+    code, _, err = run_in_process(tmp_path, job, f"outputs_dir={tmp_path}", module="ablate.rerun")
+    assert code == 0, err
     (rerun,) = tmp_path.glob("reruns/*/*/summary.json")
     again = json.loads(rerun.read_text())
     assert again["peak_lr"] == original["peak_lr"]
@@ -161,8 +164,8 @@ def test_fewer_than_two_seeds_is_no_test():
                     "trainer.max_steps=4", "trainer.log_interval=10"]),
     ("one_step", ["optimizer=sgd,adamw", "trainer.max_steps=1"]),
     ("one_seed", ["optimizer=sgd,adamw", "trainer.seed=3"]),
-    # Every job fails while training (raised in this process: bad input such as more
-    # evaluation windows than the split holds is refused before any job starts).
+    # Every job fails while training (raised: bad input such as more evaluation windows
+    # than the split holds is refused before any job starts).
     ("all_failed", ["optimizer=sgd,adamw"]),
 ])
 def test_reports_of_edge_sweeps_complete(tmp_path, tiny_args, case, args, monkeypatch):
@@ -170,12 +173,7 @@ def test_reports_of_edge_sweeps_complete(tmp_path, tiny_args, case, args, monkey
         def broken(self):
             raise ValueError("injected while training")
         monkeypatch.setattr(train.Trainer, "train_step", broken)
-        code, _, err = run_in_process(tmp_path, "-m", *tiny_args, *args,
-                                      "logger.wandb.mode=disabled")
-    else:
-        result = ablate(tmp_path, "-m", *tiny_args, *args, "logger.wandb.mode=disabled",
-                        check=False)
-        code, err = result.returncode, result.stderr
+    code, _, err = run_in_process(tmp_path, "-m", *tiny_args, *args, "logger.wandb.mode=disabled")
     assert code == (1 if case == "all_failed" else 0), err
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     rows = report_rows(sweep_dir, tmp_path / "report")
