@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from ablate.config import (ConfigError, apply_variant, check, compose, config_dir, config_hash,
                            typed)
@@ -138,9 +139,16 @@ def test_every_preset_expands_to_jobs_that_pass_the_config_check(preset):
     body = yaml.safe_load((CONF / "ablation" / f"{preset}.yaml").read_text())
     expanded = jobs(body)
     assert len(expanded) == len({tuple(job) for job in expanded}) >= 6  # >= 2 variants x 3 seeds
-    baselines = 0
+    baselines, composed = 0, {}
     for job in expanded:
-        cfg = apply_variant(typed(compose([f"+ablation={preset}", *job])))
+        # Hydra composes slowly: a variant's jobs differ only in the seed, set on a copy.
+        (seed,) = [a for a in job if a.startswith("trainer.seed=")]
+        rest = tuple(a for a in job if a != seed)
+        if rest not in composed:
+            composed[rest] = compose([f"+ablation={preset}", *rest])
+        cfg = composed[rest].copy()
+        OmegaConf.update(cfg, "trainer.seed", int(seed.partition("=")[2]), merge=False)
+        cfg = apply_variant(typed(cfg))
         check(cfg)
         baselines += bool(is_baseline(cfg))
     assert baselines == 3  # the unablated variant, once per seed
