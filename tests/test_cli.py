@@ -17,6 +17,7 @@ from wandb_file import read_run
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_single_run_writes_metrics_summary_and_offline_wandb(tmp_path, tiny_args):
     result = ablate(tmp_path, *tiny_args, "trainer.max_steps=4")
     (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
@@ -32,6 +33,7 @@ def test_single_run_writes_metrics_summary_and_offline_wandb(tmp_path, tiny_args
     assert wandb_run["summary"]["test_loss"] == summary["test_loss"]
 
 
+@pytest.mark.slow
 def test_multirun_then_rerun_reproduces_losses_exactly(tmp_path, tiny_args):
     """The sweep and the shorter rerun in this process; the rerun that must reproduce the
     sweep's losses exactly is a real `python -m ablate.rerun`."""

@@ -81,6 +81,7 @@ def with_values(cfg, *assignments: str):
     return cfg
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_cfg):
     two_process, one_process = {}, {}
     for name, two, one in cases(tiny_cfg):
@@ -117,6 +118,7 @@ if os.environ.get("ABLATE_FAULT_STEP"):
 '''
 
 
+@pytest.mark.slow
 def test_a_failed_rank_ends_the_job_and_the_sweep_resumes_it(tmp_path, tiny_args, tiny_cfg):
     """Seed 0: rank 1 raises at step 4; seed 1: rank 1 is killed at step 4. Both jobs end
     as failed, after their step-3 checkpoint; the same sweep again continues both from it

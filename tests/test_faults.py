@@ -34,6 +34,7 @@ def summaries(sweep_dir: Path) -> list[dict]:
             for i in range(len(list(sweep_dir.glob("*/summary.json"))))]
 
 
+@pytest.mark.slow
 def test_resume_finds_a_sweep_written_outside_outputs_dir(sweep, tmp_path):
     first, second = tmp_path / "elsewhere" / "first", tmp_path / "elsewhere" / "second"
     code, out = sweep("trainer.seed=0,1", f"hydra.sweep.dir={first}")

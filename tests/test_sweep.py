@@ -59,6 +59,7 @@ def test_failing_job_is_recorded_and_the_others_complete(tmp_path, sweep_args, m
     assert "1 completed, 1 failed" in out
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
     args = ["-m", *sweep_args, "trainer.seed=0,1,2", "trainer.max_steps=40",
             "trainer.checkpoint_every=5"]
@@ -97,6 +98,7 @@ def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
     assert losses(second / "1") == losses(uninterrupted)
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_get_their_own_directories(tmp_path, sweep_args):
     args = [sys.executable, "-m", "ablate", "-m", *sweep_args, "trainer.max_steps=1",
             "trainer.seed=0"]
@@ -108,6 +110,7 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path, sweep_a
     assert all(len(summaries(s)) == 1 for s in sweeps)
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, sweep_args):
     result = ablate(tmp_path, "-m", *sweep_args, "hydra/launcher=joblib",
                     "hydra.launcher.n_jobs=2", "trainer.seed=0,1", "trainer.max_steps=2")
@@ -134,7 +137,13 @@ def test_nonsense_combination_is_skipped_and_list_toggles_reach_the_label(tmp_pa
     assert "1 completed, 1 skipped" in out
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in CONF.glob("ablation/*.yaml")))
+def presets(names) -> list:
+    """Preset names as parameters; the GLUE presets' 13 variants take ~5 s to compose."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name.startswith("glue_") else name
+            for name in sorted(names)]
+
+
+@pytest.mark.parametrize("preset", presets(p.stem for p in CONF.glob("ablation/*.yaml")))
 def test_every_preset_expands_to_jobs_that_pass_the_config_check(preset):
     body = yaml.safe_load((CONF / "ablation" / f"{preset}.yaml").read_text())
     expanded = jobs(body)
@@ -154,7 +163,7 @@ def test_every_preset_expands_to_jobs_that_pass_the_config_check(preset):
     assert baselines == 3  # the unablated variant, once per seed
 
 
-@pytest.mark.parametrize("preset", sorted(
+@pytest.mark.parametrize("preset", presets(
     p.stem for p in CONF.glob("ablation/*.yaml") if "variants" in yaml.safe_load(p.read_text())
     .get("ablation", {})))
 def test_every_variant_applied_equals_its_assignments_composed_by_hydra(preset):
