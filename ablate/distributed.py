@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import uuid
 from collections import deque
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 

@@ -6,16 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY
 
-from ablate.config.variants import compose
-from ablate.tasks.pretrain import load_corpus
 from ablate.train import Trainer
-
-
-@pytest.fixture(scope="module")
-def corpus(cache_dir):
-    return load_corpus(compose([*TINY, f"task.cache_dir={cache_dir}"]).task)
 
 
 def counted(run: Trainer) -> dict:
@@ -40,12 +32,10 @@ def counted(run: Trainer) -> dict:
     ["optimizer=galore_adamw", "optimizer.rank=8", "model=gpt2_tiny"],
 ], ids=" ".join)
 def test_checkpointing_changes_no_loss_and_updates_each_parameter_once(
-        tiny_cfg, corpus, monkeypatch, setting):
-    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task: corpus)
-    monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
+        tiny_cfg, trainer, setting):
     runs = {}
     for checkpointing in (False, True):
-        run = Trainer(tiny_cfg(*setting, f"trainer.activation_checkpointing={checkpointing}"))
+        run = trainer(tiny_cfg(*setting, f"trainer.activation_checkpointing={checkpointing}"))
         assert run.model.is_gradient_checkpointing == checkpointing
         counts = counted(run)
         losses = []

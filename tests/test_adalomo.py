@@ -17,24 +17,12 @@ from ablate.fused import OptimizerInBackward
 from ablate.memory import optimizer_state_bytes
 from ablate.optim import AdaLomo, Lomo
 from ablate.train import Trainer
-from conftest import ablate, mean_loss
-from test_trainer import assert_same_params, train
+from conftest import assert_same_params, mean_loss, run_in_process, train
 
 # After p - step an element can land near zero by cancellation, and its absolute error is
 # then that of p: a few ulps of the largest weights (an ulp of 0.1 is 7.5e-9). A wrong
 # update would be off by about a step, lr * RMS(p) * u ~ 1e-4: four orders above ATOL.
 RTOL, ATOL = 1e-5, 1e-8
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are too small to gain from a second thread, and on a shared, loaded
-    machine every parallel region waits until both threads get a core: one thread runs
-    these tests several times faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -345,9 +333,10 @@ def test_toggle_of_another_optimizer_is_an_error_naming_both():
 
 @pytest.mark.slow
 def test_cli_sweep_over_the_toggle_presets_runs_four_jobs(tmp_path, tiny_args):
-    ablate(tmp_path, "-m", "optimizer=adalomo", "toggles=all,no_adaptive_lr,no_grouped_norm,no_nmf",
-           *tiny_args, "trainer.max_steps=5", "logger.wandb.mode=disabled",
-           env={"OMP_NUM_THREADS": "1"})
+    code, _, err = run_in_process(tmp_path, "-m", "optimizer=adalomo",
+                                  "toggles=all,no_adaptive_lr,no_grouped_norm,no_nmf",
+                                  *tiny_args, "trainer.max_steps=5", "logger.wandb.mode=disabled")
+    assert code == 0, err
     jobs = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/summary.json")]
     assert all(job["status"] == "completed" for job in jobs)
     state_gb = {frozenset(job["toggles"].items()): job["optimizer_state_gb"] for job in jobs}

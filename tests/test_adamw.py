@@ -13,8 +13,7 @@ from ablate.job import describe
 from ablate.memory import optimizer_state_bytes
 from ablate.optim import AdamW
 from ablate.train import Trainer, lr_at
-from conftest import mean_loss
-from test_trainer import assert_same_params, train
+from conftest import assert_same_params, mean_loss, train
 
 
 def run_by_hand(cfg, make_optimizer) -> tuple[Trainer, torch.optim.Optimizer]:

@@ -272,7 +272,13 @@ def files_under(*roots: Path) -> set[Path]:
     return {p for root in roots for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[f"{r[0]} {' '.join(r[1])}" for r in ROWS])
+# Their subprocesses import `datasets` and the Hugging Face hub client: ~8 s each.
+SLOW_ROWS = [["task=pretrain_hub_wikitext103"], ["model.pretrained=nobody/no-such-model"]]
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, marks=pytest.mark.slow) if r[1] in SLOW_ROWS
+                                 else r for r in ROWS],
+                         ids=[f"{r[0]} {' '.join(r[1])}" for r in ROWS])
 def test_bad_input_is_one_line_before_anything_is_written(row, prepared, cache_dir, tmp_path,
                                                           monkeypatch):
     module, args, expected, *how = row

@@ -1,4 +1,5 @@
-"""The commands a researcher types, run as subprocesses from an unrelated directory."""
+"""The commands a researcher types, from an unrelated directory: each test starts the real
+command as a subprocess; steps around it run the same entry functions in this process."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ablate, losses, run_dirs
+from conftest import ablate, losses, run_dirs, run_in_process
 from wandb_file import read_run
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_single_run_writes_metrics_summary_and_offline_wandb(tmp_path, tiny_args):
     result = ablate(tmp_path, *tiny_args, "trainer.max_steps=4")
     (run_dir,) = run_dirs(tmp_path / "outputs" / "runs")
@@ -31,9 +33,14 @@ def test_single_run_writes_metrics_summary_and_offline_wandb(tmp_path, tiny_args
     assert wandb_run["summary"]["test_loss"] == summary["test_loss"]
 
 
+@pytest.mark.slow
 def test_multirun_then_rerun_reproduces_losses_exactly(tmp_path, tiny_args):
-    ablate(tmp_path, "-m", *tiny_args, "optimizer=adamw,sgd", "toggles.fused_backward=true,false",
-           "trainer.max_steps=3", "logger.wandb.mode=disabled")
+    """The sweep and the shorter rerun in this process; the rerun that must reproduce the
+    sweep's losses exactly is a real `python -m ablate.rerun`."""
+    code, _, err = run_in_process(tmp_path, "-m", *tiny_args, "optimizer=adamw,sgd",
+                                  "toggles.fused_backward=true,false", "trainer.max_steps=3",
+                                  "logger.wandb.mode=disabled")
+    assert code == 0, err
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 4
@@ -48,7 +55,8 @@ def test_multirun_then_rerun_reproduces_losses_exactly(tmp_path, tiny_args):
     rerun_summary = json.loads((rerun / "summary.json").read_text())
     assert rerun_summary["config_hash"] == summaries[1]["config_hash"]
 
-    ablate(tmp_path, jobs[1], "trainer.max_steps=2", module="ablate.rerun")
+    code, _, err = run_in_process(tmp_path, jobs[1], "trainer.max_steps=2", module="ablate.rerun")
+    assert code == 0, err
     shorter = max(run_dirs(tmp_path / "outputs" / "reruns"), key=lambda p: p.stat().st_mtime)
     assert losses(shorter) == losses(jobs[1])[:2]
 

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ import dist_worker
 from ablate import distributed
 from ablate.config.variants import parse_assignment
 from ablate.train import Trainer
-from conftest import TINY, ablate, losses, run_in_process
+from conftest import ablate, losses, run_in_process
 
 # Every optimizer and toggle preset the fused backward must keep exact across ranks. Adam
 # divides by sqrt(v) + eps: a gradient near zero made of cancelling terms (summed in another
@@ -81,17 +80,13 @@ def with_values(cfg, *assignments: str):
     return cfg
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_cfg):
     two_process, one_process = {}, {}
     for name, two, one in cases(tiny_cfg):
         two_process[name], one_process[name] = two, one
     results = distributed.launch(2, dist_worker.train_all, (two_process, STEPS))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each worker: more threads than free cores run far slower
-    try:
-        reference = dist_worker.train_all(one_process, STEPS)
-    finally:
-        torch.set_num_threads(threads)
+    reference = dist_worker.train_all(one_process, STEPS)  # one thread, as each worker
     assert len(results) == len(reference) == 13 * 2 + 6 * 2 * 2 - 1
     unequal = []
     for name, got in results.items():
@@ -122,6 +117,7 @@ if os.environ.get("ABLATE_FAULT_STEP"):
 '''
 
 
+@pytest.mark.slow
 def test_a_failed_rank_ends_the_job_and_the_sweep_resumes_it(tmp_path, tiny_args, tiny_cfg):
     """Seed 0: rank 1 raises at step 4; seed 1: rank 1 is killed at step 4. Both jobs end
     as failed, after their step-3 checkpoint; the same sweep again continues both from it

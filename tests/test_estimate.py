@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, mean_loss
+from conftest import mean_loss
 
 from ablate.config.variants import compose
-from ablate.tasks.pretrain import load_corpus
 from ablate.estimate import (estimate, main, saved_activation_bytes, tied_params,
                              weight_bytes)
 from ablate.job import run_job
@@ -17,7 +16,7 @@ from ablate.memory import GB, optimizer_state_bytes
 from ablate.models import build_model, count_params
 from ablate.optim.build import build_optimizer
 from ablate.report.__main__ import main as report_main
-from ablate.train import Trainer, weight_dtype
+from ablate.train import weight_dtype
 
 MODELS = ["model=llama_tiny", "model=gpt2_tiny"]
 OPTIMIZERS = [
@@ -37,20 +36,6 @@ OPTIMIZERS = [
     ["optimizer=galore_adamw", "optimizer.rank=8", "optimizer.proj_type=left"],
     ["optimizer=galore_adamw", "toggles=no_projection"],
 ]
-
-
-@pytest.fixture(scope="module")
-def corpus(cache_dir):
-    return load_corpus(compose([*TINY, f"task.cache_dir={cache_dir}"]).task)
-
-
-@pytest.fixture
-def trainer(corpus, monkeypatch):
-    """`trainer(cfg)`: a Trainer that reuses one loaded corpus and skips the peak-memory reset
-    (its full garbage collection): each takes ~0.5 s, and nothing here reads the peak."""
-    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task, pretrained=None: corpus)
-    monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
-    return Trainer
 
 
 # One optimizer per parameter (fused) or one over all of them: the same state.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate import job, train
+from ablate import train
 from ablate.job import run_job
 from ablate.report.__main__ import report
 from conftest import TINY, losses, run_in_process
@@ -34,6 +34,7 @@ def summaries(sweep_dir: Path) -> list[dict]:
             for i in range(len(list(sweep_dir.glob("*/summary.json"))))]
 
 
+@pytest.mark.slow
 def test_resume_finds_a_sweep_written_outside_outputs_dir(sweep, tmp_path):
     first, second = tmp_path / "elsewhere" / "first", tmp_path / "elsewhere" / "second"
     code, out = sweep("trainer.seed=0,1", f"hydra.sweep.dir={first}")
@@ -132,13 +133,34 @@ def test_sweep_goes_on_after_a_job_fails_to_write(sweep, tmp_path, monkeypatch):
     assert code == 1 and "ablate: 1 job(s) failed" in out
 
 
-def test_run_stuck_at_uniform_loss_after_a_blow_up_is_stalled(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("optimizer=sgd", "trainer.lr=3", "trainer.schedule=constant",
-                   "trainer.warmup_steps=0", "trainer.max_steps=30")
-    summary = run_job(cfg, tmp_path / "0", [])
+def at_steps(monkeypatch, actions: dict) -> None:
+    """`actions[k](model)` runs (without grad) just before the job's step k + 1."""
+    real = train.Trainer.train_step
+
+    def train_step(self):
+        if self.step in actions:
+            with torch.no_grad():
+                actions[self.step](self.model)
+        return real(self)
+    monkeypatch.setattr(train.Trainer, "train_step", train_step)
+
+
+def test_run_stuck_at_uniform_loss_after_a_blow_up_is_stalled(tiny_cfg, tmp_path, monkeypatch):
+    """A blow-up and a stall made on purpose, so that no CPU's rounding decides them: the
+    output weights scaled 1000-fold before step 3 (logits in the hundreds: a loss far above
+    2 ln(vocab)), zeroed before step 4 (every logit 0: a loss of exactly ln(vocab)); the lr
+    is so small that the logits stay near 0 for the last steps."""
+    head = lambda model: model.get_output_embeddings().weight  # noqa: E731
+    cfg = tiny_cfg("optimizer=sgd", "trainer.lr=1e-3", "trainer.schedule=constant",
+                   "trainer.warmup_steps=0", "trainer.max_steps=6")
+    with monkeypatch.context() as patch:
+        at_steps(patch, {2: lambda model: head(model).mul_(1e3),
+                         3: lambda model: head(model).zero_()})
+        summary = run_job(cfg, tmp_path / "0", [])
     curve = losses(tmp_path / "0")
-    assert max(curve) > 2 * math.log(512)  # it blew up ...
-    assert summary["final_train_loss"] == pytest.approx(math.log(512), abs=0.02)  # ... and stuck
+    assert len(curve) == 6 and curve[2] > 10 * math.log(512)  # it blew up ...
+    assert curve[3] == pytest.approx(math.log(512), abs=1e-6)  # ... to uniform, and stuck:
+    assert summary["final_train_loss"] == pytest.approx(math.log(512), abs=train.STALL_TOL / 10)
     assert summary["status"] == "stalled"
     run_job(tiny_cfg("optimizer=sgd"), tmp_path / "1", [])
     text = report(tmp_path, tmp_path / "report")

@@ -15,7 +15,7 @@ from ablate.memory import optimizer_state_bytes
 from ablate.optim import GaLoreAdamW
 from ablate.optim.galore import projectors
 from ablate.train import Trainer
-from test_trainer import assert_same_params, train
+from conftest import assert_same_params, train
 
 # T=3 over 8 steps: the projector is computed at steps 1, 4 and 7 (refreshed twice).
 GALORE = ["optimizer=galore_adamw", "optimizer.rank=8", "optimizer.update_proj_gap=3",

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ablate
+from conftest import ablate, run_in_process
 
 from ablate.config.schema import config_dir
 from ablate.errors import PlanError
@@ -32,9 +30,9 @@ def plan(prefix: str) -> str:
     return path.read_text()
 
 
-def dry_run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ablate.plan", *args, "--dry-run"],
-                          input=stdin, text=True, capture_output=True)
+def dry_run(*args: str, stdin: str = "") -> tuple[int, str, str]:
+    """`python -m ablate.plan ARGS --dry-run`, in this process: exit status, stdout, stderr."""
+    return run_in_process(Path.cwd(), *args, "--dry-run", module="ablate.plan", stdin=stdin)
 
 
 @needs_plans
@@ -83,10 +81,10 @@ def test_unknown_part_is_an_error_listing_known_components_closest_first():
     with pytest.raises(PlanError, match=r"unknown ablated part 'Adaptive learning rat'; known "
                                         r"components, closest first: adaptive_lr, "):
         component_for("Adaptive learning rat")
-    result = dry_run("-", stdin=json.dumps({"name": "x", "ablated_part": "Warp drive",
-                                            "action": "REMOVE", "metrics": []}))
-    assert result.returncode == 1 and "unknown ablated part 'Warp drive'" in result.stderr
-    assert "eight_bit" in result.stderr and result.stdout == ""
+    code, out, err = dry_run("-", stdin=json.dumps({"name": "x", "ablated_part": "Warp drive",
+                                                    "action": "REMOVE", "metrics": []}))
+    assert code == 1 and "unknown ablated part 'Warp drive'" in err
+    assert "eight_bit" in err and out == ""
 
 
 def test_jsonl_from_stdin_and_the_written_preset(tmp_path):
@@ -95,12 +93,13 @@ def test_jsonl_from_stdin_and_the_written_preset(tmp_path):
             {"name": "no 8 bit", "ablated_part": "8-bit optimizers", "action": "REMOVE",
              "metrics": ["Memory (GB)"]}]
     text = "".join(json.dumps(r) + "\n" for r in rows)
-    result = dry_run("-", stdin=text)
-    assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 3 * 3  # baseline (rank 128 is it), rank 4, no 8-bit
+    code, stdout, err = dry_run("-", stdin=text)
+    assert code == 0, err
+    assert len(stdout.splitlines()) == 3 * 3  # baseline (rank 128 is it), rank 4, no 8-bit
     out = tmp_path / "mine.yaml"
-    subprocess.run([sys.executable, "-m", "ablate.plan", "-", "--out", str(out), "--seeds", "2"],
-                   input=text, text=True, check=True, capture_output=True)
+    code, _, err = run_in_process(tmp_path, "-", "--out", out, "--seeds", "2",
+                                  module="ablate.plan", stdin=text)
+    assert code == 0, err
     assert out.read_text().startswith("# @package _global_\n")
     body = yaml.safe_load(out.read_text())
     assert body["ablation"]["variants"] == {"baseline": [], "rank_4": ["optimizer.rank=4"],

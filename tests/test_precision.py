@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY
 
-from ablate.config.variants import compose
-from ablate.tasks.pretrain import load_corpus
 from ablate.models import build_model
 from ablate.optim import SGD
-from ablate.optim.precision import is_float
 from ablate.optim.build import build_optimizer
-from ablate.train import Trainer
+from ablate.optim.precision import is_float
 
 OPTIMIZERS = [
     ["optimizer=adamw", "optimizer.weight_decay=0.1"],
@@ -77,18 +73,6 @@ def test_each_update_is_the_fp32_update_of_the_same_bf16_inputs_rounded(tiny_cfg
 def state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
     return [(k, v) for p in params_of(optimizer) for k, v in optimizer.state[p].items()
             if torch.is_tensor(v)]
-
-
-@pytest.fixture(scope="module")
-def corpus(cache_dir):
-    return load_corpus(compose([*TINY, f"task.cache_dir={cache_dir}"]).task)
-
-
-@pytest.fixture
-def trainer(corpus, monkeypatch):
-    monkeypatch.setattr("ablate.tasks.pretrain.load_corpus", lambda task: corpus)
-    monkeypatch.setattr("ablate.train.reset_peak", lambda device: None)
-    return Trainer
 
 
 FUSED = [0, 2, 3, 8, 11, 13]  # AdamW, SGD, LOMO, AdaLomo (global norm), GaLore two-sided, full

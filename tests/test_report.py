@@ -20,7 +20,7 @@ from ablate.report.groups import common_parts, find_baseline, match_baseline, sh
 from ablate.report.read import Job
 from ablate.report.stats import mean_std
 from ablate.tracking import fit, flatten
-from conftest import ablate
+from conftest import run_in_process
 from wandb_file import read_run
 
 METRICS = ("test_loss", "test_perplexity", "test_accuracy", "val_loss", "final_train_loss",
@@ -33,8 +33,9 @@ def sweep(tmp_path_factory, tiny_args) -> Path:
     """SGD at lr=0.5 (loss 6.27 -> ~5.85 in 8 steps) and at lr=1e6 (non-finite loss at
     step 3), 2 seeds each, W&B offline."""
     cwd = tmp_path_factory.mktemp("sweep")
-    ablate(cwd, "-m", *tiny_args, "optimizer=sgd", "trainer.lr=0.5,1e6", "trainer.seed=0,1",
-           "trainer.max_steps=8")
+    code, _, err = run_in_process(cwd, "-m", *tiny_args, "optimizer=sgd", "trainer.lr=0.5,1e6",
+                                  "trainer.seed=0,1", "trainer.max_steps=8")
+    assert code == 0, err
     (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
     return sweep_dir
 
@@ -124,17 +125,18 @@ def test_report_numbers_are_the_summaries_numbers(sweep, capsys):
 
 @pytest.mark.slow
 def test_baseline_given_on_the_command_line(sweep, tmp_path):
-    result = ablate(tmp_path, sweep, "--baseline", "trainer.lr=1e6", "--out", tmp_path / "r",
-                    module="ablate.report")
-    assert "Baseline: `trainer.lr=1000000.0`, given: --baseline 'trainer.lr=1e6'" in result.stdout
-    assert "Loss target: none: the baseline has no completed job" in result.stdout
+    code, out, err = run_in_process(tmp_path, sweep, "--baseline", "trainer.lr=1e6", "--out",
+                                    tmp_path / "r", module="ablate.report")
+    assert code == 0, err
+    assert "Baseline: `trainer.lr=1000000.0`, given: --baseline 'trainer.lr=1e6'" in out
+    assert "Loss target: none: the baseline has no completed job" in out
     with open(tmp_path / "r" / "report.csv") as f:
         first = next(csv.DictReader(f))
     assert first["label"] == "trainer.lr=1000000.0" and first["is_baseline"] == "True"
-    result = ablate(tmp_path, sweep, "--baseline", "trainer.lr=3", module="ablate.report",
-                    check=False)
-    assert result.returncode == 1 and "matches no variant" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    code, _, err = run_in_process(tmp_path, sweep, "--baseline", "trainer.lr=3",
+                                  module="ablate.report")
+    assert code == 1 and "matches no variant" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def same(on_disk, in_wandb) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from ablate.config.check import check
 from ablate.config.identity import config_hash
@@ -61,6 +62,7 @@ def test_failing_job_is_recorded_and_the_others_complete(tmp_path, sweep_args, m
     assert "1 completed, 1 failed" in out
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
     args = ["-m", *sweep_args, "trainer.seed=0,1,2", "trainer.max_steps=40",
             "trainer.checkpoint_every=5"]
@@ -81,7 +83,8 @@ def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
     killed_at = json.loads((first / "1" / "checkpoint.json").read_text())["step"]
     assert 5 <= killed_at < 40
 
-    ablate(tmp_path, *args)
+    code, _, err = run_in_process(tmp_path, *args)  # the same sweep again, in this process
+    assert code == 0, err
     second = next(d for d in sweep_dirs(tmp_path) if d != first)
     resumed = summaries(second)
     assert resumed[0]["reused_from"] == str(first / "0")  # not retrained
@@ -92,11 +95,13 @@ def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
     assert (first / "1" / "metrics.jsonl").read_text().count("\n") >= killed_at  # kept
 
     # The interrupted job ends with the same losses as one that never stopped.
-    ablate(tmp_path, *sweep_args, "trainer.seed=1", "trainer.max_steps=40")
+    code, _, err = run_in_process(tmp_path, *sweep_args, "trainer.seed=1", "trainer.max_steps=40")
+    assert code == 0, err
     (uninterrupted,) = run_dirs(tmp_path / "outputs" / "runs")
     assert losses(second / "1") == losses(uninterrupted)
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_get_their_own_directories(tmp_path, sweep_args):
     args = [sys.executable, "-m", "ablate", "-m", *sweep_args, "trainer.max_steps=1",
             "trainer.seed=0"]
@@ -108,10 +113,10 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path, sweep_a
     assert all(len(summaries(s)) == 1 for s in sweeps)
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, sweep_args):
     result = ablate(tmp_path, "-m", *sweep_args, "hydra/launcher=joblib",
-                    "hydra.launcher.n_jobs=2", "trainer.seed=0,1", "trainer.max_steps=2",
-                    env={"OMP_NUM_THREADS": "1"})
+                    "hydra.launcher.n_jobs=2", "trainer.seed=0,1", "trainer.max_steps=2")
     (sweep,) = sweep_dirs(tmp_path)
     jobs = summaries(sweep)
     assert [jobs[i]["status"] for i in (0, 1)] == ["completed", "completed"]
@@ -122,8 +127,9 @@ def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, sweep_args):
 def test_nonsense_combination_is_skipped_and_list_toggles_reach_the_label(tmp_path, sweep_args):
     # AdamW has no `nmf` or `grouped_norm`: that job is skipped with its reason, not run as
     # plain AdamW under an AdaLomo label. `toggles=[a,b]` merges both presets into one job.
-    result = ablate(tmp_path, "-m", *sweep_args, "optimizer=adamw,adalomo",
-                    "toggles=[no_nmf,no_grouped_norm]", "trainer.max_steps=2")
+    code, out, err = run_in_process(tmp_path, "-m", *sweep_args, "optimizer=adamw,adalomo",
+                                    "toggles=[no_nmf,no_grouped_norm]", "trainer.max_steps=2")
+    assert code == 0, err
     (sweep,) = sweep_dirs(tmp_path)
     adamw, adalomo = summaries(sweep)[0], summaries(sweep)[1]
     assert adamw["status"] == "skipped" and "steps" not in adamw
@@ -131,23 +137,36 @@ def test_nonsense_combination_is_skipped_and_list_toggles_reach_the_label(tmp_pa
     assert not (sweep / "0" / "metrics.jsonl").exists()
     assert adalomo["status"] == "completed"
     assert adalomo["variant"].startswith("adalomo grouped_norm=False nmf=False ")
-    assert "1 completed, 1 skipped" in result.stdout
+    assert "1 completed, 1 skipped" in out
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in CONF.glob("ablation/*.yaml")))
+def presets(names) -> list:
+    """Preset names as parameters; the GLUE presets' 13 variants take ~5 s to compose."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name.startswith("glue_") else name
+            for name in sorted(names)]
+
+
+@pytest.mark.parametrize("preset", presets(p.stem for p in CONF.glob("ablation/*.yaml")))
 def test_every_preset_expands_to_jobs_that_pass_the_config_check(preset):
     body = yaml.safe_load((CONF / "ablation" / f"{preset}.yaml").read_text())
     expanded = jobs(body)
     assert len(expanded) == len({tuple(job) for job in expanded}) >= 6  # >= 2 variants x 3 seeds
-    baselines = 0
+    baselines, composed = 0, {}
     for job in expanded:
-        cfg = apply_variant(typed(compose([f"+ablation={preset}", *job])))
+        # Hydra composes slowly: a variant's jobs differ only in the seed, set on a copy.
+        (seed,) = [a for a in job if a.startswith("trainer.seed=")]
+        rest = tuple(a for a in job if a != seed)
+        if rest not in composed:
+            composed[rest] = compose([f"+ablation={preset}", *rest])
+        cfg = composed[rest].copy()
+        OmegaConf.update(cfg, "trainer.seed", int(seed.partition("=")[2]), merge=False)
+        cfg = apply_variant(typed(cfg))
         check(cfg)
         baselines += bool(is_baseline(cfg))
     assert baselines == 3  # the unablated variant, once per seed
 
 
-@pytest.mark.parametrize("preset", sorted(
+@pytest.mark.parametrize("preset", presets(
     p.stem for p in CONF.glob("ablation/*.yaml") if "variants" in yaml.safe_load(p.read_text())
     .get("ablation", {})))
 def test_every_variant_applied_equals_its_assignments_composed_by_hydra(preset):

@@ -16,8 +16,7 @@ from ablate.estimate import estimate
 from ablate.models import build_model
 from ablate.tasks import load_task
 from ablate.train import Trainer
-from conftest import run_in_process
-from test_trainer import assert_same_params
+from conftest import assert_same_params, run_in_process
 
 # Stanford Alpaca's prompts, written out here as the reference the template must give.
 ALPACA_INPUT = ("Below is an instruction that describes a task, paired with an input that "

@@ -6,21 +6,7 @@ import pytest
 import torch
 
 from ablate.train import Trainer
-from conftest import mean_loss
-
-
-def train(cfg, steps=None) -> Trainer:
-    trainer = Trainer(cfg)
-    losses = []
-    while trainer.step < (steps or cfg.trainer.max_steps):
-        losses.append(trainer.train_step())
-    trainer.losses = losses
-    return trainer
-
-
-def assert_same_params(a: torch.nn.Module, b: torch.nn.Module, rtol=1e-5, atol=1e-6):
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=name)
+from conftest import assert_same_params, mean_loss, train
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
