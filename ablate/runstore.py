@@ -71,12 +71,12 @@ def metrics_line(record: dict) -> str:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The records of a run's metrics.jsonl, NaN and inf as floats again; a line cut short by
-    a kill or a full disk is skipped."""
+    a kill or a full disk (or that holds no JSON object) is skipped."""
     records = []
     path = run_dir / METRICS
     if path.is_file():
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError, AttributeError):  # AttributeError: not an object
                 records.append({k: _finite_back(v) for k, v in json.loads(line).items()})
     return records
 
@@ -132,7 +132,7 @@ def _index_entries(index: Path) -> list[tuple[str, str]]:
     """(run directory name, config hash) of each readable line of a folder's index."""
     entries = []
     with contextlib.suppress(OSError):
-        for line in index.read_text().splitlines():
+        for line in index.read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 entry = json.loads(line)
                 entries.append((str(entry["run"]), str(entry["config_hash"])))

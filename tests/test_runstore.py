@@ -19,6 +19,7 @@ def test_metrics_keep_non_finite_values_and_skip_a_cut_line(tmp_path):
     lines = [runstore.metrics_line({"step": 1, "loss": 2.5}),
              runstore.metrics_line({"step": 2, "loss": math.inf}),
              runstore.metrics_line({"step": 3, "loss": math.nan, "val_loss": -math.inf}),
+             "[1, 2]\n",  # JSON, but no record
              '{"step": 4, "lo']  # what a kill leaves
     (tmp_path / runstore.METRICS).write_text("".join(lines))
     rows = runstore.read_metrics(tmp_path)
@@ -53,6 +54,15 @@ def test_finding_reads_indexes_and_unindexed_runs_but_nothing_inside_a_run(tmp_p
     assert runstore.find_completed([tmp_path], "h", exclude=None) == legacy.resolve() / "0"
     assert runstore.find_outcomes([tmp_path], {"h", "other"}) == {
         "h": {"status": "completed", "config_hash": "h"}}
+
+
+def test_a_broken_index_loses_no_run(tmp_path):
+    """An index is only a shortcut: lines that are not entries are skipped, and a run it does
+    not list is found by its own files."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "0", "h")
+    (sweep / runstore.INDEX).write_bytes(b'\x00\xff{"run": 1\n[1, 2]\n{"run": "9"}\n')
+    assert runstore.runs_by_hash([tmp_path]) == {"h": [sweep.resolve() / "0"]}
 
 
 def test_a_run_written_before_the_run_store_is_reused(tiny_cfg, tmp_path):
