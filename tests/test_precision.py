@@ -44,10 +44,15 @@ def test_each_update_is_the_fp32_update_of_the_same_bf16_inputs_rounded(tiny_cfg
     """Three steps (GaLore: a projector made, reused, made again). Before each, the fp32
     reference gets `.float()` copies of the bf16 parameters, gradients and state; after it,
     the bf16 run holds exactly the reference's parameters and state rounded to their dtypes."""
-    cfg = tiny_cfg(*optimizer, "toggles.fused_backward=false", "trainer.lr=0.01")
+    assert_updates_are_fp32_rounded(tiny_cfg(*optimizer, "toggles.fused_backward=false",
+                                             "trainer.lr=0.01"), "cpu")
+
+
+def assert_updates_are_fp32_rounded(cfg, device: str) -> None:
+    """The test above on `device` (tests/test_cuda.py runs it on CUDA's kernels)."""
     torch.manual_seed(0)
-    bf16 = build_optimizer(cfg, build_model(cfg.model, dtype=torch.bfloat16))
-    reference = build_optimizer(cfg, build_model(cfg.model))
+    bf16 = build_optimizer(cfg, build_model(cfg.model, device, dtype=torch.bfloat16))
+    reference = build_optimizer(cfg, build_model(cfg.model, device))
     for step in range(3):
         grads = [torch.randn_like(p) for p in params_of(bf16)]
         for p, p32, g in zip(params_of(bf16), params_of(reference), grads):
