@@ -40,6 +40,16 @@ def peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def allocated_bytes(device: torch.device) -> int:
+    """CUDA: bytes the caching allocator has handed out now. CPU: the process's RSS now."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def tensor_bytes(obj) -> int:
     """Bytes of every tensor in a (nested) optimizer state; python numbers count nothing."""
     if isinstance(obj, torch.Tensor):

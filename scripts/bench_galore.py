@@ -14,7 +14,14 @@ pair giving one TGS ratio; the median and quartiles over pairs are reported. The
 inside the optimizers' own update code is clocked as well, being the part that differs.
 Ends with one line of JSON.
 
+With `--device cuda` the clock is the wall clock after a synchronize (the GPU's seconds:
+keys `*_gpu_s`), except inside the optimizers' update code, whose host seconds (launching
+kernels, unsynchronized) are clocked; and each side's peak `torch.cuda.max_memory_allocated`
+is measured on a fresh copy over two steps (the first with its projector refresh), the
+other side deleted.
+
     .venv/bin/python scripts/bench_galore.py [--models llama_20m llama_60m] [--steps 8]
+        [--device cpu]
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from galore_torch import GaLoreAdamW as ReferenceGaLoreAdamW
 
 import ablate.optim.galore
 from ablate.config.variants import compose
-from ablate.memory import optimizer_state_bytes
+from ablate.memory import allocated_bytes, optimizer_state_bytes, peak_bytes
 from ablate.train import Trainer
 
 
@@ -60,29 +67,37 @@ def set_gap(trainer: Trainer, gap: int) -> None:
 
 
 class Clock:
-    """CPU seconds of this thread spent inside patched functions, by key, since `reset()`."""
+    """Seconds by `now` (this thread's CPU seconds, or on CUDA the wall clock after a
+    synchronize; `unit` names it) spent inside patched functions, by key, since `step()`."""
 
-    def __init__(self):
+    def __init__(self, device: str):
         self.inside: dict[str, float] = defaultdict(float)
+        self.unit = "gpu" if device == "cuda" else "cpu"
+        self.now = synchronized_time if device == "cuda" else time.thread_time
 
-    def patch(self, owner, name: str, key: str) -> None:
-        original = getattr(owner, name)
+    def patch(self, owner, name: str, key: str, now=None) -> None:
+        original, now = getattr(owner, name), now or self.now
 
         def timed(*args, **kwargs):
-            began = time.thread_time()
+            began = now()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.inside[key] += time.thread_time() - began
+                self.inside[key] += now() - began
         setattr(owner, name, timed)
 
     def step(self, trainer: Trainer) -> dict:
-        """One training step: its CPU and wall seconds, and the seconds inside each key."""
+        """One training step: its clocked and wall seconds, and the seconds inside each key."""
         self.inside.clear()
-        cpu, wall = time.thread_time(), time.perf_counter()
+        clocked, wall = self.now(), time.perf_counter()
         loss = trainer.train_step()
-        return {"cpu": time.thread_time() - cpu, "wall": time.perf_counter() - wall,
+        return {self.unit: self.now() - clocked, "wall": time.perf_counter() - wall,
                 "loss": loss, **self.inside}
+
+
+def synchronized_time() -> float:
+    torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def state_bytes(optimizer) -> tuple[int, int]:
@@ -107,15 +122,37 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def bench(model: str, steps: int, refreshes: int, gap: int, clocks: list[Clock]) -> dict:
+def trainers(cfg, sides: tuple[str, ...]) -> list[Trainer]:
+    """A Trainer per side, "ours" or "reference": same seed, same init; the reference's
+    own optimizer is never stepped."""
+    made = []
+    for side in sides:
+        trainer = Trainer(cfg)
+        if side == "reference":
+            trainer.optimizer.remove_hooks()
+            trainer.optimizer, trainer.fused = reference_optimizer(trainer.model, cfg), False
+        made.append(trainer)
+    return made
+
+
+def peak_rise(cfg, side: str) -> int:
+    """CUDA bytes at most allocated over those allocated before one side's trainer existed,
+    across its building and two steps (the first refreshes the projector)."""
+    torch.cuda.synchronize()
+    before = allocated_bytes(torch.device("cuda"))
+    (trainer,) = trainers(cfg, (side,))  # the Trainer resets the peak as it starts
+    for _ in range(2):
+        trainer.train_step()
+    return peak_bytes(trainer.device) - before
+
+
+def bench(model: str, steps: int, refreshes: int, gap: int, clocks: list[Clock],
+          device: str) -> dict:
     cfg = compose(["optimizer=galore_adamw", f"model={model}", "trainer.batch_size=4",
-                   "trainer.seq_len=256", "trainer.device=cpu", "trainer.schedule=constant",
+                   "trainer.seq_len=256", f"trainer.device={device}", "trainer.schedule=constant",
                    "trainer.warmup_steps=0", f"optimizer.update_proj_gap={gap}",
                    "trainer.max_steps=1000000", "logger.wandb.mode=disabled"])
-    ours = Trainer(cfg)
-    reference = Trainer(cfg)  # same seed: same init; its own optimizer is never stepped
-    reference.optimizer.remove_hooks()
-    reference.optimizer, reference.fused = reference_optimizer(reference.model, cfg), False
+    ours, reference = trainers(cfg, ("ours", "reference"))
     pair = [(ours, clocks[0]), (reference, clocks[1])]
     steady, refresh = ([], []), ([], [])
     loss_gap = 0.0
@@ -134,8 +171,9 @@ def bench(model: str, steps: int, refreshes: int, gap: int, clocks: list[Clock])
             steady[who].append(record)
         loss_gap = max(loss_gap, abs(records[False]["loss"] - records[True]["loss"]))
 
+    unit = clocks[0].unit
     svd = [statistics.median(r["svd"] for r in refresh[who]) for who in (0, 1)]
-    at_gap = [[r["cpu"] + svd[who] / gap for r in steady[who]] for who in (0, 1)]
+    at_gap = [[r[unit] + svd[who] / gap for r in steady[who]] for who in (0, 1)]
     ratios = [ref / own for own, ref in zip(*at_gap)]
     q1, ratio, q3 = quartiles(ratios)
     tokens = cfg.trainer.batch_size * cfg.trainer.seq_len
@@ -152,10 +190,15 @@ def bench(model: str, steps: int, refreshes: int, gap: int, clocks: list[Clock])
             f"{name}_state_bytes_held": (ours_held, ref_held)[who],
             f"{name}_svd_share": svd[who] / gap / statistics.median(at_gap[who]),
             f"{name}_svd_s": svd[who],
-            f"{name}_steady_cpu_s": statistics.median(r["cpu"] for r in steady[who]),
+            f"{name}_steady_{unit}_s": statistics.median(r[unit] for r in steady[who]),
             f"{name}_steady_wall_s": statistics.median(r["wall"] for r in steady[who]),
-            f"{name}_optimizer_cpu_s": statistics.median(r["optimizer"] for r in steady[who]),
+            f"{name}_optimizer_{unit}_s": statistics.median(r["optimizer"] for r in steady[who]),
         })
+    if device == "cuda":
+        del ours, reference, pair
+        result["ours_peak_bytes"], result["reference_peak_bytes"] = (
+            peak_rise(cfg, side) for side in ("ours", "reference"))
+        result["peak_ratio"] = result["ours_peak_bytes"] / result["reference_peak_bytes"]
     return result
 
 
@@ -166,24 +209,30 @@ def main() -> None:
     parser.add_argument("--refreshes", type=int, default=2, help="timed refresh steps")
     parser.add_argument("--gap", type=int, default=200, help="update_proj_gap T")
     parser.add_argument("--threads", type=int, default=1, help="torch compute threads")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    clocks = [Clock(), Clock()]
+    clocks = [Clock(args.device), Clock(args.device)]
+    update_clock = time.perf_counter if args.device == "cuda" else None  # host s, no sync
     clocks[0].patch(ablate.optim.galore, "projectors", "svd")
-    clocks[0].patch(ablate.optim.galore, "galore_adamw", "optimizer")
+    clocks[0].patch(ablate.optim.galore, "galore_adamw", "optimizer", update_clock)
     clocks[1].patch(galore_torch.galore_projector.GaLoreProjector, "get_orthogonal_matrix", "svd")
-    clocks[1].patch(ReferenceGaLoreAdamW, "step", "optimizer")
+    clocks[1].patch(ReferenceGaLoreAdamW, "step", "optimizer", update_clock)
+    unit = clocks[0].unit
     results = {}
     for model in args.models:
-        r = results[model] = bench(model, args.steps, args.refreshes, args.gap, clocks)
+        r = results[model] = bench(model, args.steps, args.refreshes, args.gap, clocks,
+                                   args.device)
         print(f"{model}: TGS ours/reference {r['tgs_ratio']:.3f} (pairs: quartiles "
               f"{r['tgs_ratio_q1']:.3f}..{r['tgs_ratio_q3']:.3f}, range "
               f"{r['tgs_ratio_min']:.3f}..{r['tgs_ratio_max']:.3f}); TGS (medians over steps) "
-              f"ours {r['ours_tgs']:.0f}, reference {r['reference_tgs']:.0f} tokens per CPU s")
-        print(f"  steady step CPU s: ours {r['ours_steady_cpu_s']:.3f}, reference "
-              f"{r['reference_steady_cpu_s']:.3f} (wall {r['ours_steady_wall_s']:.3f}, "
+              f"ours {r['ours_tgs']:.0f}, reference {r['reference_tgs']:.0f} tokens per "
+              f"{unit.upper()} s")
+        print(f"  steady step {unit.upper()} s: ours {r[f'ours_steady_{unit}_s']:.3f}, reference "
+              f"{r[f'reference_steady_{unit}_s']:.3f} (wall {r['ours_steady_wall_s']:.3f}, "
               f"{r['reference_steady_wall_s']:.3f}); of which optimizer update: ours "
-              f"{r['ours_optimizer_cpu_s']:.3f}, reference {r['reference_optimizer_cpu_s']:.3f}")
+              f"{r[f'ours_optimizer_{unit}_s']:.3f}, reference "
+              f"{r[f'reference_optimizer_{unit}_s']:.3f}")
         print(f"  SVD per refresh: ours {r['ours_svd_s']:.3f} s, reference "
               f"{r['reference_svd_s']:.3f} s; share of step time at T={args.gap}: ours "
               f"{r['ours_svd_share']:.3%}, reference {r['reference_svd_share']:.3%}")
@@ -191,7 +240,11 @@ def main() -> None:
               f"{r['ours_state_bytes_held']:,}), reference {r['reference_state_bytes']:,} "
               f"(held {r['reference_state_bytes_held']:,}); max loss difference "
               f"{r['max_loss_difference']:.2e}", flush=True)
-    print(json.dumps({"update_proj_gap": args.gap, "batch": "4x256", "device": "cpu",
+        if args.device == "cuda":
+            print(f"  peak max_memory_allocated (rise over the start, two steps): ours "
+                  f"{r['ours_peak_bytes']:,}, reference {r['reference_peak_bytes']:,}; ratio "
+                  f"ours/reference {r['peak_ratio']:.3f}", flush=True)
+    print(json.dumps({"update_proj_gap": args.gap, "batch": "4x256", "device": args.device,
                       "threads": args.threads, "results": results}))
 
 

@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python scripts/check_estimate.py [--models llama_20m llama_60m]
         [--optimizers adamw adalomo galore_adamw] [--backward fused unfused]
         [--precisions fp32] [--checkpointing false] [--steps 3] [--batch 4] [--seq-len 256]
+        [--device cpu]
 
 For each model, optimizer, backward, `trainer.precision` and
 `trainer.activation_checkpointing`: the process's RSS is read, its peak reset
@@ -13,6 +14,11 @@ backward step() and zero_grad). The measured
 figure is the peak RSS's rise over the RSS before the model existed, as
 `scripts/bench_adalomo.py` measures it; glibc maps every block of 1 MB or more on its own
 (mallopt), so that freed memory leaves the RSS at once and the peak follows the memory in use.
+
+With `--device cuda` all of it runs on the GPU and the measured figure is
+`torch.cuda.max_memory_allocated`'s rise over the bytes allocated before the model existed,
+its peak reset once the model is built: a job in bf16 weights makes them in fp32 and rounds
+them (ablate.models), a transient of building that training never holds again.
 """
 
 from __future__ import annotations
@@ -26,37 +32,32 @@ import torch.nn.functional as F
 
 from ablate.config.variants import compose
 from ablate.estimate import estimate
-from ablate.memory import GB, peak_bytes, reset_peak
+from ablate.memory import GB, allocated_bytes, peak_bytes, reset_peak
 from ablate.models import build_model
 from ablate.optim.build import build_optimizer
 from ablate.train import enable_activation_checkpointing, weight_dtype
 
-CPU = torch.device("cpu")
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
-def rss_bytes() -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def measured_rise(cfg, steps: int) -> int:
-    """Peak RSS rise while building the model and optimizer and training `steps` steps."""
+def measured_rise(cfg, steps: int, device: torch.device) -> int:
+    """Peak memory rise while building the model and optimizer and training `steps` steps
+    (on CUDA, from the model built on)."""
     t = cfg.trainer
     g = torch.Generator().manual_seed(0)
     batches = torch.randint(0, cfg.model.vocab_size, (steps, t.batch_size, t.seq_len + 1),
-                            generator=g)
-    reset_peak(CPU)
-    start = rss_bytes()
+                            generator=g).to(device)
+    reset_peak(device)
+    start = allocated_bytes(device)
     torch.manual_seed(0)
-    model = build_model(cfg.model, CPU, dtype=weight_dtype(t))
+    model = build_model(cfg.model, device, dtype=weight_dtype(t))
+    if device.type == "cuda":
+        reset_peak(device)
     if t.activation_checkpointing:
         enable_activation_checkpointing(model)
     optimizer = build_optimizer(cfg, model)
     for tokens in batches:
-        with torch.autocast("cpu", torch.bfloat16, enabled=t.precision.value == "bf16"):
+        with torch.autocast(device.type, torch.bfloat16, enabled=t.precision.value == "bf16"):
             logits = model(input_ids=tokens[:, :-1]).logits
         logits = logits.float()
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
@@ -65,7 +66,7 @@ def measured_rise(cfg, steps: int) -> int:
         if not cfg.toggles.fused_backward:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    rise = peak_bytes(CPU) - start
+    rise = peak_bytes(device) - start
     del model, optimizer
     return rise
 
@@ -83,10 +84,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
-    ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
-    print(f"batch {args.batch} x {args.seq_len}, {args.steps} steps, "
-          f"{torch.get_num_threads()} threads; GB = 1e9 bytes")
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    where = (torch.cuda.get_device_name() if device.type == "cuda"
+             else f"{torch.get_num_threads()} threads")
+    print(f"batch {args.batch} x {args.seq_len}, {args.steps} steps, {where}; GB = 1e9 bytes")
     print("| model | optimizer | backward | precision | checkpointing | weights | gradients "
           "| state | activations | estimate | measured rise | error |")
     print("|---" * 12 + "|")
@@ -98,7 +103,7 @@ def main() -> None:
                        f"trainer.activation_checkpointing={checkpointing}",
                        f"trainer.batch_size={args.batch}", f"trainer.seq_len={args.seq_len}"])
         gb = estimate(cfg).gb()
-        rise = measured_rise(cfg, args.steps) / GB
+        rise = measured_rise(cfg, args.steps, device) / GB
         print(f"| {model} | {optimizer} | {backward} | {precision} | {checkpointing} | "
               + " | ".join(f"{gb[k]:.3f}" for k in ("weights", "gradients", "optimizer_state",
                                                     "activations", "total"))
