@@ -14,11 +14,11 @@ GB = 1e9
 
 def reset_peak(device: torch.device) -> None:
     """Start a fresh peak, so jobs in one process do not inherit each other's peaks."""
+    gc.collect()  # the previous job's tensors, some held in reference cycles (hooks)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
-    gc.collect()  # the previous job's tensors, and hand freed heap back to the OS (glibc)
-    try:
+    try:  # hand the freed heap back to the OS (glibc)
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
         pass

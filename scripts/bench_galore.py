@@ -38,7 +38,7 @@ from galore_torch import GaLoreAdamW as ReferenceGaLoreAdamW
 
 import ablate.optim.galore
 from ablate.config.variants import compose
-from ablate.memory import allocated_bytes, optimizer_state_bytes, peak_bytes
+from ablate.memory import allocated_bytes, optimizer_state_bytes, peak_bytes, reset_peak
 from ablate.train import Trainer
 
 
@@ -138,7 +138,7 @@ def trainers(cfg, sides: tuple[str, ...]) -> list[Trainer]:
 def peak_rise(cfg, side: str) -> int:
     """CUDA bytes at most allocated over those allocated before one side's trainer existed,
     across its building and two steps (the first refreshes the projector)."""
-    torch.cuda.synchronize()
+    reset_peak(torch.device("cuda"))  # frees the other side's garbage first
     before = allocated_bytes(torch.device("cuda"))
     (trainer,) = trainers(cfg, (side,))  # the Trainer resets the peak as it starts
     for _ in range(2):

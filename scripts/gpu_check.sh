@@ -87,7 +87,7 @@ install_rc=$?
 ((install_rc == 124)) && install_line="gpu_check: the install ran past its $INSTALL_S s (see $OUT/install.log)"
 echo "$install_line"
 ((install_rc == 0)) || exit 1
-export PYTHONPATH=$SITE PYTHONUNBUFFERED=1 WANDB_SILENT=true
+export PYTHONPATH=$SITE PYTHONUNBUFFERED=1 WANDB_SILENT=true HF_HUB_OFFLINE=1
 table=$OUT/gpu_check.md
 {
   echo "# GPU check, $(date -u '+%Y-%m-%d %H:%M UTC')"

@@ -33,10 +33,20 @@ FUSED = {"adamw": ["optimizer=adamw", "optimizer.eps=1e-4"], "sgd": ["optimizer=
                               "optimizer.rank=64"]}
 
 
+class Cycle:
+    """An object that only the garbage collector frees (as a finished job's optimizer and
+    its hooks are)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.me, self.tensor = self, tensor
+
+
 def test_peak_is_the_cuda_allocators_since_the_job_started(tiny_cfg):
-    """A GiB allocated and freed before the job is not in its peak; the peak is what
-    max_memory_allocated says at the end, and holds at least the weights and the state."""
+    """Two GiB of a previous job (one freed, one garbage in a reference cycle) are not in
+    the job's peak; the peak is what max_memory_allocated says at the end, and holds at
+    least the weights and the state."""
     torch.empty(2**28, device="cuda").fill_(1.0)  # 1 GiB, freed at once
+    Cycle(torch.ones(2**28, device="cuda"))  # 1 GiB, freed by a garbage collection
     trainer = Trainer(tiny_cfg(*CUDA))
     results = trainer.fit(lambda record: None)
     assert results["memory_kind"] == "cuda_max_allocated" and results["device"] == "cuda"
