@@ -16,9 +16,9 @@ Ends with one line of JSON.
 
 With `--device cuda` the clock is the wall clock after a synchronize (the GPU's seconds:
 keys `*_gpu_s`), except inside the optimizers' update code, whose host seconds (launching
-kernels, unsynchronized) are clocked; and each side's peak `torch.cuda.max_memory_allocated`
-is measured on a fresh copy over two steps (the first with its projector refresh), the
-other side deleted.
+kernels, unsynchronized) are clocked; and first, each side's peak
+`torch.cuda.max_memory_allocated` is measured alone, over its building and two steps (the
+first with its projector refresh).
 
     .venv/bin/python scripts/bench_galore.py [--models llama_20m llama_60m] [--steps 8]
         [--device cpu]
@@ -152,6 +152,8 @@ def bench(model: str, steps: int, refreshes: int, gap: int, clocks: list[Clock],
                    "trainer.seq_len=256", f"trainer.device={device}", "trainer.schedule=constant",
                    "trainer.warmup_steps=0", f"optimizer.update_proj_gap={gap}",
                    "trainer.max_steps=1000000", "logger.wandb.mode=disabled"])
+    peaks = {side: peak_rise(cfg, side) for side in ("ours", "reference")} if (
+        device == "cuda") else {}
     ours, reference = trainers(cfg, ("ours", "reference"))
     pair = [(ours, clocks[0]), (reference, clocks[1])]
     steady, refresh = ([], []), ([], [])
@@ -194,11 +196,9 @@ def bench(model: str, steps: int, refreshes: int, gap: int, clocks: list[Clock],
             f"{name}_steady_wall_s": statistics.median(r["wall"] for r in steady[who]),
             f"{name}_optimizer_{unit}_s": statistics.median(r["optimizer"] for r in steady[who]),
         })
-    if device == "cuda":
-        del ours, reference, pair
-        result["ours_peak_bytes"], result["reference_peak_bytes"] = (
-            peak_rise(cfg, side) for side in ("ours", "reference"))
-        result["peak_ratio"] = result["ours_peak_bytes"] / result["reference_peak_bytes"]
+    if peaks:
+        result.update({f"{side}_peak_bytes": peak for side, peak in peaks.items()},
+                      peak_ratio=peaks["ours"] / peaks["reference"])
     return result
 
 
