@@ -21,14 +21,14 @@ OUT=${OUT:-/tmp/gpu_check}
 SITE=${GPU_CHECK_SITE:-/tmp/site}
 RUNS=/tmp/gpu_check_runs
 BUDGET_S=480           # all time boxes together: the device call allows 600 s, startup aside
-INSTALL_S=60
+INSTALL_S=50
 MAX_FILES=8            # the device call brings back at most 8 files from $OUT
 
 # name|time box (s)|command: run in this order, each in `timeout`, its log $OUT/NAME.log.
 STEPS=(
   "cuda_tests|60|$PY -m pytest -p no:cacheprovider -n 0 -q -rs -m cuda tests/test_cuda.py"
   "bench_adalomo|50|$PY scripts/bench_adalomo.py --device cuda --models llama_60m llama_350m --rounds 11 --batch 8 --seq-len 512"
-  "bench_galore|80|$PY scripts/bench_galore.py --device cuda --models llama_60m llama_350m --steps 10 --refreshes 1"
+  "bench_galore|110|$PY scripts/bench_galore.py --device cuda --models llama_60m llama_350m --steps 10 --refreshes 1"
   "estimate|60|$PY scripts/check_estimate.py --device cuda --models llama_350m llama_1b --optimizers adalomo adamw --precisions fp32 bf16_weights"
   "llama_7b|80|$PY scripts/train_steps.py --steps 6 model=llama_7b optimizer=adalomo trainer.precision=bf16_weights trainer.activation_checkpointing=true trainer.batch_size=1 trainer.seq_len=512 trainer.device=cuda"
   "jobs|70|$PY -m ablate trainer.device=cuda outputs_dir=$RUNS && $PY -m ablate -m optimizer=adalomo toggles=all,no_nmf trainer.max_steps=100 trainer.device=cuda logger.wandb.mode=disabled outputs_dir=$RUNS"
