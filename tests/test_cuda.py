@@ -3,11 +3,15 @@ the fused per-parameter hooks (run on autograd's device thread and the gradient'
 GaLore's 8-bit states through bitsandbytes' CUDA kernels, NCCL (a process group of one).
 
 Marked `cuda`; without a GPU each is skipped and pytest's summary (-ra) says why.
-scripts/gpu_check.sh runs them on the device machine. Gradients on CUDA may be summed in
-another order from run to run (atomic adds), so runs are compared within a tolerance, and
-exactly only where the same inputs go through the same kernels."""
+scripts/gpu_check.sh runs them on the device machine. Some CUDA kernels sum in an order
+that changes from run to run (atomic adds: attention's backward): the tests ask torch for
+deterministic kernels (cuBLAS' workspace setting must precede CUDA's start, so it is set on
+import), and still compare whole runs within a tolerance, exactly only where the same
+inputs go through the same kernels."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -24,6 +28,8 @@ from test_precision import IDS, OPTIMIZERS, assert_updates_are_fp32_rounded
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh runs these)")]
 
+if torch.cuda.is_available():
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 CUDA = ["trainer.device=cuda"]
 # Adam's eps keeps gradients of cancelling terms (summed in any order) from being amplified.
 FUSED = {"adamw": ["optimizer=adamw", "optimizer.eps=1e-4"], "sgd": ["optimizer=sgd"],
@@ -39,6 +45,13 @@ class Cycle:
 
     def __init__(self, tensor: torch.Tensor):
         self.me, self.tensor = self, tensor
+
+
+@pytest.fixture(autouse=True)
+def deterministic():
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(False)
 
 
 def test_peak_is_the_cuda_allocators_since_the_job_started(tiny_cfg):
