@@ -139,8 +139,9 @@ def peak_memory(model_name: str, template: torch.nn.Module, batches: list) -> No
             way.step(x, y)
         peaks[kind] = peak_bytes(device)
         del way
-    what = "max_memory_allocated" if device.type == "cuda" else "RSS"
-    print(f"\n{model_name}: peak {what} (its rise over the {what} at the start) " + ", ".join(
+    what, start = ("max_memory_allocated", "memory allocated") if device.type == "cuda" else (
+        "RSS", "RSS")
+    print(f"\n{model_name}: peak {what} (its rise over the {start} at the start) " + ", ".join(
         f"{k} {peaks[k] / 2**20:.0f} MiB (+{(peaks[k] - starts[k]) / 2**20:.0f})" for k in KINDS))
     print(f"  peak memory ratio ours/reference {peaks['ours'] / peaks['reference']:.3f} "
           f"(plain/reference {peaks['plain'] / peaks['reference']:.3f})")
