@@ -14,6 +14,8 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
                           GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, LlamaConfig,
                           LlamaForCausalLM, LlamaForSequenceClassification)
 
+from .errors import ConfigError, first_line
+
 
 def checkpoint_config(name: str, **kwargs):
     """A pretrained checkpoint's config (its config.json); FileNotFoundError with one line
@@ -21,7 +23,9 @@ def checkpoint_config(name: str, **kwargs):
     try:
         return AutoConfig.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
-        if os.path.isdir(name):
+        if os.path.isfile(os.path.join(name, "config.json")):
+            why = f"its config.json is not one transformers reads ({first_line(exc)})"
+        elif os.path.isdir(name):
             why = "a directory without a transformers config.json"
         elif os.path.isabs(name) or name.startswith(".") or name.count("/") > 1:
             why = "no such directory (nor a hub name: those are NAME or OWNER/NAME)"
@@ -100,12 +104,24 @@ def build_model(model: DictConfig, device: str | torch.device = "cpu",
 
 
 def pretrained_model(name: str, device: str | torch.device, head: str | int) -> torch.nn.Module:
+    """The checkpoint with the head asked for; ConfigError (one line) for a kind of model
+    transformers has no such class for (a seq2seq model), or weights it cannot read."""
     cls = AutoModelForCausalLM if head == "causal_lm" else AutoModelForSequenceClassification
     labels = {} if head == "causal_lm" else {"num_labels": head}
-    if str(device) == "meta":
-        with torch.device("meta"):
-            return cls.from_config(checkpoint_config(name, **labels), dtype=torch.float32)
-    return cls.from_pretrained(name, dtype=torch.float32, **labels).to(device)
+    config = checkpoint_config(name, **labels)
+    kind = "causal-LM" if head == "causal_lm" else "sequence-classification"
+    try:
+        if str(device) == "meta":
+            with torch.device("meta"):
+                return cls.from_config(config, dtype=torch.float32)
+        return cls.from_pretrained(name, dtype=torch.float32, **labels).to(device)
+    except Exception as exc:  # noqa: BLE001 - safetensors, torch.load: many kinds of bad file
+        if type(config) not in cls._model_mapping:
+            raise ConfigError(f"model.pretrained={name}: transformers has no {kind} model for "
+                              f"its model_type {config.model_type} (allowed: a decoder such as "
+                              "llama or gpt2; a seq2seq model is not trained here)") from None
+        raise ConfigError(f"model.pretrained={name}: cannot load its weights "
+                          f"({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def count_params(module: torch.nn.Module) -> int:
