@@ -6,6 +6,7 @@ cases with the head the task asks for."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from huggingface_hub import is_offline_mode
@@ -120,8 +121,25 @@ def pretrained_model(name: str, device: str | torch.device, head: str | int) -> 
             raise ConfigError(f"model.pretrained={name}: transformers has no {kind} model for "
                               f"its model_type {config.model_type} (allowed: a decoder such as "
                               "llama or gpt2; a seq2seq model is not trained here)") from None
-        raise ConfigError(f"model.pretrained={name}: cannot load its weights "
-                          f"({type(exc).__name__}: {first_line(exc)})") from None
+        raise weights_error(name, exc) from None
+
+
+def weights_error(name: str, exc: Exception) -> ConfigError:
+    return ConfigError(f"model.pretrained={name}: cannot load its weights "
+                       f"({type(exc).__name__}: {first_line(exc)})")
+
+
+def check_weights(name: str) -> None:
+    """A local checkpoint's safetensors files have headers safetensors reads (no tensor is
+    loaded): garbage weights are refused before any data is read."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(name).glob("*.safetensors")) if os.path.isdir(name) else []:
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError
+            raise weights_error(name, exc) from None
 
 
 def count_params(module: torch.nn.Module) -> int:

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError, IncompatibleToggles, unknown_key
-from ..models import build_model, shape
+from ..models import build_model, check_weights, shape
 from ..optim.build import build_optimizer, optimizer_class
 from ..tasks import check_task_config
 from ..world import world_from_env
@@ -102,6 +102,8 @@ def check(cfg: DictConfig) -> None:
         model = shape(cfg.model)  # with model.pretrained, the checkpoint's
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.model.pretrained:
+        check_weights(cfg.model.pretrained)
     if model.max_seq_len is not None and t.seq_len > model.max_seq_len:
         raise ConfigError(f"trainer.seq_len={t.seq_len}: must be <= model.max_seq_len="
                           f"{model.max_seq_len} for model {cfg.model.pretrained or model.name}")
