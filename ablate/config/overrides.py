@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
@@ -62,6 +63,22 @@ def values(override: Override) -> list:
         return []
 
 
+def groups_added(overrides: list[Override], groups: dict[str, type]) -> set[str]:
+    """The optional groups a command adds: with `+NAME=...`, and those an added preset brings
+    in its defaults list (`- /tune: lr` in conf/ablation/adalomo_vs_adamw.yaml)."""
+    added = set()
+    for o in overrides:
+        if o.type == OverrideType.ADD and o.key_or_group in groups:
+            added.add(o.key_or_group)
+            for value in values(o):
+                path = config_dir() / o.key_or_group / f"{value}.yaml"
+                preset = yaml.safe_load(path.read_text()) if path.is_file() else None
+                defaults = preset.get("defaults", []) if isinstance(preset, dict) else []
+                added |= {key.lstrip("/") for entry in defaults if isinstance(entry, dict)
+                          for key in entry} & groups.keys()
+    return added
+
+
 def check_overrides(args: list[str]) -> None:
     """ConfigError (one line) for an override of `args` (a command line) that the module
     docstring names; a line Hydra cannot parse is left to Hydra's own message."""
@@ -71,7 +88,7 @@ def check_overrides(args: list[str]) -> None:
     except HydraException:
         return
     groups = optional_groups()
-    added = {o.key_or_group for o in overrides if o.type == OverrideType.ADD}
+    added = groups_added(overrides, groups)
     for o in overrides:
         key, first = o.key_or_group, o.key_or_group.split(".")[0]
         if key in groups and o.type == OverrideType.CHANGE:
