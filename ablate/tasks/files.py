@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -80,7 +81,7 @@ def read_records(path: Path) -> tuple[list[str], list[dict]]:
 
 
 def csv_records(path: Path, text: str, delimiter: str) -> tuple[list[str], list[dict]]:
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = next(reader)
     records = []
     for row, cells in enumerate((cells for cells in reader if cells), 1):

@@ -1,12 +1,12 @@
 """GLUE fine-tuning: a sequence-classification head (a regression head for STS-B) on a
 pretrained model, scored with each task's official metric.
 
-Data come through one call, `datasets.load_dataset(task.path, task.config_name,
-data_files=task.data_files)`: the hub's GLUE by name (`nyu-mll/glue`, config = the task's
-name), a local folder of GLUE-format files (`train.tsv`, `validation.jsonl`, ...: the
-builder and the splits come from the file names) or a builder with files (`task.path=csv`,
-`task.data_files={train: ..., validation: ...}`). The columns are GLUE's: the task's text
-column(s) and `label`.
+Data come from the hub's GLUE by name through `datasets` (`nyu-mll/glue`, config = the
+task's name), or from local files read by ablate/tasks/files.py: a folder of GLUE-format
+files (`train.tsv`, `validation.jsonl`, ...: the splits come from the file names, by
+`datasets`' rules) or files by split (`task.path=csv`, `task.data_files={train: ...,
+validation: ...}`). The columns are GLUE's: the task's text column(s) and `label`; every
+text and label is checked (one line naming the file, the row and what is allowed).
 
 Splits: GLUE's test labels are hidden, so papers report on its validation split. Here
 `test` is that split (MNLI: validation_matched, and validation_mismatched beside it), and
