@@ -103,6 +103,8 @@ def check_overrides(args: list[str]) -> None:
             continue
         kind = schema_type(key)
         for value in values(o):
+            if isinstance(value, str) and value.startswith("${"):  # resolved by OmegaConf
+                continue
             if kind is bool and not isinstance(value, bool):
                 raise ConfigError(f"{key}={value}: must be true or false")
             if kind == typing.Optional[bool] and not isinstance(value, (bool, type(None))):
