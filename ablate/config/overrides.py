@@ -95,10 +95,11 @@ def check_overrides(args: list[str]) -> None:
             raise ConfigError(f"{o.input_line}: {key} is not in the default config: add it "
                               f"with +{o.input_line} (allowed {key} options: {options(key)})")
         if first in groups and key != first and first not in added:
-            name = "lr" if first == "tune" else "NAME"
+            allowed = options(first)
+            name = allowed if "," not in allowed else "NAME"  # the only option, or any
             raise ConfigError(f"{o.input_line}: sets a key of the {first} group, which this "
                               f"command does not add: add +{first}={name} (allowed {first} "
-                              f"options: {options(first)})")
+                              f"options: {allowed})")
         if o.type != OverrideType.CHANGE or "/" in key or first == "hydra" or key in groups:
             continue
         kind = schema_type(key)
