@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from .config.check import check
+from .config.overrides import check_overrides
 from .config.schema import config_dir, register_configs
 from .config.variants import job_config
 from .devices import sweep_job_gpu
@@ -138,6 +139,7 @@ def cli() -> None:
                      "hydra/hydra_logging=disabled",
                      f"hydra.run.dir={tempfile.mkdtemp(prefix=f'ablate-rank{world.rank}-')}"]
     try:
+        check_overrides(sys.argv[1:])
         main()
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         sys.exit(f"ablate: error: {error_line(exc)}")

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config.check import checked
+from .config.overrides import check_overrides
 from .config.variants import compose, expand
 from .errors import ConfigError, IncompatibleToggles, error_line
 from .fused import OptimizerInBackward
@@ -241,17 +242,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounting", choices=("full", "galore"), default="full",
                         help="galore: the GaLore paper's (weights and optimizer state, "
                              "2 bytes a value)")
+    parser.error = lambda message: sys.exit(f"ablate.estimate: error: {message}")
     args = parser.parse_args(argv)
-    jobs = expand(args.overrides) if args.table else [args.overrides]
-    rows = []
+    rows, skipped = [], []
+    try:
+        check_overrides(args.overrides)
+        jobs = expand(args.overrides) if args.table else [args.overrides]
+    except (ConfigError, HydraException) as exc:
+        sys.exit(f"ablate.estimate: error: {error_line(exc)}")
     for overrides in jobs:
         try:
             cfg = checked(compose(overrides))
         except (ConfigError, HydraException, OmegaConfBaseException) as exc:
             if args.table and isinstance(exc, IncompatibleToggles):
-                continue  # a combination of the product that makes no sense, as in a sweep
+                skipped.append(str(exc))  # a combination that makes no sense, as in a sweep
+                continue
             sys.exit(f"ablate.estimate: error: {error_line(exc)}")
         rows.append((label(cfg), estimate(cfg, args.accounting).gb()))
+    if not rows:
+        sys.exit(f"ablate.estimate: error: --table: every one of the {len(jobs)} combinations "
+                 f"is skipped ({skipped[0]})")
     if not args.table:
         name, gb = rows[0]
         print(name)

@@ -6,6 +6,7 @@ cases with the head the task asks for."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from huggingface_hub import is_offline_mode
@@ -14,6 +15,8 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
                           GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, LlamaConfig,
                           LlamaForCausalLM, LlamaForSequenceClassification)
 
+from .errors import ConfigError, first_line
+
 
 def checkpoint_config(name: str, **kwargs):
     """A pretrained checkpoint's config (its config.json); FileNotFoundError with one line
@@ -21,7 +24,9 @@ def checkpoint_config(name: str, **kwargs):
     try:
         return AutoConfig.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
-        if os.path.isdir(name):
+        if os.path.isfile(os.path.join(name, "config.json")):
+            why = f"its config.json is not one transformers reads ({first_line(exc)})"
+        elif os.path.isdir(name):
             why = "a directory without a transformers config.json"
         elif os.path.isabs(name) or name.startswith(".") or name.count("/") > 1:
             why = "no such directory (nor a hub name: those are NAME or OWNER/NAME)"
@@ -100,12 +105,41 @@ def build_model(model: DictConfig, device: str | torch.device = "cpu",
 
 
 def pretrained_model(name: str, device: str | torch.device, head: str | int) -> torch.nn.Module:
+    """The checkpoint with the head asked for; ConfigError (one line) for a kind of model
+    transformers has no such class for (a seq2seq model), or weights it cannot read."""
     cls = AutoModelForCausalLM if head == "causal_lm" else AutoModelForSequenceClassification
     labels = {} if head == "causal_lm" else {"num_labels": head}
-    if str(device) == "meta":
-        with torch.device("meta"):
-            return cls.from_config(checkpoint_config(name, **labels), dtype=torch.float32)
-    return cls.from_pretrained(name, dtype=torch.float32, **labels).to(device)
+    config = checkpoint_config(name, **labels)
+    kind = "causal-LM" if head == "causal_lm" else "sequence-classification"
+    try:
+        if str(device) == "meta":
+            with torch.device("meta"):
+                return cls.from_config(config, dtype=torch.float32)
+        return cls.from_pretrained(name, dtype=torch.float32, **labels).to(device)
+    except Exception as exc:  # noqa: BLE001 - safetensors, torch.load: many kinds of bad file
+        if type(config) not in cls._model_mapping:
+            raise ConfigError(f"model.pretrained={name}: transformers has no {kind} model for "
+                              f"its model_type {config.model_type} (allowed: a decoder such as "
+                              "llama or gpt2; a seq2seq model is not trained here)") from None
+        raise weights_error(name, exc) from None
+
+
+def weights_error(name: str, exc: Exception) -> ConfigError:
+    return ConfigError(f"model.pretrained={name}: cannot load its weights "
+                       f"({type(exc).__name__}: {first_line(exc)})")
+
+
+def check_weights(name: str) -> None:
+    """A local checkpoint's safetensors files have headers safetensors reads (no tensor is
+    loaded): garbage weights are refused before any data is read."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(name).glob("*.safetensors")) if os.path.isdir(name) else []:
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError
+            raise weights_error(name, exc) from None
 
 
 def count_params(module: torch.nn.Module) -> int:

@@ -69,16 +69,44 @@ def metrics_line(record: dict) -> str:
     return json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n"
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl, NaN and inf as floats again; a line cut short by
-    a kill or a full disk (or that holds no JSON object) is skipped."""
-    records = []
+def _metrics_record(line: str) -> tuple[dict | None, str | None]:
+    """A metrics.jsonl line as a record of a logged step (NaN and inf as floats again), or
+    why it is none."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None, "not JSON (cut short by a kill or a full disk?)"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    record = {k: _finite_back(v) for k, v in record.items()}
+    step, loss = record.get("step"), record.get("loss", 0.0)
+    if type(step) is not int:
+        return None, f"step {step!r} is not an integer"
+    if type(loss) not in (int, float):
+        return None, f"loss {loss!r} is not a number"
+    return record, None
+
+
+def _metrics(run_dir: Path):
+    """(line number, record or None, why not) for each non-blank line of metrics.jsonl."""
     path = run_dir / METRICS
     if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError, AttributeError):  # AttributeError: not an object
-                records.append({k: _finite_back(v) for k, v in json.loads(line).items()})
-    return records
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if line.strip():
+                yield number, *_metrics_record(line)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl, NaN and inf as floats again; a line that is no
+    record of a logged step (cut short, no JSON object, a step or loss that is no number) is
+    skipped (`metrics_problem` names it)."""
+    return [record for _, record, _ in _metrics(run_dir) if record is not None]
+
+
+def metrics_problem(run_dir: Path) -> str | None:
+    """`metrics.jsonl line N: why` for its first line that `read_metrics` skips, else None."""
+    return next((f"{METRICS} line {number}: {why}" for number, _, why in _metrics(run_dir)
+                 if why), None)
 
 
 def curve(run_dir: Path) -> list[tuple[int, float]]:

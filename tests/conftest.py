@@ -121,13 +121,15 @@ def run_in_process(cwd: Path, *args: str, module: str = "ablate",
     from hydra.core.global_hydra import GlobalHydra
 
     from ablate import __main__, rerun
+    from ablate.estimate import main as estimate_main
     from ablate.plan.__main__ import main as plan_main
     from ablate.report.__main__ import main as report_main
 
     args = [str(a) for a in args]
     entry = {"ablate": lambda: __main__.cli(), "ablate.rerun": lambda: rerun.main(args),
              "ablate.report": lambda: report_main(args),
-             "ablate.plan": lambda: plan_main(args)}[module]
+             "ablate.plan": lambda: plan_main(args),
+             "ablate.estimate": lambda: estimate_main(args)}[module]
     out, err, before, argv, stdin_before = (io.StringIO(), io.StringIO(), os.getcwd(), sys.argv,
                                             sys.stdin)
     code = 0

@@ -7,6 +7,7 @@ Rows run in this process (the same entry functions `python -m` calls), except th
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ JSON_TASK = ["task=pretrain_hub_wikitext103", "task.path=json", "task.train_spli
              "task.val_split=train", "task.test_split=train"]
 GLUE = ["task=glue", "task.config_name=null", "model.pretrained={tmp}/glue_model",
         "task.val_size=1"]
+ALPACA = ["task=instruct_alpaca_gpt4", "task.path=json"]
 HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
@@ -45,7 +47,7 @@ ROWS = [
     ("ablate", ["+ablation=nope"], "allowed ablation options: adalomo_adaptive_lr"),
     ("ablate", ["hydra/launcher=nope"], "allowed hydra/launcher options: basic"),
     ("ablate", ["nonsense"], "Error parsing override 'nonsense'"),
-    ("ablate", ["trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
+    ("ablate", ["trainer.nope=1"], "trainer.nope: unknown key (allowed under trainer: max_steps"),
     ("ablate", ["+trainer.foo=1"], "trainer.foo: unknown key (allowed under trainer: max_steps",
      SUBPROCESS),
     ("ablate", ["+foo=1"], "foo: unknown key (allowed under the top level: outputs_dir"),
@@ -87,8 +89,8 @@ ROWS = [
      "trainer.eval_batches=100000: the val split has"),
     ("ablate", ["task.include=[nothing*.zz]"], "task.include=['nothing*.zz']: matches no file"),
     ("ablate", [*JSON_TASK, "task.data_files={tmp}/missing.json"],
-     "task.path=json (split train): cannot be loaded"),
-    ("ablate", [*JSON_TASK, "task.data_files={tmp}/empty.json"], "cannot be loaded: StopIteration"),
+     "/missing.json: FileNotFoundError: Unable to find"),
+    ("ablate", [*JSON_TASK, "task.data_files={tmp}/empty.json"], "empty.json: empty file"),
     ("ablate", [*JSON_TASK, "task.data_files={tmp}/blank.json"],
      "task pretrain_hub_wikitext103: the train split holds no text"),
     ("ablate", ["task=pretrain_hub_wikitext103"], "task.path=wikitext (split train): cannot be",
@@ -105,7 +107,7 @@ ROWS = [
     ("ablate", ["-m", "trainer.lr=1e-3,inf"], "trainer.lr=inf: must be a finite number"),
     ("ablate", ["-m", "trainer.eval_batches=2,100000"], "trainer.eval_batches=100000: the val"),
     ("ablate", ["-m", "+trainer.foo=1"], "trainer.foo: unknown key"),
-    ("ablate", ["-m", "trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
+    ("ablate", ["-m", "trainer.nope=1"], "trainer.nope: unknown key (allowed under trainer: "),
     ("ablate", ["-m", "optimizer=adamw,nope"], "allowed optimizer options"),
     ("ablate", ["-m", "optimizer=galore_adamw", "optimizer.rank=4,1000"], "rank=1000: must be"),
     ("ablate", ["-m", "outputs_dir=/proc/nope"], "outputs_dir: cannot write the run directory"),
@@ -137,7 +139,7 @@ ROWS = [
     # -------------------------------------------------- python -m ablate.report
     ("ablate.report", [], "the following arguments are required: sweep_dir"),
     ("ablate.report", ["{tmp}/missing"], "is not a directory"),
-    ("ablate.report", ["{tmp}/cut"], "summary.json: not readable as JSON"),
+    ("ablate.report", ["{tmp}/cut"], "/cut/0: summary.json: not readable as JSON"),
     ("ablate.report", ["{tmp}/empty"], "summary.json: not a job summary (a JSON object with"),
     ("ablate.report", ["{tmp}/list"], "summary.json: not a job summary", SUBPROCESS),
     ("ablate.report", ["{tmp}/nothing"], "no job (summary.json or .hydra/) under"),
@@ -184,12 +186,14 @@ ROWS = [
     ("ablate", [*GLUE, "task.name=stsb", "task.path=json",
                 "task.data_files={{train: '{tmp}/stsb_text_label.jsonl', "
                 "validation: '{tmp}/stsb_text_label.jsonl'}}"],
-     "stsb_text_label.jsonl: label 'high' in row 1 is out of range (allowed: a finite number)"),
+     "stsb_text_label.jsonl: label 'high' in row 1 is out of range (allowed: a number in "
+     "0.0..5.0)"),
     ("ablate", [*GLUE, "task.path={tmp}/glue_empty_cell"],
-     "glue_empty_cell/train.csv: sentence in row 2 is None, not text"),
+     "glue_empty_cell/train.csv: sentence in row 2 is '', not text"),
     ("ablate", [*GLUE, "task.name=mnli", "task.path={tmp}/glue_sst2"],
      "has no validation_matched split (its splits: train, validation)"),
-    ("ablate", [*GLUE, "task.path={tmp}/nothing"], "cannot be loaded as GLUE sst2"),
+    ("ablate", [*GLUE, "task.path={tmp}/nothing"],
+     "/nothing: EmptyDatasetError: The directory at"),
     ("ablate", [*GLUE, "task.path={tmp}/glue_ok", "task.val_size=100"],
      "task.val_size=100: must be in 1..3 (the train split has 4 examples)"),
     ("ablate", [*GLUE, "task.path={tmp}/glue_ok", "task.max_eval_examples=0"],
@@ -202,6 +206,107 @@ ROWS = [
     ("ablate", ["trainer.bucket_mb=0"], "trainer.bucket_mb=0.0: must be > 0"),
     ("ablate", ["trainer.collective_timeout_s=-1"], "trainer.collective_timeout_s=-1.0: must be"),
     ("ablate", ["-m", "trainer.processes=1,0"], "trainer.processes=0: must be >= 1"),
+    # -------------------------------------------------- issue 21: config
+    ("ablate", ["trainer.activation_checkpointing=2"],
+     "trainer.activation_checkpointing=2: must be true or false"),
+    ("ablate", ["share_gpus=2"], "share_gpus=2: must be true or false"),
+    ("ablate", ["resume=1"], "resume=1: must be true or false"),
+    ("ablate", ["-m", "toggles.fused_backward=true,2"],
+     "toggles.fused_backward=2: must be true or false"),
+    ("ablate", ["toggles.two_sided=1"], "toggles.two_sided=1: must be true, false or null"),
+    ("ablate", ["ablation.seeds=[0,1]"], "ablation.seeds=[0,1]: sets a key of the ablation "
+     "group, which this command does not add: add +ablation=NAME (allowed ablation options: "
+     "adalomo_adaptive_lr"),
+    ("ablate", ["-m", "ablation.seeds=[0,1]"], "add +ablation=NAME"),
+    ("ablate", ["tune.lr_factors=[1]"], "tune.lr_factors=[1]: sets a key of the tune group, "
+     "which this command does not add: add +tune=lr (allowed tune options: lr)"),
+    ("ablate", ["ablation.variant=x"], "ablation.variant=x: sets a key of the ablation group"),
+    ("ablate", ["ablation=adalomo_nmf"], "ablation=adalomo_nmf: ablation is not in the default "
+     "config: add it with +ablation=adalomo_nmf"),
+    ("ablate", ["-m", "tune=lr"], "add it with +tune=lr"),
+    ("ablate", ["trainer.foo=1"], "trainer.foo: unknown key (allowed under trainer: max_steps"),
+    ("ablate", ["optimizer.foo=1"],
+     "optimizer.foo: unknown key (allowed under optimizer: name, lr, betas, eps, weight_decay)"),
+    ("ablate", ["task.zz=1"], "task.zz: unknown key (allowed under task: kind, name"),
+    ("ablate", ["+tune=lr", "tune.foo=1"], "tune.foo: unknown key (allowed under tune: "),
+    ("ablate", ["-m", "+tune=lr", "tune.lr_factors=[]"], "tune.lr_factors=[]: must be distinct"),
+    ("ablate", ["-m", "+ablation=adalomo_nmf", "ablation.seeds=[]"],
+     "ablation.seeds=[]: must be distinct integers"),
+    ("ablate.estimate", ["--bogus"], "ablate.estimate: error: unrecognized arguments: --bogus"),
+    ("ablate.estimate", ["--accounting", "x"], "argument --accounting: invalid choice: 'x'"),
+    ("ablate.estimate", ["--table", "optimizer=adamw,sgd", "toggles=no_nmf"],
+     "--table: every one of the 2 combinations is skipped (toggle toggles.nmf is not"),
+    ("ablate.estimate", ["trainer.activation_checkpointing=2"], "must be true or false"),
+    ("ablate.estimate", ["trainer.foo=1"], "trainer.foo: unknown key (allowed under trainer"),
+    ("ablate", ["model.pretrained={tmp}/corrupt_config"], "/corrupt_config: its config.json is "
+     "not one transformers reads (It looks like the config file at"),
+    ("ablate", ["model.pretrained={tmp}/unknown_type"], "/unknown_type: its config.json is not "
+     "one transformers reads (The checkpoint you are trying to load has model type `zzz`"),
+    ("ablate", ["model.pretrained={tmp}/seq2seq"],
+     "/seq2seq: transformers has no causal-LM model for its model_type t5"),
+    ("ablate", ["model.pretrained={tmp}/garbage_weights"],
+     "/garbage_weights: cannot load its weights (SafetensorError"),
+    ("ablate", ["task.cache_dir={file}/cache"], "/file/cache: cannot be written (/"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_ok", "task.cache_dir={file}/c"],
+     "/file/c: cannot be written ("),
+    # -------------------------------------------------- issue 21: report inputs
+    ("ablate.report", ["{tmp}/status5"], "/status5/0: summary.json: status 5 is not one of"),
+    ("ablate.report", ["{tmp}/strings"], "/strings/0: metrics.jsonl line 1: loss 'abc' is not"),
+    # -------------------------------------------------- issue 21: GLUE files
+    ("ablate", [*GLUE, "task.path={tmp}/glue_split_column"],
+     "glue_split_column/validation.tsv: no column 'sentence' (its columns: text, label)"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_empty_file"], "glue_empty_file/train.tsv: empty file"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_header_only"],
+     "glue_header_only/train.tsv: a header and no rows"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_binary"], "glue_binary/train.tsv: not UTF-8 text"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_float_label"], "glue_float_label/train.tsv: label "
+     "'1.5' in row 2 is out of range (allowed: an integer in 0..1)"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_empty_label"],
+     "glue_empty_label/train.tsv: label '' in row 3 is out of range"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_fields"],
+     "glue_fields/train.csv: row 2 has 3 fields, its header 2 (sentence, label)"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_null"],
+     "glue_null/train.jsonl: sentence in row 2 is None, not text"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_int"],
+     "glue_int/train.jsonl: sentence in row 1 is 5, not text"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_list"],
+     "glue_list/train.jsonl: sentence in row 3 is ['a'], not text"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_not_object"],
+     "glue_not_object/train.jsonl: row 2 is list [1, 2], not a JSON object"),
+    ("ablate", [*GLUE, "task.path={tmp}/glue_cut"], "glue_cut/train.jsonl: row 2 is not JSON"),
+    ("ablate", [*GLUE, "task.name=stsb", "task.path={tmp}/stsb_high"],
+     "stsb_high/train.jsonl: label 7 in row 2 is out of range (allowed: a number in 0.0..5.0)"),
+    ("ablate", [*GLUE, "task.name=stsb", "task.path={tmp}/stsb_low"],
+     "stsb_low/validation.jsonl: label -2.5 in row 1 is out of range"),
+    # -------------------------------------------------- issue 21: instruction files
+    ("ablate", [*ALPACA, "task.data_files={tmp}/no_instruction_column.jsonl"],
+     "no_instruction_column.jsonl: no column 'instruction'"),
+    ("ablate", [*ALPACA, "task.data_files={tmp}/no_instruction.jsonl"],
+     "no_instruction.jsonl: instruction in row 2 is missing, not non-empty text"),
+    ("ablate", [*ALPACA, "task.data_files={tmp}/null_instruction.jsonl"],
+     "null_instruction.jsonl: instruction in row 1 is null, not non-empty text"),
+    ("ablate", [*ALPACA, "task.data_files={tmp}/int_output.jsonl"],
+     "int_output.jsonl: output in row 3 is 5, not text"),
+    ("ablate", [*ALPACA, "task.data_files={tmp}/list_input.jsonl"],
+     "list_input.jsonl: input in row 2 is [\"a\"], not text"),
+    ("ablate", [*ALPACA, "task.data_files={tmp}/empty_outputs.jsonl"],
+     "empty_outputs.jsonl: every output is empty"),
+    ("ablate", [*ALPACA, "task.data_files={tmp}/empty.json"], "empty.json: empty file"),
+    ("ablate", [*ALPACA, "task.data_files={tmp}/binary.jsonl"], "binary.jsonl: not UTF-8 text"),
+    ("ablate", [*ALPACA, "task.data_files={{validation: '{tmp}/empty_outputs.jsonl'}}"],
+     "has no split train (its splits: validation; task.split names the one read)"),
+    ("ablate", ["task=instruct_local", "task.template.prompt_no_input=Say:"],
+     "task.template.prompt_no_input: has no {instruction} field"),
+    ("ablate", ["task=instruct_local", "task.template.prompt_input='{{instruction}}'"],
+     "task.template.prompt_input: has no {input} field"),
+    # -------------------------------------------------- issue 21: pre-training files
+    ("ablate", [*JSON_TASK, "task.data_files={tmp}/null_text.jsonl"],
+     "null_text.jsonl: text in row 2 is null, not text"),
+    ("ablate", [*JSON_TASK, "task.data_files={tmp}/no_output.jsonl"],
+     "task.text_field=text: not a field of"),
+    ("ablate", [*JSON_TASK, "task.data_files={tmp}/binary.jsonl"], "binary.jsonl: not UTF-8"),
+    ("ablate", [*JSON_TASK, "task.data_files={tmp}/header_only.csv"],
+     "header_only.csv: a header and no rows"),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],
@@ -209,17 +314,7 @@ if shutil.which("sbatch") is None:
 
 
 @pytest.fixture(scope="module")
-def no_progress_bars():
-    """`datasets` draws a progress bar on stderr while it reads a local file: not an error."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    yield
-    datasets.enable_progress_bars()
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, cache_dir, no_progress_bars):
+def prepared(tmp_path_factory, cache_dir):
     """A completed tiny run, and bad files of every kind the rows name."""
     root = tmp_path_factory.mktemp("prepared")
     tiny = tiny_overrides(cache_dir)
@@ -259,7 +354,71 @@ def prepared(tmp_path_factory, cache_dir, no_progress_bars):
         (bad / folder / name).write_text(text)
     (bad / "stsb_text_label.jsonl").write_text(
         '{"sentence1": "a", "sentence2": "b", "label": "high"}\n')
+    issue21_files(bad, run)
     return {"run": run, "tmp": bad, "file": bad / "file"}
+
+
+def issue21_files(bad: Path, run: Path) -> None:
+    """Bad files of issue 21: GLUE, instruction and pre-training data, pretrained models,
+    and sweeps the report cannot read."""
+    from transformers import T5Config
+
+    ok_tsv = "sentence\tlabel\na\t0\nb\t1\nc\t0\n"
+    pair = '{"sentence1": "a", "sentence2": "b", "label": %s}\n'
+    for folder, name, text in [
+            ("glue_split_column", "train.tsv", ok_tsv),
+            ("glue_split_column", "validation.tsv", "text\tlabel\na\t0\n"),
+            ("glue_empty_file", "train.tsv", ""),
+            ("glue_header_only", "train.tsv", "sentence\tlabel\n"),
+            ("glue_float_label", "train.tsv", "sentence\tlabel\na\t0\nb\t1.5\n"),
+            ("glue_empty_label", "train.tsv", "sentence\tlabel\na\t0\nb\t1\nc\t\n"),
+            ("glue_fields", "train.csv", "sentence,label\na,0\nb,1,2\n"),
+            ("glue_null", "train.jsonl", '{"sentence": "a", "label": 0}\n'
+                                         '{"sentence": null, "label": 1}\n'),
+            ("glue_int", "train.jsonl", '{"sentence": 5, "label": 0}\n'),
+            ("glue_list", "train.jsonl", '{"sentence": "a", "label": 0}\n' * 2
+                                         + '{"sentence": ["a"], "label": 1}\n'),
+            ("glue_not_object", "train.jsonl", '{"sentence": "a", "label": 0}\n[1, 2]\n'),
+            ("glue_cut", "train.jsonl", '{"sentence": "a", "label": 0}\n{"sentence": "b", "la'),
+            ("stsb_high", "train.jsonl", pair % 1 + pair % 7),
+            ("stsb_high", "validation.jsonl", pair % 1),
+            ("stsb_low", "train.jsonl", pair % 1 + pair % 2.5),
+            ("stsb_low", "validation.jsonl", pair % -2.5)]:
+        (bad / folder).mkdir(exist_ok=True)
+        (bad / folder / name).write_text(text)
+        if folder.startswith("glue_") and not (bad / folder / "validation.tsv").exists():
+            (bad / folder / "validation.tsv").write_text("sentence\tlabel\na\t0\n")
+    (bad / "glue_binary").mkdir()
+    (bad / "glue_binary" / "train.tsv").write_bytes(bytes(range(256)))
+    (bad / "glue_binary" / "validation.tsv").write_text("sentence\tlabel\na\t0\n")
+    record = '{"instruction": "add", "input": "1 2", "output": "3"}\n'
+    for name, text in [
+            ("no_instruction_column.jsonl", '{"input": "1 2", "output": "3"}\n'),
+            ("no_instruction.jsonl", record + '{"input": "1 2", "output": "3"}\n'),
+            ("null_instruction.jsonl", '{"instruction": null, "output": "3"}\n'),
+            ("int_output.jsonl", record * 2 + '{"instruction": "add", "output": 5}\n'),
+            ("list_input.jsonl", record + '{"instruction": "a", "input": ["a"], "output": "b"}\n'),
+            ("empty_outputs.jsonl", '{"instruction": "add", "output": ""}\n' * 3),
+            ("null_text.jsonl", '{"text": "abc"}\n{"text": null}\n'),
+            ("header_only.csv", "text\n")]:
+        (bad / name).write_text(text)
+    (bad / "binary.jsonl").write_bytes(b"\x00\x01\x02\xff" * 50)
+    for name, text in [("corrupt_config", '{"model_type": "llama", '),
+                       ("unknown_type", '{"model_type": "zzz"}')]:
+        (bad / name).mkdir()
+        (bad / name / "config.json").write_text(text)
+    T5Config(vocab_size=512, d_model=32, d_ff=64, num_layers=1, num_heads=2).save_pretrained(
+        bad / "seq2seq")
+    shutil.copytree(run / "model", bad / "garbage_weights")
+    (bad / "garbage_weights" / "model.safetensors").write_bytes(b"\x00garbage" * 100)
+    for name, summary, metrics in [
+            ("status5", {"status": 5}, None),
+            ("strings", {}, '{"step": 1, "loss": "abc"}\n')]:
+        shutil.copytree(run, bad / name / "0", ignore=shutil.ignore_patterns("model"))
+        written = json.loads((bad / name / "0" / "summary.json").read_text())
+        (bad / name / "0" / "summary.json").write_text(json.dumps({**written, **summary}))
+        if metrics:
+            (bad / name / "0" / "metrics.jsonl").write_text(metrics)
 
 
 def tiny_overrides(cache_dir: str) -> list[str]:
@@ -291,6 +450,7 @@ def test_bad_input_is_one_line_before_anything_is_written(row, prepared, cache_d
                 if "task=glue" not in args or not a.startswith("task.vocab_size=")]
         args = [*flags, *tiny, *[a for a in args if a != "-m"]]
     (tmp_path / "hf").mkdir()  # an empty Hugging Face cache: the hub task cannot load
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
     before = files_under(tmp_path, prepared["run"].parents[2])
     if how == [SUBPROCESS]:
         result = ablate(tmp_path, *args, module=module, check=False,

@@ -67,7 +67,7 @@ def test_multirun_then_rerun_reproduces_losses_exactly(tmp_path, tiny_args):
     ("toggles.fused_backward=maybe", "toggles.fused_backward=maybe"),
     ("trainer.seq_len=-1", "trainer.seq_len=-1: must be > 0"),
     ("trainer.device=gpu", "expected one of [auto, cpu, cuda]"),
-    ("trainer.nope=1", "Key 'nope' not in 'TrainerConfig'"),
+    ("trainer.nope=1", "trainer.nope: unknown key (allowed under trainer: max_steps"),
 ])
 def test_bad_value_fails_with_one_clear_line(tmp_path, override, expected):
     result = ablate(tmp_path, override, check=False)
@@ -102,3 +102,19 @@ def test_non_editable_install_finds_its_packaged_conf(tmp_path, tiny_args):
     ablate(elsewhere, *tiny_args, "trainer.max_steps=2", "logger.wandb.mode=disabled", env=env)
     (summary,) = (elsewhere / "outputs" / "runs").glob("*/*/summary.json")
     assert json.loads(summary.read_text())["status"] == "completed"
+
+
+def test_overrides_of_a_group_a_preset_brings_are_accepted(tmp_path):
+    """Issue 21: `tune.*` without `+tune=lr` is refused, unless an added preset brings the
+    tune group in its defaults (adalomo_vs_adamw does); the composed job then has the grid."""
+    from ablate.config.overrides import check_overrides
+    from ablate.config.variants import compose
+    from ablate.errors import ConfigError
+
+    args = ["+ablation=adalomo_vs_adamw", "tune.lr_factors=[1,2]"]
+    check_overrides(args)
+    assert list(compose(args).tune.lr_factors) == [1.0, 2.0]
+    with pytest.raises(ConfigError, match=r"add \+tune=lr"):
+        check_overrides(["+ablation=adalomo_nmf", "tune.lr_factors=[1,2]"])
+    check_overrides(["toggles.two_sided=null", "trainer.activation_checkpointing=false",
+                     "-m", "share_gpus=true,false", "hydra/launcher=basic"])

@@ -169,7 +169,7 @@ def test_table_rows_name_precision_and_checkpointing_and_follow_them(capsys):
 @pytest.mark.parametrize("override,message", [
     ("trainer.seq_len=-1", "trainer.seq_len=-1: must be > 0"),
     ("model=llama_2b", "In 'config': Could not find 'model/llama_2b'; allowed model options: gpt2_large"),
-    ("optimizer.rank=8", "Could not override 'optimizer.rank'.: Key 'rank' not in 'AdamWConfig'"),
+    ("optimizer.rank=8", "optimizer.rank: unknown key (allowed under optimizer: name, lr, betas"),
 ])
 def test_bad_input_is_one_line_before_any_compute(override, message):
     with pytest.raises(SystemExit) as exit_:

@@ -255,3 +255,77 @@ def test_sweep_written_before_variant_config_reports_in_the_same_rows(sweep, tmp
     unreadable = json.loads((old / "3" / "summary.json").read_text())["variant"]
     labels = [row["variant"] for row in rows(old)]
     assert len(labels) == 3 and labels[2] == unreadable
+
+
+def edit_summary(job: Path, **fields) -> None:
+    summary = json.loads((job / "summary.json").read_text())
+    (job / "summary.json").write_text(json.dumps({**summary, **fields}))
+
+
+@pytest.mark.slow
+def test_unreadable_jobs_are_listed_and_the_others_reported(sweep, tmp_path):
+    """Issue 21: a cut summary, a cut or non-numeric metrics line and an unknown status list
+    their job as unreadable (path and reason); an interrupted job is among those that did
+    not complete; a job of another task gets its own table and baseline."""
+    root = tmp_path / "sweep"
+    shutil.copytree(sweep, root, ignore=shutil.ignore_patterns("report"))
+    (a, b), (c, d) = by_lr(root)["trainer.lr=0.5"], by_lr(root)["trainer.lr=1000000.0"]
+    kept = json.loads((b / "summary.json").read_text())
+    (c / "summary.json").write_text((c / "summary.json").read_text()[:40])  # cut by a kill
+    with open(a / "metrics.jsonl", "a") as f:
+        f.write('{"step": 9, "lo')
+    lines = (a / "metrics.jsonl").read_text().count("\n") + 1
+    for name, fields, metrics in [("7", {"status": 5}, None),
+                                  ("8", {}, '{"step": 1, "loss": "abc"}\n'),
+                                  ("9", {"task": "sst2", "test_loss": 0.25}, None)]:
+        shutil.copytree(b, root / name)
+        edit_summary(root / name, config_hash=name, **fields)
+        if metrics:
+            (root / name / "metrics.jsonl").write_text(metrics)
+    edit_summary(d, status="interrupted", signal=15, step=3)
+
+    code, printed, err = run_in_process(tmp_path, root, module="ablate.report")
+    assert code == 0, err
+    md = (root / "report" / "report.md").read_text()
+    assert md in printed
+    unreadable = md.split("## Unreadable jobs (left out of every number)\n\n")[1].splitlines()
+    assert unreadable == [
+        f"- `{a}`: metrics.jsonl line {lines}: not JSON (cut short by a kill or a full disk?)",
+        f"- `{c}`: summary.json: not readable as JSON (cut short, or not UTF-8)",
+        f"- `{root / '7'}`: summary.json: status 5 is not one of completed, stalled, diverged, "
+        "failed, interrupted, skipped, killed",
+        f"- `{root / '8'}`: metrics.jsonl line 1: loss 'abc' is not a number"]
+    jobs = len(runstore.run_dirs(root)) - 4  # job 4 is the killed one of the first test
+    assert f"Jobs: {jobs} under" in md and "left out: 4 unreadable: see below" in md
+    assert f"seed 1: interrupted: signal 15 at step 3 (`{d}`)" in md
+    with open(root / "report" / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["task"], r["label"], r["n"], r["is_baseline"]) for r in rows] == [
+        ("pretrain_local", "pretrain_local: trainer.lr=0.5", "1", "True"),
+        ("pretrain_local", "pretrain_local: trainer.lr=1000000.0", "0", "False"),
+        ("sst2", "sst2: sgd", "1", "True")]
+    assert float(rows[0]["test_loss_mean"]) == kept["test_loss"]
+    assert float(rows[2]["test_loss_mean"]) == 0.25 and rows[2]["delta_test_loss"] == ""
+    assert "## Task pretrain_local" in md and "## Task sst2" in md
+    assert "- Baseline: `sst2: sgd`, the lowest-numbered job's" in md
+
+
+@pytest.mark.slow
+def test_tuned_sweep_with_a_killed_grid_job_reports(tmp_path, tiny_args):
+    """Issue 21: a tuned sweep whose grid-seed job at one factor was killed (no summary)
+    reports 'no choice' for its variant instead of crashing."""
+    code, _, err = run_in_process(tmp_path, "-m", *tiny_args, "optimizer=sgd", "trainer.lr=0.05",
+                                  "+tune=lr", "tune.lr_factors=[0.5,1]", "trainer.seed=0,1",
+                                  "trainer.max_steps=2", "trainer.eval_batches=1",
+                                  "logger.wandb.mode=disabled")
+    assert code == 0, err
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    killed = next(job for job in sweep_dir.glob("*/summary.json")
+                  if json.loads(job.read_text())["lr_factor"] == 1.0
+                  and json.loads(job.read_text())["seed"] == 0).parent
+    (killed / "summary.json").unlink()
+    code, printed, err = run_in_process(tmp_path, sweep_dir, module="ablate.report")
+    assert code == 0, err
+    assert "| `sgd` |  (no choice) | 0 |" in printed
+    assert "no choice: no finished grid-seed run at lr_factor 1" in printed
+    assert f"seed 0: killed: no summary.json (killed, or still running) (`{killed}`)" in printed

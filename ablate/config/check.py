@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError, IncompatibleToggles
-from ..models import build_model, shape
+from ..errors import ConfigError, IncompatibleToggles, unknown_key
+from ..models import build_model, check_weights, shape
 from ..optim.build import build_optimizer, optimizer_class
 from ..tasks import check_task_config
 from ..world import world_from_env
@@ -44,9 +44,8 @@ def _check_against_schema(node: DictConfig, path: str = "") -> None:
     for key in node:
         name = f"{path}{key}"
         if hints and key not in hints:
-            known = ", ".join(k for k in hints if not k.startswith("_"))
-            where = path.rstrip(".") or "the top level"
-            raise ConfigError(f"{name}: unknown key (allowed under {where}: {known})")
+            raise ConfigError(unknown_key(name, path.rstrip(".") or "the top level",
+                                          [k for k in hints if not k.startswith("_")]))
         value, size = node.get(key), len(typing.get_args(hints.get(key)))
         if typing.get_origin(hints.get(key)) is tuple and len(value) != size:
             raise ConfigError(f"{name}={list(value)}: must be a list of {size} numbers")
@@ -103,6 +102,8 @@ def check(cfg: DictConfig) -> None:
         model = shape(cfg.model)  # with model.pretrained, the checkpoint's
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.model.pretrained:
+        check_weights(cfg.model.pretrained)
     if model.max_seq_len is not None and t.seq_len > model.max_seq_len:
         raise ConfigError(f"trainer.seq_len={t.seq_len}: must be <= model.max_seq_len="
                           f"{model.max_seq_len} for model {cfg.model.pretrained or model.name}")
@@ -113,16 +114,9 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"model.hidden_size={cfg.model.hidden_size}: must be divisible "
                               f"by model.num_heads={cfg.model.num_heads}")
     if cfg.ablation is not None and cfg.ablation.seeds is not None:
-        seeds = list(cfg.ablation.seeds)
-        if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
-            raise ConfigError(f"ablation.seeds={seeds}: must be distinct integers >= 0, "
-                              "at least one")
+        check_seeds(list(cfg.ablation.seeds))
     if cfg.tune is not None:
-        factors = list(cfg.tune.lr_factors)
-        if not factors or not all(0 < f < float("inf") for f in factors) or (
-                len(set(factors)) < len(factors)):
-            raise ConfigError(f"tune.lr_factors={factors}: must be distinct numbers > 0 "
-                              "(finite), at least one")
+        check_lr_factors(list(cfg.tune.lr_factors))
         if cfg.tune.grid_seed < 0:
             raise ConfigError(f"tune.grid_seed={cfg.tune.grid_seed}: must be >= 0")
     accepted = inspect.signature(optimizer_class(cfg)).parameters
@@ -137,6 +131,22 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError("trainer.device=cuda: no CUDA device is available (allowed: auto, cpu)")
     _check_processes(t)
     _check_optimizer_builds(cfg)
+
+
+def check_seeds(seeds: list) -> None:
+    """A preset's `ablation.seeds` (the sweep's trainer.seed values)."""
+    if not seeds or not all(type(s) is int and s >= 0 for s in seeds) or (
+            len(set(seeds)) < len(seeds)):
+        raise ConfigError(f"ablation.seeds={seeds}: must be distinct integers >= 0, "
+                          "at least one")
+
+
+def check_lr_factors(factors: list) -> None:
+    """A tuned sweep's `tune.lr_factors` (the sweep's trainer.lr_factor values)."""
+    if not factors or not all(type(f) in (int, float) and 0 < f < float("inf")
+                              for f in factors) or len(set(factors)) < len(factors):
+        raise ConfigError(f"tune.lr_factors={factors}: must be distinct numbers > 0 "
+                          "(finite), at least one")
 
 
 def _check_processes(t: DictConfig) -> None:

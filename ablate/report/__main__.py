@@ -11,6 +11,10 @@ validation loss on its grid seed, as the jobs themselves chose (ablate/tune.py);
 are the test split's. Each variant's test loss is compared with the baseline's by Welch's
 t-test (scipy.stats.ttest_ind, equal_var=False). The baseline variant is the one
 `--baseline` names, else the preset's (`is_baseline`), else the lowest-numbered job's.
+Jobs of different tasks (`task` in their summaries: a GLUE task and a language-model task)
+are never compared: each task gets its own table, baseline and loss target.
+A job the report cannot read (ablate/report/read.py) is listed with its path and the reason,
+and left out of every number; the other jobs are reported.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from ..config.identity import label
 from .groups import by_variant, common_parts, find_baseline
 from .plots import plot_bars, plot_losses, plot_sensitivity
-from .read import number, read_jobs, variant_key
+from .read import Job, number, read_jobs
 from .stats import ALPHA, mean_std
 from .table import choose_lr, fmt, glue_table, job_notes, markdown_table, tuning_notes, \
     variant_rows, write_csv
@@ -31,24 +35,21 @@ from .table import choose_lr, fmt, glue_table, job_notes, markdown_table, tuning
 TARGET_FACTOR = 1.05  # default loss target: the baseline's mean final train loss + 5%
 
 
-def report(root: Path, out: Path, baseline_spec: str | None = None,
-           loss_target: float | None = None) -> str:
-    """Write report.md, report.csv and the plots into `out`; return the markdown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    jobs, repeated = read_jobs(root)
-    if not jobs:
-        raise SystemExit(f"ablate.report: error: no job (summary.json or .hydra/) under {root}")
+def compare_variants(jobs: list[Job], baseline_spec: str | None, loss_target: float | None,
+                     task: str | None) -> tuple[dict[str, dict], dict[str, dict], list[Job],
+                                                list[str]]:
+    """The variants of one task's jobs against that task's baseline: the rows (by variant
+    key), each variant's lr choice, the jobs shown (each at its chosen lr), and the report's
+    lines for them; `task`: the heading and label prefix when the sweep has several tasks."""
     baseline_variant, how = find_baseline(jobs, baseline_spec)
-    baseline = variant_key(baseline_variant)
+    baseline = next(job.key for job in jobs if job.variant == baseline_variant)
     groups = by_variant(jobs)
     variants = {key: group[0].variant for key, group in groups.items()}
     # Each variant's jobs at its chosen lr (all of them in a sweep that is not tuned).
     chosen = {key: choose_lr(group) for key, group in groups.items()}
     choices = {key: choice for key, (_, choice) in chosen.items()}
     shown = [job for group, _ in chosen.values() for job in group]
-    base_final = mean_std([number(job.summary["final_train_loss"]) for job in shown
+    base_final = mean_std([number(job.summary.get("final_train_loss")) for job in shown
                            if job.key == baseline and job.status == "completed"])[0]
     if loss_target is None:
         target = TARGET_FACTOR * base_final
@@ -58,7 +59,42 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
     else:
         target, target_how = loss_target, f"{fmt(loss_target)} (given: --loss-target)"
     rows = variant_rows(chosen, variants, baseline, target)
+    for row in rows.values():
+        row["task"] = jobs[0].task
+        if task is not None:
+            row["label"] = f"{task}: {row['label']}"
     common = common_parts([variants[key] for key in rows])
+    lines = [*(["", f"## Task {task}", ""] if task is not None else []),
+             f"- All variants share: `{label(common)}`" if common else "- Variants share nothing",
+             f"- Baseline: `{rows[baseline]['label']}`, {how}",
+             f"- Loss target: {target_how}", "",
+             markdown_table(list(rows.values())), ""]
+    return rows, choices, shown, lines
+
+
+def report(root: Path, out: Path, baseline_spec: str | None = None,
+           loss_target: float | None = None) -> str:
+    """Write report.md, report.csv and the plots into `out`; return the markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    jobs, repeated, unreadable = read_jobs(root)
+    if not jobs:
+        raise SystemExit(f"ablate.report: error: no job (summary.json or .hydra/) under {root}"
+                         if not unreadable else f"ablate.report: error: no readable job under "
+                         f"{root} ({unreadable[0][0]}: {unreadable[0][1]}; move it away or "
+                         "re-run its job)")
+    by_task: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_task.setdefault(job.task, []).append(job)
+    rows, choices, shown, task_lines = {}, {}, [], []
+    for task, task_jobs in by_task.items():  # a task's jobs are compared with its own baseline
+        r, c, s, lines = compare_variants(task_jobs, baseline_spec, loss_target,
+                                          task if len(by_task) > 1 else None)
+        rows.update(r)
+        choices.update(c)
+        shown += s
+        task_lines += lines
     labels = {key: row["label"] for key, row in rows.items()}
     in_order = list(rows.values())
     out.mkdir(parents=True, exist_ok=True)
@@ -75,17 +111,18 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
               "Memory per variant: mean ± std over seeds")
     plot_bars(out / "tgs.png", in_order, [("tgs", "tokens per second per device (TGS)")],
               "Throughput per variant: mean ± std over seeds")
-    sweeps = sorted({job.summary["sweep"] for job in jobs if job.summary.get("sweep")})
+    sweeps = sorted({str(job.summary["sweep"]) for job in jobs if job.summary.get("sweep")})
     devices = sorted({str(job.summary.get("device")) for job in jobs if "device" in job.summary})
+    left_out = [f"{repeated} repeated attempts of the same configs"] * bool(repeated) + [
+        f"{len(unreadable)} unreadable: see below"] * bool(unreadable)
     lines = [
         f"# Ablation report: {', '.join(sweeps) or root}", "",
         f"- Jobs: {len(jobs)} under `{root}`" + (
-            f" (left out: {repeated} repeated attempts of the same configs)" if repeated else ""),
-        f"- All variants share: `{label(common)}`" if common else "- Variants share nothing",
-        f"- Baseline: `{labels[baseline]}`, {how}",
-        f"- Loss target: {target_how}",
-        f"- Device: {', '.join(devices)}; peak memory is {', '.join(kinds)}", "",
-        markdown_table(in_order), "",
+            f" (left out: {'; '.join(left_out)})" if left_out else ""),
+        *([f"- Tasks: {', '.join(by_task)}, each compared with its own baseline"]
+          if len(by_task) > 1 else []),
+        f"- Device: {', '.join(devices)}; peak memory is {', '.join(kinds)}",
+        *task_lines,
         "Numbers are mean ± sample std (n - 1) over the n completed jobs of each variant (no "
         "std when n = 1; blank when n = 0), on the test split; lr is the peak learning rate "
         "(chosen on the validation split in a tuned sweep). 95% CI: Student-t interval of the "
@@ -111,6 +148,9 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
     notes = job_notes(jobs, labels)
     if notes:
         lines += ["", "## Jobs that did not complete", "", *notes]
+    if unreadable:
+        lines += ["", "## Unreadable jobs (left out of every number)", "",
+                  *(f"- `{path}`: {why}" for path, why in unreadable)]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text

@@ -6,6 +6,10 @@ existed, and a job without a summary (killed: `.hydra/` only), get theirs from t
 Hydra config, as the job itself would have written it (this imports the optimizers, so
 torch, only then); a saved config this version cannot read makes the variant
 `{"optimizer": <the summary's label>}`, so the job still shows, under its label.
+
+A job the report cannot use (a summary.json cut short or not a job summary, an unknown
+status, a metrics.jsonl line that is no record of a logged step) is listed as unreadable,
+with its path and the reason; every other job is reported.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from .. import runstore
 
-STATUSES = ("completed", "stalled", "diverged", "failed", "skipped", "killed")
+STATUSES = ("completed", "stalled", "diverged", "failed", "interrupted", "skipped", "killed")
 SUMMARY_KEYS = {"status", "variant", "config_hash"}
 
 
@@ -33,9 +37,14 @@ class Job:
         return self.summary["status"]
 
     @property
+    def task(self) -> str:
+        return str(self.summary.get("task"))
+
+    @property
     def key(self) -> str:
-        """The variant as one string, to group by: equal mappings, equal keys."""
-        return variant_key(self.variant)
+        """The task and the variant as one string, to group by: equal mappings of one task,
+        equal keys (jobs of different tasks are never one variant)."""
+        return variant_key({"task": self.task, "variant": self.variant})
 
 
 def variant_key(mapping: dict) -> str:
@@ -76,8 +85,9 @@ def killed_summary(job_dir: Path) -> dict:
     Hydra config, as the job itself would have written them."""
     from ..job import describe
 
-    overrides = saved_overrides(job_dir)
+    overrides = []
     try:
+        overrides = saved_overrides(job_dir)
         described = describe(saved_config(job_dir), overrides)
     except Exception as exc:  # noqa: BLE001 - a config this version cannot read
         described = {"variant": " ".join(["?", *overrides]), "config_hash": str(job_dir),
@@ -95,35 +105,54 @@ def saved_variant(job_dir: Path, summary: dict) -> dict:
         return {"optimizer": summary["variant"]}
 
 
+class Unreadable(Exception):
+    """A job directory the report cannot use; the message says why, naming the file."""
+
+
 def job_summary(job_dir: Path) -> dict:
-    """A job's summary.json, or one error line naming the file."""
+    """A job's summary.json, checked (Unreadable when it is not a job summary)."""
     summary = runstore.read_summary(job_dir)
-    path = job_dir / runstore.SUMMARY
     if summary is None:
-        raise SystemExit(f"ablate.report: error: {path}: not readable as JSON; move it away "
-                         "or re-run its job")
+        raise Unreadable(f"{runstore.SUMMARY}: not readable as JSON (cut short, or not UTF-8)")
     if not isinstance(summary, dict) or not SUMMARY_KEYS <= summary.keys():
-        raise SystemExit(f"ablate.report: error: {path}: not a job summary (a JSON object with "
-                         "status, variant and config_hash); move it away or re-run its job")
+        raise Unreadable(f"{runstore.SUMMARY}: not a job summary (a JSON object with status, "
+                         "variant and config_hash)")
+    if summary["status"] not in STATUSES:
+        raise Unreadable(f"{runstore.SUMMARY}: status {summary['status']!r} is not one of "
+                         f"{', '.join(STATUSES)}")
+    if not isinstance(summary.get("variant_config", {}), dict):
+        raise Unreadable(f"{runstore.SUMMARY}: variant_config is not a mapping")
     return summary
 
 
-def read_jobs(root: Path) -> tuple[list[Job], int]:
-    """Every job under `root` in numeric path order, one per config hash, and how many
-    repeated attempts of a config were left out."""
-    jobs = []
+def read_job(job_dir: Path) -> Job:
+    """One job directory as a Job (Unreadable: why the report cannot use it)."""
+    summary = (job_summary(job_dir) if (job_dir / runstore.SUMMARY).is_file()
+               else killed_summary(job_dir))
+    problem = runstore.metrics_problem(job_dir)
+    if problem is not None:
+        raise Unreadable(problem)
+    variant = (summary["variant_config"] if "variant_config" in summary
+               else saved_variant(job_dir, summary))
+    return Job(job_dir, summary, runstore.curve(job_dir), variant)
+
+
+def read_jobs(root: Path) -> tuple[list[Job], int, list[tuple[Path, str]]]:
+    """Every readable job under `root` in numeric path order, one per config hash; how many
+    repeated attempts of a config were left out; and each unreadable job's directory and
+    why."""
+    jobs, unreadable = [], []
     for job_dir in sorted(runstore.run_dirs(root), key=lambda d: path_order(root, d)):
-        summary = (job_summary(job_dir) if (job_dir / runstore.SUMMARY).is_file()
-                   else killed_summary(job_dir))
-        variant = (summary["variant_config"] if "variant_config" in summary
-                   else saved_variant(job_dir, summary))
-        jobs.append(Job(job_dir, summary, runstore.curve(job_dir), variant))
+        try:
+            jobs.append(read_job(job_dir))
+        except Unreadable as exc:
+            unreadable.append((job_dir, str(exc)))
     # Per config: the best status, an original before a reused copy, then the first found.
     rank = {status: i for i, status in enumerate(STATUSES)}
     by_config: dict[str, list[Job]] = {}
     for job in jobs:
-        by_config.setdefault(job.summary["config_hash"], []).append(job)
+        by_config.setdefault(str(job.summary["config_hash"]), []).append(job)
     kept = [min(group, key=lambda job: (rank[job.status], "reused_from" in job.summary))
             for group in by_config.values()]
     kept.sort(key=lambda job: path_order(root, job.dir))
-    return kept, len(jobs) - len(kept)
+    return kept, len(jobs) - len(kept), unreadable

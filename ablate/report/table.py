@@ -60,7 +60,7 @@ def variant_rows(chosen: dict[str, tuple[list[Job], dict]], variants: dict[str, 
         lrs = {number(job.summary["peak_lr"]) for job in group if "peak_lr" in job.summary}
         row = {"variant": label(variants[key]), "label": short_label(variants[key], common),
                "is_baseline": key == baseline, "n": len(done),
-               "tuned": bool(choice), "lr_factor": choice["chosen"] if choice else math.nan,
+               "tuned": bool(choice), "lr_factor": number((choice or {}).get("chosen")),
                "lr": lrs.pop() if len(lrs) == 1 else math.nan,
                "lr_edge": (choice or {}).get("edge") or "",
                **{status: sum(job.status == status for job in group) for status in STATUSES}}
@@ -111,7 +111,8 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         name = f"`{row['label']}`".replace("|", "\\|")
-        lr = fmt(row["lr"]) + (f" (×{fmt(row['lr_factor'])})" if row["tuned"] else "") + (
+        factor = f"×{fmt(row['lr_factor'])}" if not math.isnan(row["lr_factor"]) else "no choice"
+        lr = fmt(row["lr"]) + (f" ({factor})" if row["tuned"] else "") + (
             f" ({row['lr_edge']} tried: widen the grid)" if row["lr_edge"] else "")
         ci = ("" if math.isnan(row["test_loss_ci_low"]) else
               f"{fmt(row['test_loss_ci_low'])} – {fmt(row['test_loss_ci_high'])}")
@@ -175,6 +176,7 @@ def job_notes(jobs: list[Job], labels: dict[str, str]) -> list[str]:
         why = {"stalled": f"loss blew up, then stuck at ln(vocab) (test_loss {s.get('test_loss')})",
                "diverged": f"non-finite loss after {s.get('steps')} steps",
                "failed": f"{s.get('error_type')}: {s.get('error')}",
+               "interrupted": f"signal {s.get('signal')} at step {s.get('step')}",
                "skipped": s.get("reason", ""),
                "killed": s.get("error", "no summary.json (killed, or still running)")}
         if job.status != "completed":

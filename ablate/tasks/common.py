@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import sysconfig
 from pathlib import Path
 
@@ -40,6 +41,17 @@ def check_heldout_every(task: DictConfig) -> None:
     if task.heldout_every < 2:
         raise ConfigError(f"task.heldout_every={task.heldout_every}: must be >= 2 (every "
                           "k-th file is held out; the others train)")
+
+
+def check_cache_dir(folder: str | None) -> None:
+    """`task.cache_dir`: a writable folder, or one that can be made (nothing is written)."""
+    if folder is None:
+        return
+    path = Path(folder).expanduser().absolute()
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"task.cache_dir={folder}: cannot be written ({existing} is not a "
+                          "writable directory); allowed: a writable folder")
 
 
 def stdlib_files(task: DictConfig) -> list[Path]:

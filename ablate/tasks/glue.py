@@ -1,12 +1,12 @@
 """GLUE fine-tuning: a sequence-classification head (a regression head for STS-B) on a
 pretrained model, scored with each task's official metric.
 
-Data come through one call, `datasets.load_dataset(task.path, task.config_name,
-data_files=task.data_files)`: the hub's GLUE by name (`nyu-mll/glue`, config = the task's
-name), a local folder of GLUE-format files (`train.tsv`, `validation.jsonl`, ...: the
-builder and the splits come from the file names) or a builder with files (`task.path=csv`,
-`task.data_files={train: ..., validation: ...}`). The columns are GLUE's: the task's text
-column(s) and `label`.
+Data come from the hub's GLUE by name through `datasets` (`nyu-mll/glue`, config = the
+task's name), or from local files read by ablate/tasks/files.py: a folder of GLUE-format
+files (`train.tsv`, `validation.jsonl`, ...: the splits come from the file names, by
+`datasets`' rules) or files by split (`task.path=csv`, `task.data_files={train: ...,
+validation: ...}`). The columns are GLUE's: the task's text column(s) and `label`; every
+text and label is checked (one line naming the file, the row and what is allowed).
 
 Splits: GLUE's test labels are hidden, so papers report on its validation split. Here
 `test` is that split (MNLI: validation_matched, and validation_mismatched beside it), and
@@ -20,14 +20,15 @@ accuracy otherwise; the first is the task's score (`glue_metric`, `glue_score`).
 
 from __future__ import annotations
 
-import math
+import contextlib
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from ..errors import ConfigError
-from .common import auto_tokenizer, data_files, epoch_indices, load_errors
+from .common import auto_tokenizer, check_cache_dir, data_files, epoch_indices, load_errors
+from .files import quiet_datasets, read_records, split_files
 from .glue_tasks import TASKS, GlueTask
 
 VAL_SEED = 0  # the held-out slice of the train split is the same for every run
@@ -55,60 +56,85 @@ def check_name(name: str) -> GlueTask:
 
 def check_config(cfg: DictConfig) -> None:
     check_name(cfg.task.name)
+    check_cache_dir(cfg.task.cache_dir)
 
 
 def load_splits(task: DictConfig, spec: GlueTask) -> dict:
     """The train split and every test split, each checked for the task's columns and
-    labels (one line naming the file or split and what is allowed)."""
+    labels (one line naming the file or split, the row and what is allowed): local files
+    read by ablate/tasks/files.py, else the hub's GLUE through `datasets`."""
     import datasets  # slow to import: only when a GLUE job runs
 
     files = data_files(task)
     where = f"task.path={task.path}" + (f" (files {files})" if files else "")
-    hint = "; local files take task.config_name=null" if task.config_name else ""
-    with load_errors(f"{where}: cannot be loaded as GLUE {task.name}", hint):
-        # what load_dataset does, keeping the builder: it knows each split's files
-        builder = datasets.load_dataset_builder(task.path, task.config_name,
-                                                data_files=files, cache_dir=task.cache_dir)
-        builder.download_and_prepare()
-        loaded = builder.as_dataset()
-    split_files = {str(split): names
-                   for split, names in (builder.config.data_files or {}).items()}
     needed = ["train", *(name for _, name in spec.test_splits)]
-    missing = [split for split in needed if split not in loaded]
+    columns = (*spec.text_columns, "label")
+    local = split_files(task.path, files)
+    if local is None:
+        hint = "; local files take task.config_name=null" if task.config_name else ""
+        with load_errors(f"{where}: cannot be loaded as GLUE {task.name}", hint), \
+                quiet_datasets():
+            loaded = datasets.load_dataset(task.path, task.config_name, data_files=files,
+                                           cache_dir=task.cache_dir)
+        tables = {str(split): [(f"{where}, split {split}", data.column_names,
+                                {c: data[c] for c in columns if c in data.column_names})]
+                  for split, data in loaded.items()}
+    else:
+        tables = {split: [local_table(path, columns) for path in paths]
+                  for split, paths in local.items()}
+    missing = [split for split in needed if split not in tables]
     if missing:
         raise ConfigError(f"{where}: has no {missing[0]} split (its splits: "
-                          f"{', '.join(loaded)}); GLUE {task.name} needs {', '.join(needed)}")
+                          f"{', '.join(tables)}); GLUE {task.name} needs {', '.join(needed)}")
     splits = {}
     for split in needed:
-        data = loaded[split]
-        source = ", ".join(map(str, split_files.get(split, []))) or f"{where}, split {split}"
-        for column in (*spec.text_columns, "label"):
-            if column not in data.column_names:
-                raise ConfigError(f"{source}: no column {column!r} (its columns: "
-                                  f"{', '.join(data.column_names)}); GLUE {task.name} needs "
-                                  f"{', '.join((*spec.text_columns, 'label'))}")
-        for column in spec.text_columns:
-            row = next((i for i, text in enumerate(data[column]) if not isinstance(text, str)),
-                       None)
-            if row is not None:
-                raise ConfigError(f"{source}: {column} in row {row + 1} is "
-                                  f"{data[row][column]!r}, not text")
-        _check_labels(list(data["label"]), spec, source)
-        splits[split] = data
+        merged = {c: [] for c in columns}
+        for source, names, values in tables[split]:
+            for column in columns:
+                if column not in names:
+                    raise ConfigError(f"{source}: no column {column!r} (its columns: "
+                                      f"{', '.join(names)}); GLUE {task.name} needs "
+                                      f"{', '.join(columns)}")
+            for column in spec.text_columns:
+                row = next((i for i, text in enumerate(values[column])
+                            if not isinstance(text, str) or not text.strip()), None)
+                if row is not None:
+                    raise ConfigError(f"{source}: {column} in row {row + 1} is "
+                                      f"{values[column][row]!r}, not text")
+            labels = _checked_labels(values["label"], spec, source)
+            for column in spec.text_columns:
+                merged[column] += values[column]
+            merged["label"] += labels
+        splits[split] = datasets.Dataset.from_dict(merged)
     return splits
 
 
-def _check_labels(labels: list, spec: GlueTask, source: str) -> None:
-    for row, label in enumerate(labels):
+def local_table(path, columns: tuple[str, ...]) -> tuple[str, list[str], dict[str, list]]:
+    """A local file as (its name, its column names, {column: values} of `columns`)."""
+    names, records = read_records(path)
+    return str(path), names, {c: [r.get(c) for r in records] for c in columns if c in names}
+
+
+def _checked_labels(labels: list, spec: GlueTask, source: str) -> list:
+    """The labels as numbers (a CSV's cells are text: "1" is 1), each in the task's range."""
+    checked = []
+    for row, label in enumerate(labels, 1):
+        value = label
+        if isinstance(label, str):
+            with contextlib.suppress(ValueError):
+                value = float(label) if spec.num_labels == 1 else int(label)
         if spec.num_labels == 1:
-            ok = isinstance(label, (int, float)) and math.isfinite(label)
-            allowed = "a finite number"
+            ok = type(value) in (int, float) and spec.label_range[0] <= value <= \
+                spec.label_range[1]
+            allowed = f"a number in {spec.label_range[0]}..{spec.label_range[1]}"
         else:
-            ok = isinstance(label, int) and 0 <= label < spec.num_labels
+            ok = type(value) is int and 0 <= value < spec.num_labels
             allowed = f"an integer in 0..{spec.num_labels - 1}"
         if not ok:
-            raise ConfigError(f"{source}: label {label!r} in row {row + 1} is out of range "
+            raise ConfigError(f"{source}: label {value!r} in row {row} is out of range "
                               f"(allowed: {allowed})")
+        checked.append(value)
+    return checked
 
 
 def pretrained_tokenizer(model: DictConfig):

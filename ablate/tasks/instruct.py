@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import os
+import string
 import tempfile
 import textwrap
 from pathlib import Path
@@ -26,13 +27,16 @@ from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerFast
 
 from ..errors import ConfigError
-from .common import (EOT, IGNORE, SPLITS, check_heldout_every, check_vocab_size, data_files,
-                     deal, epoch_indices, evaluate_causal_lm, fingerprint, load_errors,
-                     next_token_loss, pretrained_tokenizer, stdlib_files, train_tokenizer)
+from .common import (EOT, IGNORE, SPLITS, check_cache_dir, check_heldout_every,
+                     check_vocab_size, data_files, deal, epoch_indices, evaluate_causal_lm,
+                     fingerprint, load_errors, next_token_loss, pretrained_tokenizer,
+                     stdlib_files, train_tokenizer)
+from .files import quiet_datasets, read_records, split_files, text_field
 
 
 def check_config(cfg: DictConfig) -> None:
     check_vocab_size(cfg)
+    check_cache_dir(cfg.task.cache_dir)
     check_heldout_every(cfg.task)
     if "max_records" in cfg.task and cfg.task.max_records < 1:  # records through `datasets`
         raise ConfigError(f"task.max_records={cfg.task.max_records}: must be >= 1 (the first "
@@ -67,25 +71,43 @@ def function_records(source: str) -> list[dict]:
 
 
 def dataset_records(task: DictConfig) -> list[list[dict]]:
-    """Per split, the first `max_records` records of `task.split`, loaded through `datasets`
-    by name (or the `json` builder on local files); every `heldout_every`-th is held out,
-    alternately for validation and test."""
+    """Per split, the first `max_records` records of `task.split`: local files read by
+    ablate/tasks/files.py, else loaded through `datasets` by name; every
+    `heldout_every`-th is held out, alternately for validation and test."""
     import datasets  # imported here: slow to import, and only these tasks need it
 
     files = data_files(task)
     source = f"task.data_files={files}" if files else f"task.path={task.path}"
-    with load_errors(f"{source} (split {task.split}): cannot be loaded"):
-        rows = datasets.load_dataset(task.path, task.config_name, split=task.split,
-                                     data_files=files)
+    local = split_files(task.path, files)
+    if local is None:
+        with load_errors(f"{source} (split {task.split}): cannot be loaded"), quiet_datasets():
+            rows = datasets.load_dataset(task.path, task.config_name, split=task.split,
+                                         data_files=files)
+        records = alpaca_records(source, rows.column_names,
+                                 list(rows.select(range(min(len(rows), task.max_records)))))
+    elif task.split not in local:
+        raise ConfigError(f"{source}: has no split {task.split} (its splits: "
+                          f"{', '.join(local)}; task.split names the one read)")
+    else:
+        records = [r for path in local[task.split]
+                   for r in alpaca_records(str(path), *read_records(path))][:task.max_records]
+    if not any(r["output"].strip() for r in records):
+        raise ConfigError(f"{source}: every output is empty (nothing to learn: the loss is on "
+                          "the output tokens)")
+    return list(deal(records, task.heldout_every))
+
+
+def alpaca_records(source: str, columns: list[str], rows: list[dict]) -> list[dict]:
+    """Records of a file or split with Alpaca's fields, each a string (input: optional)."""
     for column in ("instruction", "output"):
-        if column not in rows.column_names:
+        if column not in columns:
             raise ConfigError(f"{source}: no column '{column}' (an Alpaca-format record has "
                               f"instruction, input (optional) and output; its columns: "
-                              f"{', '.join(rows.column_names)})")
-    records = [{"instruction": row["instruction"], "input": row.get("input") or "",
-                "output": row["output"]}
-               for row in rows.select(range(min(len(rows), task.max_records)))]
-    return list(deal(records, task.heldout_every))
+                              f"{', '.join(columns)})")
+    rows = [{**row, "input": "" if row.get("input") is None else row["input"]} for row in rows]
+    return [{"instruction": i, "input": x, "output": o} for i, x, o in zip(
+        text_field(source, rows, "instruction", empty_ok=False),
+        text_field(source, rows, "input"), text_field(source, rows, "output"))]
 
 
 def prompt(template: DictConfig, record: dict) -> str:
@@ -94,12 +116,21 @@ def prompt(template: DictConfig, record: dict) -> str:
 
 
 def check_template(template: DictConfig) -> None:
-    for key in ("prompt_input", "prompt_no_input"):
+    """Each prompt can be filled, and holds what its records bring: {instruction}, and in
+    prompt_input {input} too."""
+    for key, needed in (("prompt_input", ("instruction", "input")),
+                        ("prompt_no_input", ("instruction",))):
         try:
             template[key].format(instruction="", input="")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"task.template.{key}: cannot be filled ({type(exc).__name__}: "
                               f"{exc}); allowed fields: {{instruction}} and {{input}}") from None
+        fields = {name for _, name, _, _ in string.Formatter().parse(template[key]) if name}
+        missing = [name for name in needed if name not in fields]
+        if missing:
+            raise ConfigError(f"task.template.{key}: has no {{{missing[0]}}} field (the "
+                              f"record's {missing[0]} would not reach the prompt; needed: "
+                              f"{', '.join('{' + n + '}' for n in needed)})")
 
 
 def load_tokenizer(cfg: DictConfig, records: list[dict]) -> PreTrainedTokenizerFast:

@@ -20,9 +20,10 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from ..errors import ConfigError
-from .common import (EOT, SPLITS, check_heldout_every, check_vocab_size, data_files, deal,
-                     evaluate_causal_lm, fingerprint, load_errors, next_token_loss,
-                     pretrained_tokenizer, stdlib_files, train_tokenizer)
+from .common import (EOT, SPLITS, check_cache_dir, check_heldout_every, check_vocab_size,
+                     data_files, deal, evaluate_causal_lm, fingerprint, load_errors,
+                     next_token_loss, pretrained_tokenizer, stdlib_files, train_tokenizer)
+from .files import quiet_datasets, read_records, split_files, text_field
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Corpus:
 
 def check_config(cfg: DictConfig) -> None:
     check_vocab_size(cfg)
+    check_cache_dir(cfg.task.cache_dir)
     if "include" in cfg.task:  # the local corpus (a hub corpus has its own splits)
         check_heldout_every(cfg.task)
 
@@ -53,9 +55,13 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
     import datasets  # imported here: slow to import, and only hub tasks need it
 
     files = data_files(task)
+    local = split_files(task.path, files)
 
     def take(split: str, limit: int) -> list[str]:
-        with load_errors(f"task.path={task.path} (split {split}): cannot be loaded"):
+        if local is not None:
+            return local_texts(task, local, split)[:limit]
+        with load_errors(f"task.path={task.path} (split {split}): cannot be loaded"), \
+                quiet_datasets():
             ds = datasets.load_dataset(task.path, task.config_name, split=split,
                                        data_files=files, streaming=task.streaming)
             rows = iter(ds)
@@ -66,7 +72,7 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
         texts = []
         for row in itertools.chain([first] if first is not None else [], rows):
             text = row[task.text_field]
-            if text.strip():
+            if isinstance(text, str) and text.strip():
                 texts.append(text)
                 if len(texts) == limit:
                     break
@@ -78,6 +84,21 @@ def hub_texts(task: DictConfig) -> tuple[list[str], list[str], list[str]]:
         return train, heldout[0::2], heldout[1::2]
     return (train, take(task.val_split, task.max_eval_docs),
             take(task.test_split, task.max_eval_docs))
+
+
+def local_texts(task: DictConfig, local: dict[str, list[Path]], split: str) -> list[str]:
+    """The non-empty texts of a split's local files (ablate/tasks/files.py), in order."""
+    if split not in local:
+        raise ConfigError(f"task.data_files={data_files(task)}: has no {split} split (its "
+                          f"splits: {', '.join(local)})")
+    texts = []
+    for path in local[split]:
+        columns, records = read_records(path)
+        if task.text_field not in columns:
+            raise ConfigError(f"task.text_field={task.text_field}: not a field of {path} (its "
+                              f"fields: {', '.join(columns)})")
+        texts += text_field(str(path), records, task.text_field)
+    return [text for text in texts if text.strip()]
 
 
 def check_corpus(corpus: Corpus, t: DictConfig) -> None:
