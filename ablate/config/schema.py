@@ -136,6 +136,25 @@ class AdaLomoConfig(OptimizerConfig):
     clip_grad_value: Optional[float] = None
 
 
+@dataclass
+class AdafactorConfig(OptimizerConfig):
+    beta2_decay: float = MISSING
+    beta2: Optional[float] = None  # a constant in [0, 1); None: the schedule 1 - t^beta2_decay
+    eps: List[Optional[float]] = MISSING  # (eps1: null = the dtype's epsilon, eps2)
+    d: float = MISSING
+    weight_decay: float = MISSING
+    factored: bool = MISSING
+    relative_step: bool = MISSING
+
+
+@dataclass
+class AdamW8bitConfig(OptimizerConfig):
+    betas: Tuple[float, float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+    min_8bit_size: int = MISSING  # smaller tensors keep fp32 moments (bitsandbytes' 4096)
+
+
 # ---------------------------------------------------------------- the rest
 @dataclass
 class TogglesConfig:
@@ -359,6 +378,8 @@ def register_configs() -> None:
     cs.store(group="schema/optimizer", name="galore_adamw", node=GaLoreAdamWConfig)
     cs.store(group="schema/optimizer", name="lomo", node=LomoConfig)
     cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
+    cs.store(group="schema/optimizer", name="adafactor", node=AdafactorConfig)
+    cs.store(group="schema/optimizer", name="adamw8bit", node=AdamW8bitConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
     cs.store(group="schema/task", name="glue", node=GlueTaskConfig)

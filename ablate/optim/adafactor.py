@@ -1,0 +1,112 @@
+"""Adafactor (Shazeer and Stern, 2018), as `torch.optim.Adafactor` computes it, with the
+switches that tell it apart from AdaLomo: a factored or full second moment, a relative or
+absolute step, and the decaying or a constant beta2."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Base, check_hyperparameters
+from .precision import fp32_update
+
+
+class Adafactor(Base):
+    r"""Adafactor without a first moment (torch's form of the paper's Algorithm 4/5).
+
+    .. code-block:: text
+
+        input: lr, eps = (eps1, eps2) (eps1 None: the dtype's machine epsilon), clipping
+               threshold d, beta2_decay tau, beta2 (None: the schedule), weight decay wd,
+               switches factored, relative_step
+        for step t = 1, 2, ..., for each parameter p with gradient g:
+          1. 1 - beta2_t <- t^tau  (1 at t = 1)  if beta2 is None, else 1 - beta2 (constant)
+          2. alpha <- max(eps2, RMS(p)) * min(lr, 1 / sqrt(t))  if relative_step, else lr
+          3. p <- p * (1 - lr * wd)
+          4. if factored and p is a matrix (... x m x n):
+               r <- lerp(r, rowmean(g^2), 1 - beta2_t)            (... x m x 1)
+               c <- lerp(c, colmean(g^2), 1 - beta2_t)            (... x 1 x n)
+               v <- (r @ c) / max(eps1, mean(r))
+             else:
+               v <- lerp(v, g^2, 1 - beta2_t)                     (full size of p)
+          5. u <- g / sqrt(max(v, eps1^2))
+          6. p <- p - alpha / max(1, RMS(u) / d) * u
+
+    All switches on is `torch.optim.Adafactor` on its single-tensor path, op for op (tested
+    equal). `factored=False` keeps the full second moment for matrices too;
+    `relative_step=False` steps by the lr itself (no RMS(p) scale, no 1/sqrt(t) cap); a
+    constant `beta2` replaces the schedule (Adam's beta2, no bias correction). AdaLomo is
+    this with its own lr, eps1 added to g^2 and its grouped normalization. The state takes
+    the parameter's dtype (as torch's); a bf16 parameter's update runs in fp32
+    (`precision.fp32_update`), so eps1 None is float32's epsilon there.
+    """
+
+    def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8,
+                 eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
+                 weight_decay: float = 0.0, beta2: float | None = None, factored: bool = True,
+                 relative_step: bool = True):
+        check_hyperparameters(lr=lr, weight_decay=weight_decay)
+        if not beta2_decay <= 0.0:
+            raise ValueError(f"beta2_decay={beta2_decay}: must be <= 0")
+        if len(eps) != 2 or not ((eps[0] is None or eps[0] >= 0.0) and eps[1] >= 0.0):
+            raise ValueError(f"eps={list(eps)}: must be (eps1 >= 0 or null, eps2 >= 0)")
+        if not d >= 1.0:
+            raise ValueError(f"d={d}: must be >= 1")
+        if beta2 is not None and not 0.0 <= beta2 < 1.0:
+            raise ValueError(f"beta2={beta2}: must be in [0, 1), or None for the schedule "
+                             "1 - t^beta2_decay")
+        defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=tuple(eps), d=d,
+                        weight_decay=weight_decay, beta2=beta2, factored=factored,
+                        relative_step=relative_step)
+        super().__init__(params, defaults)
+
+    def init_state(self, p: Tensor, group: dict) -> dict:
+        """The state of `p`, created at its first step, in torch's form: a float32 step count
+        and, like `p`, the row and column means (keeping their reduced dimension) or the
+        full second moment."""
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            if group["factored"] and p.dim() > 1:
+                state["row_var"] = p.new_zeros(p.shape[:-1]).unsqueeze(-1)
+                state["col_var"] = p.new_zeros(p.shape[:-2] + p.shape[-1:]).unsqueeze(-2)
+            else:
+                state["variance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
+        for _, p, group in params:
+            state = self.init_state(p, group)
+            state["step"] += 1
+            with fp32_update(p, state) as (p32, state32):
+                adafactor_update_(p32, p.grad.float(), state32, group)
+
+
+def adafactor_update_(p: Tensor, grad: Tensor, state: dict, group: dict) -> None:
+    """Steps 1-6 on one fp32 tensor; factored or not is read off `state`."""
+    step = state["step"].item()
+    lr, (eps1, eps2) = group["lr"], group["eps"]
+    if eps1 is None:
+        eps1 = torch.finfo(p.dtype).eps
+    one_minus_beta2 = step ** group["beta2_decay"] if group["beta2"] is None else (
+        1.0 - group["beta2"])
+    if group["relative_step"]:
+        alpha = max(eps2, p.norm(2).item() / (p.numel() ** 0.5)) * min(lr, 1 / (step ** 0.5))
+    else:
+        alpha = lr
+    if group["weight_decay"] != 0:
+        p.mul_(1 - lr * group["weight_decay"])
+    if "row_var" in state:
+        row_var, col_var = state["row_var"], state["col_var"]
+        row_var.lerp_(torch.norm(grad, dim=-1, keepdim=True).square_().div_(grad.size(-1)),
+                      one_minus_beta2)
+        col_var.lerp_(torch.norm(grad, dim=-2, keepdim=True).square_().div_(grad.size(-2)),
+                      one_minus_beta2)
+        var_estimate = row_var @ col_var
+        var_estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+    else:
+        state["variance"].lerp_(grad * grad, one_minus_beta2)
+        var_estimate = state["variance"].clone()
+    update = var_estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad)
+    denom = max(1.0, update.norm(2).item() / ((update.numel() ** 0.5) * group["d"]))
+    p.add_(update, alpha=-alpha / denom)
