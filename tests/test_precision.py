@@ -31,6 +31,10 @@ OPTIMIZERS = [
     # 64 x 128 = 8192 values: the MLP's moments are 8-bit codes at rank 64
     ["optimizer=galore_adamw", "optimizer.rank=64", "toggles=eight_bit"],
     ["optimizer=galore_adamw", "toggles=no_projection", "optimizer.weight_decay=0.1"],
+    # issue 26 baselines
+    ["optimizer=adafactor", "optimizer.weight_decay=0.1"],
+    ["optimizer=adafactor", "optimizer.factored=false", "optimizer.relative_step=false"],
+    ["optimizer=adamw8bit", "optimizer.weight_decay=0.1"],
 ]
 IDS = [" ".join(o) for o in OPTIMIZERS]
 
@@ -80,7 +84,8 @@ def state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
             if torch.is_tensor(v)]
 
 
-FUSED = [0, 2, 3, 8, 11, 13]  # AdamW, SGD, LOMO, AdaLomo (global norm), GaLore two-sided, full
+# AdamW, SGD, LOMO, AdaLomo (global norm), GaLore two-sided, full; Adafactor, 8-bit AdamW
+FUSED = [0, 2, 3, 8, 11, 13, 14, 16]
 
 
 @pytest.mark.parametrize("optimizer", [OPTIMIZERS[i] for i in FUSED], ids=[IDS[i] for i in FUSED])
