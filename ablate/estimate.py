@@ -5,7 +5,8 @@ figures hold for sizes no machine at hand can train. The terms, in bytes:
 
 - weights: every parameter, at the dtype `trainer.precision` stores it in (2 bytes with
   `bf16_weights`, else 4);
-- gradients: all of them without a fused backward (and with gradient accumulation); with
+- gradients: of the trained parameters (with an adapter, `ablate/adapter.py`, its own):
+  all of them without a fused backward (and with gradient accumulation); with
   one, those alive at once: the largest single gradient, plus a tied embedding's, which
   autograd holds from the output layer's backward until the input embedding's;
 - optimizer state: the tensors each optimizer creates for a parameter at its first step,
@@ -33,6 +34,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .adapter import apply_adapter
 from .config.check import checked
 from .config.overrides import check_overrides
 from .config.variants import compose, expand
@@ -62,7 +64,7 @@ def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
     make it. `accounting="galore"` is the GaLore paper's (its Table 6): weights and
     optimizer state only, every value 2 bytes (8-bit codes 1)."""
     t = cfg.trainer
-    model = build_model(cfg.model, "meta", dtype=weight_dtype(t))
+    model = apply_adapter(build_model(cfg.model, "meta", dtype=weight_dtype(t)), cfg.adapter)
     optimizer = build_optimizer(cfg, model)
     init_states(optimizer)
     if accounting == "galore":
@@ -109,14 +111,16 @@ def tied_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def gradient_bytes(model: torch.nn.Module, width: int, all_grads: bool) -> int:
-    """With a fused backward each gradient is freed by its own hook, so one is alive at a
-    time; a tied parameter's gradient lives in autograd's buffer from its first use in the
+    """Gradients of the trained parameters (with an adapter, its own and the full-rank
+    ones). With a fused backward each gradient is freed by its own hook, so one is alive at
+    a time; a tied parameter's gradient lives in autograd's buffer from its first use in the
     backward to its last, beside each of the others."""
+    trained = [p for p in model.parameters() if p.requires_grad]
     if all_grads:
-        return weight_bytes(model, width)
-    tied = tied_params(model)
+        return sum(p.numel() for p in trained) * width
+    tied = [p for p in tied_params(model) if p.requires_grad]
     held = sum(p.numel() for p in tied)
-    rest = [p.numel() for p in model.parameters() if all(p is not q for q in tied)]
+    rest = [p.numel() for p in trained if all(p is not q for q in tied)]
     return (held + max(rest, default=0)) * width
 
 

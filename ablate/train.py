@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed
+from .adapter import apply_adapter, restart, save_adapter
 from .errors import ConfigError
 from .fused import OptimizerInBackward
 from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
@@ -100,8 +101,9 @@ class Trainer:
         self.task = load_task(cfg)
         self.task.check(self.t)
         check_vocabulary(self.task, cfg.model)
-        self.model = build_model(cfg.model, self.device, self.task.head,
-                                 dtype=weight_dtype(self.t))
+        self.adapter = cfg.adapter
+        self.model = apply_adapter(build_model(cfg.model, self.device, self.task.head,
+                                               dtype=weight_dtype(self.t)), cfg.adapter)
         if self.t.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         self.net = self.model  # what the training forward runs: DDP's wrapper when unfused
@@ -167,6 +169,10 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if self.adapter.name == "relora" and self.step % self.adapter.restart_every == 0:
+            restart(self.model, self.optimizer)
+            if self.world.size > 1:  # the new A drawn on every rank: rank 0's kept
+                distributed.broadcast_parameters(self.model)
         return total
 
     @torch.no_grad()
@@ -180,13 +186,17 @@ class Trainer:
 
     def save_model(self, folder: Path) -> None:
         """The model and the task's tokenizer in transformers' format (`save_pretrained`), so
-        `model.pretrained=FOLDER` starts a job from them, offline."""
+        `model.pretrained=FOLDER` starts a job from them, offline; with an adapter, the
+        adapter in peft's format (and the merged model on request: `adapter.save_merged`)."""
         tokenizer = self.task.tokenizer
         for config in (self.model.config, self.model.generation_config):
             if config is not None:
                 config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
                 config.pad_token_id = tokenizer.pad_token_id
-        self.model.save_pretrained(folder)
+        if self.adapter.name == "none":
+            self.model.save_pretrained(folder)
+        else:
+            save_adapter(self.model, self.adapter, folder)
         tokenizer.save_pretrained(folder)
 
     def sync(self) -> None:

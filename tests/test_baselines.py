@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from ablate.optim import Adafactor
+from ablate.train import Trainer
 from conftest import assert_same_params, train
+from test_distributed import with_values
 from test_galore import run_with
 
 CONSTANT = ["trainer.schedule=constant", "trainer.warmup_steps=0", "trainer.max_steps=6"]
@@ -61,3 +63,40 @@ def test_adamw8bit_equals_bitsandbytes_adamw8bit(tiny_cfg, fused):
     assert {v.dtype for s in ours.optimizer.state.values() for v in s.values()
             if torch.is_tensor(v)} == {torch.uint8, torch.float32}
     assert_same_params(ours.model, reference.model, rtol=0, atol=0)
+
+
+LORA = ["adapter=lora", "adapter.rank=4", "adapter.alpha=8", "trainer.lr=0.01", *CONSTANT]
+
+
+def peft_reference(cfg, start: dict):
+    """peft's own loop: the trainer's base model (same seed) wrapped by `get_peft_model`,
+    starting from the weights `start` (ours at step 0: the same random A), torch's AdamW
+    over what peft leaves trainable, stepped on the trainer's batches."""
+    from peft import LoraConfig, get_peft_model
+
+    trainer = Trainer(with_values(cfg, "adapter.name=none"))
+    trainer.model = trainer.net = get_peft_model(trainer.model, LoraConfig(
+        r=4, lora_alpha=8, target_modules=list(cfg.adapter.target_modules)))
+    trainer.model.load_state_dict(start)
+    if trainer.fused:
+        trainer.optimizer.remove_hooks()
+    trainer.optimizer, trainer.fused = torch.optim.AdamW(
+        [p for p in trainer.model.parameters() if p.requires_grad], lr=0.01,
+        eps=1e-4, weight_decay=0.0, foreach=False), False
+    while trainer.step < cfg.trainer.max_steps:
+        trainer.train_step()
+    return trainer
+
+
+@pytest.mark.parametrize("fused", ["true", "false"])
+def test_lora_equals_peft_own_loop(tiny_cfg, fused):
+    cfg = tiny_cfg(*LORA, "optimizer.eps=1e-4", f"toggles.fused_backward={fused}")
+    start = {k: v.clone() for k, v in Trainer(cfg).model.state_dict().items()}
+    ours = train(cfg)
+    reference = peft_reference(tiny_cfg(*LORA, "optimizer.eps=1e-4"), start)
+    assert ours.losses[-1] < ours.losses[0]
+    trained = {n: p for n, p in ours.model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n for n in trained)
+    want = dict(reference.model.named_parameters())
+    for name, p in ours.model.named_parameters():
+        torch.testing.assert_close(p, want[name], rtol=1e-5, atol=1e-6, msg=name)

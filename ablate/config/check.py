@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..adapter import apply_adapter
 from ..errors import ConfigError, IncompatibleToggles, unknown_key
 from ..models import build_model, check_weights, shape
 from ..optim.build import build_optimizer, optimizer_class
@@ -177,7 +178,7 @@ def _check_processes(t: DictConfig) -> None:
 def _check_optimizer_builds(cfg: DictConfig) -> None:
     """Build the model on the meta device (no memory) and the optimizer over it, so that a
     bad hyper-parameter (the constructor's ValueError) is reported before any compute."""
-    model = build_model(cfg.model, "meta")
+    model = apply_adapter(build_model(cfg.model, "meta"), cfg.adapter, cfg.model.name)
     targets = cfg.optimizer.get("target_modules")
     if targets is not None and plain(cfg.toggles.projection) != "none":
         weights = [n for n, p in model.named_parameters() if p.dim() == 2]

@@ -37,6 +37,8 @@ def config_hash(cfg: DictConfig) -> str:
         for parent in parents:
             node = node[parent] or {}  # ablation: null outside presets
         node.pop(leaf, None)  # also a config saved before the key existed
+    if (tree.get("adapter") or {}).get("name") == "none":
+        del tree["adapter"]  # so a job without one keeps the hash it had before the group
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 

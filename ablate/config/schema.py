@@ -155,6 +155,22 @@ class AdamW8bitConfig(OptimizerConfig):
     min_8bit_size: int = MISSING  # smaller tensors keep fp32 moments (bitsandbytes' 4096)
 
 
+# ---------------------------------------------------------------- adapter
+@dataclass
+class AdapterConfig:
+    """The model's adapter (ablate/adapter.py): none, or LoRA through peft (lora, relora,
+    low_rank)."""
+
+    name: str = MISSING  # none | lora | relora | low_rank
+    rank: int = MISSING
+    alpha: float = MISSING  # the adapter's output is scaled by alpha / rank
+    dropout: float = MISSING
+    target_modules: List[str] = MISSING  # module names (or their last parts) adapted
+    full_rank: List[str] = MISSING  # name substrings of weights trained in full beside it
+    restart_every: int = MISSING  # relora: merge and restart every T steps
+    save_merged: bool = MISSING  # trainer.save_model: also RUN_DIR/model/merged, merged
+
+
 # ---------------------------------------------------------------- the rest
 @dataclass
 class TogglesConfig:
@@ -350,6 +366,7 @@ class Config:
     tune: Optional[TuneConfig] = None
     optimizer: Any = MISSING
     toggles: TogglesConfig = MISSING
+    adapter: AdapterConfig = MISSING
     model: ModelConfig = MISSING
     task: Any = MISSING
     trainer: TrainerConfig = MISSING
