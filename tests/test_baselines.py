@@ -100,3 +100,120 @@ def test_lora_equals_peft_own_loop(tiny_cfg, fused):
     want = dict(reference.model.named_parameters())
     for name, p in ours.model.named_parameters():
         torch.testing.assert_close(p, want[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def effective_weights(model) -> dict[str, torch.Tensor]:
+    """Each adapted layer's weight as its forward uses it: W + (alpha / rank) B A."""
+    from ablate.adapter import lora_layers
+
+    return {id(layer): layer.get_base_layer().weight + layer.get_delta_weight("default")
+            for layer in lora_layers(model)}
+
+
+def test_relora_merges_restarts_and_drops_the_adapter_state(tiny_cfg):
+    """At a restart the function is unchanged (the merged weight is W + (alpha / rank) B A),
+    B is zero again, A redrawn, and the adapter's optimizer state is gone."""
+    from ablate.adapter import lora_layers
+
+    trainer = train(tiny_cfg(*LORA, "adapter=relora", "adapter.restart_every=3",
+                              "adapter.full_rank=[norm]"), steps=2)
+    norms = [p for n, p in trainer.model.named_parameters() if "norm" in n]
+    assert all(p.requires_grad for p in norms)
+    trainer.train_step()  # step 3: its update, then the restart
+    after = effective_weights(trainer.model)
+    layers = lora_layers(trainer.model)
+    assert all(not layer.lora_B["default"].weight.any() for layer in layers)
+    assert all(layer.lora_A["default"].weight.any() for layer in layers)
+    assert set(trainer.optimizer.state) == set(norms)  # the full-rank norms keep theirs
+    # the same steps without the restart end at the same function
+    same = train(tiny_cfg(*LORA, "adapter.full_rank=[norm]"), steps=3)
+    for key, want in zip(after, effective_weights(same.model).values()):
+        torch.testing.assert_close(after[key], want, rtol=1e-5, atol=1e-6)
+
+
+def test_low_rank_weights_are_b_a_from_scratch(tiny_cfg):
+    from ablate.adapter import lora_layers
+
+    trainer = train(tiny_cfg(*LORA, "adapter=low_rank"), steps=2)
+    for layer in lora_layers(trainer.model):
+        assert not layer.get_base_layer().weight.any()
+        assert layer.lora_A["default"].weight.any() and layer.lora_B["default"].weight.any()
+    assert trainer.losses[-1] < trainer.losses[0]
+
+
+def test_save_model_writes_peft_adapter_and_merged_model(tiny_cfg, tmp_path):
+    """peft's files hold the trained A and B; the merged model computes what the adapted
+    one did."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    trainer = train(tiny_cfg(*LORA, "adapter.save_merged=true"), steps=2)
+    trained = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
+               if p.requires_grad}
+    x = torch.randint(0, 512, (2, 8))
+    logits = trainer.model(input_ids=x).logits.detach()
+    trainer.save_model(tmp_path)
+    saved = load_file(tmp_path / "adapter_model.safetensors")
+    assert len(saved) == len(trained)
+    for name, value in trained.items():
+        torch.testing.assert_close(saved[name.replace(".default", "")], value, rtol=0, atol=0)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    torch.testing.assert_close(merged(input_ids=x).logits, logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("adapter", ["lora", "relora"])
+def test_adapter_with_bf16_weights_fused_equals_unfused(tiny_cfg, trainer, adapter):
+    """The adapter's A and B are stored in bf16 like the rest (peft's fp32 upcast is off),
+    and updated in fp32 like every weight; a restart at step 2 on both paths."""
+    runs = []
+    for fused in ("true", "false"):
+        run = trainer(tiny_cfg(*LORA, f"adapter={adapter}", "adapter.restart_every=2",
+                               "trainer.precision=bf16_weights",
+                               f"toggles.fused_backward={fused}"))
+        runs.append((run, [run.train_step() for _ in range(3)]))
+        assert {p.dtype for p in run.model.parameters()} == {torch.bfloat16}
+    (fused, fused_losses), (unfused, unfused_losses) = runs
+    assert fused_losses == unfused_losses
+    for p, q in zip(fused.model.parameters(), unfused.model.parameters()):
+        assert torch.equal(p, q)
+
+
+# Every baseline on 2 gloo processes against 1 (as tests/test_distributed.py), fused and not.
+# 8-bit moments: a summation-order difference that moves a moment across a code boundary
+# changes the step by about lr / 100 (1.5e-6 measured at lr 1e-4): the lr keeps it under atol.
+BASELINES = {
+    "adafactor": ["optimizer=adafactor"],
+    "adamw8bit": ["optimizer=adamw8bit", "optimizer.eps=1e-4", "trainer.lr=1e-5"],
+    "lora": ["adapter=lora", "optimizer.eps=1e-4"],
+    "relora": ["adapter=relora", "adapter.restart_every=2", "optimizer.eps=1e-4"],
+}
+
+
+@pytest.mark.slow
+def test_baselines_on_two_processes_equal_one_process(tiny_cfg):
+    import dist_worker
+
+    from ablate import distributed
+
+    two, one, steps = {}, {}, 3
+    for name, args in BASELINES.items():
+        base = tiny_cfg(*args, "trainer.seq_len=16", f"trainer.max_steps={steps}")
+        for fused in ("true", "false"):
+            common = [f"toggles.fused_backward={fused}"]
+            two[f"{name} {fused}"] = with_values(base, *common, "trainer.batch_size=2",
+                                                 "trainer.processes=2")
+            one[f"{name} {fused}"] = with_values(base, *common, "trainer.batch_size=4")
+    results = distributed.launch(2, dist_worker.train_all, (two, steps))
+    reference = dist_worker.train_all(one, steps)
+    assert results.keys() == reference.keys() == two.keys()
+    unequal = []
+    for name, got in results.items():
+        want = reference[name]
+        assert want["losses"][-1] < want["losses"][0], name  # they trained
+        if got["losses"] != pytest.approx(want["losses"], rel=1e-5):
+            unequal.append(f"{name}: losses {got['losses']} != {want['losses']}")
+        for param, value in got["params"].items():
+            if not torch.allclose(value, want["params"][param], rtol=1e-5, atol=1e-6):
+                error = (value - want["params"][param]).abs().max().item()
+                unequal.append(f"{name}: {param} differs by up to {error:.2g}")
+    assert not unequal, "\n".join(unequal)
