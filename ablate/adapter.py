@@ -22,6 +22,9 @@ from omegaconf import DictConfig
 from .errors import ConfigError
 
 
+KINDS = ("none", "lora", "relora", "low_rank")
+
+
 def targets(model: torch.nn.Module, adapter: DictConfig) -> dict[str, torch.nn.Module]:
     """The modules peft adapts: those whose name is a target or ends with "." + a target."""
     return {name: m for name, m in model.named_modules()
@@ -32,6 +35,8 @@ def targets(model: torch.nn.Module, adapter: DictConfig) -> dict[str, torch.nn.M
 def check_adapter(model: torch.nn.Module, adapter: DictConfig, model_name: str) -> None:
     """One-line errors before any compute: targets the model lacks, a rank above a target's
     dimensions, a restart period that is not positive."""
+    if adapter.name not in KINDS:
+        raise ConfigError(f"adapter.name={adapter.name}: allowed are {', '.join(KINDS)}")
     if adapter.name == "none":
         return
     found = targets(model, adapter)
@@ -56,11 +61,11 @@ def check_adapter(model: torch.nn.Module, adapter: DictConfig, model_name: str) 
 
 def apply_adapter(model: torch.nn.Module, adapter: DictConfig, model_name: str = ""):
     """The model with its adapter (peft's PeftModel), or the model itself for `none`."""
+    check_adapter(model, adapter, model_name)
     if adapter.name == "none":
         return model
     from peft import LoraConfig, get_peft_model
 
-    check_adapter(model, adapter, model_name)
     low_rank = adapter.name == "low_rank"
     config = LoraConfig(r=adapter.rank, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
                         target_modules=list(adapter.target_modules),

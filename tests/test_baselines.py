@@ -217,3 +217,27 @@ def test_baselines_on_two_processes_equal_one_process(tiny_cfg):
                 error = (value - want["params"][param]).abs().max().item()
                 unequal.append(f"{name}: {param} differs by up to {error:.2g}")
     assert not unequal, "\n".join(unequal)
+
+
+@pytest.mark.parametrize("optimizer", [["optimizer=adamw8bit"],
+                                       ["optimizer=galore_adamw", "optimizer.rank=8",
+                                        "toggles=eight_bit"]])
+def test_eight_bit_states_on_a_device_without_bitsandbytes_kernels_are_refused(
+        tiny_cfg, monkeypatch, optimizer):
+    """A CUDA device torch has, where this bitsandbytes registered no CUDA kernels (as with
+    a CPU-only torch build): refused at the check, one line."""
+    from ablate.config.check import check
+    from ablate.errors import ConfigError
+
+    cfg = tiny_cfg(*optimizer)
+    check(cfg)  # on the CPU: its kernels are there
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    kernels = torch._C._dispatch_has_kernel_for_dispatch_key(
+        "bitsandbytes::optimizer_update_8bit_blockwise", "CUDA")
+    for device in ("cuda", "auto"):
+        if kernels:
+            check(with_values(cfg, f"trainer.device={device}"))
+        else:
+            with pytest.raises(ConfigError, match="trainer.device=cuda: bitsandbytes has no "
+                               "8-bit kernel for it"):
+                check(with_values(cfg, f"trainer.device={device}"))

@@ -38,6 +38,9 @@ OPTIMIZERS = [
     ["optimizer=adafactor"],  # issue 26 baselines
     ["optimizer=adafactor", "optimizer.factored=false"],
     ["optimizer=adamw8bit"],
+    ["optimizer=adamw", "adapter=lora"],
+    ["optimizer=adafactor", "adapter=relora", "adapter.full_rank=[norm,ln_,embed,wte,lm_head]"],
+    ["optimizer=adamw8bit", "adapter=low_rank", "adapter.rank=32"],
 ]
 
 

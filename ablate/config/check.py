@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..adapter import apply_adapter
 from ..errors import ConfigError, IncompatibleToggles, unknown_key
 from ..models import build_model, check_weights, shape
+from ..optim.adamw8bit import check_kernels
 from ..optim.build import build_optimizer, optimizer_class
 from ..tasks import check_task_config
 from ..world import world_from_env
@@ -130,6 +131,12 @@ def check(cfg: DictConfig) -> None:
             f"optimizer={cfg.optimizer.name} (it supports: {', '.join(supported)})")
     if t.device.value == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda: no CUDA device is available (allowed: auto, cpu)")
+    if getattr(optimizer_class(cfg), "eight_bit_states", False) or cfg.toggles.eight_bit:
+        cuda = t.device.value == "cuda" or (t.device.value == "auto" and torch.cuda.is_available())
+        try:
+            check_kernels("cuda" if cuda else "cpu")
+        except ValueError as exc:
+            raise ConfigError(f"optimizer={cfg.optimizer.name}: 8-bit states: {exc}") from None
     _check_processes(t)
     _check_optimizer_builds(cfg)
 

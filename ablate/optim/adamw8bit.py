@@ -14,7 +14,24 @@ from .precision import fp32_update
 BLOCK = 256  # values per absmax block of bitsandbytes' blockwise 8-bit states
 
 
+def check_kernels(device_type: str) -> None:
+    """ValueError unless bitsandbytes has its blockwise 8-bit kernels for the device (its
+    CUDA ones only where torch has CUDA; none on MPS or XPU at 0.50)."""
+    import bitsandbytes  # noqa: F401 - registers its kernels
+
+    def has(device: str) -> bool:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(
+            "bitsandbytes::optimizer_update_8bit_blockwise", device.upper())
+
+    if not has(device_type):
+        have = [d for d in ("cpu", "cuda", "mps", "xpu") if has(d)]
+        raise ValueError(f"trainer.device={device_type}: bitsandbytes has no 8-bit kernel for "
+                         f"it (it has: {', '.join(have)})")
+
+
 class AdamW8bit(Base):
+    eight_bit_states = True  # the config check asks bitsandbytes for the device's kernels
+
     r"""AdamW with both moments stored as 8-bit codes, blockwise: each block of 256 values
     keeps one fp32 absmax, each value one uint8 index into bitsandbytes' dynamic-tree code
     (signed for m, unsigned for v). Tensors under `min_8bit_size` values keep fp32 moments.
