@@ -6,7 +6,12 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,8 @@ import torch
 from ablate import train
 from ablate.job import run_job
 from ablate.report.__main__ import report
+from ablate.runstore import read_metrics
+from ablate.train import Trainer
 from conftest import TINY, losses, run_in_process
 
 
@@ -165,3 +172,78 @@ def test_run_stuck_at_uniform_loss_after_a_blow_up_is_stalled(tiny_cfg, tmp_path
     run_job(tiny_cfg("optimizer=sgd"), tmp_path / "1", [])
     text = report(tmp_path, tmp_path / "report")
     assert "1 stalled" in text and "stalled: loss blew up, then stuck at ln(vocab)" in text
+
+
+# Signals, orphans, re-runs and the model save (issue 21). A job is started as the real
+# command in a session of its own, signalled once its metrics show step 3, and the same
+# command again must end with the losses of a run that never stopped, each step once.
+SIGNALLED = ["trainer.max_steps=60", "trainer.checkpoint_every=50"]
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen:
+    """`python -m ablate ARGS` in a new session (its process group: what Ctrl-C reaches)."""
+    return subprocess.Popen([sys.executable, "-m", "ablate", *map(str, args)], cwd=cwd,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def wait_for_step(metrics: Path, step: int, job: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while not any(r.get("step", 0) >= step for r in read_metrics(metrics.parent)):
+        assert job.poll() is None, job.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def train_steps(run_dir: Path) -> list[int]:
+    return [r["step"] for r in read_metrics(run_dir) if "loss" in r]
+
+
+def uninterrupted(tiny_cfg, steps: int) -> list[float]:
+    """The losses of a run that never stopped (one process, the same global batch of 4)."""
+    trainer = Trainer(tiny_cfg(f"trainer.max_steps={steps}"))
+    return [trainer.train_step() for _ in range(steps)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, processes", [("SIGTERM", 1), ("SIGINT", 1), ("SIGTERM", 2),
+                                             ("SIGINT", 2)])
+def test_a_signal_is_recorded_and_the_same_command_resumes(tmp_path, tiny_args, tiny_cfg, name,
+                                                           processes):
+    """SIGTERM to the command's process (as `kill` or SLURM sends it), SIGINT to its whole
+    process group (as Ctrl-C does). It stops at a step boundary with a checkpoint, one line
+    and exit status 128 + signal; again, into the same run directory (SIGTERM) or a new one
+    (SIGINT), it continues from that step."""
+    signum = getattr(signal, name)
+    first = tmp_path / "first"
+    args = [*tiny_args, *SIGNALLED, f"trainer.processes={processes}",
+            f"trainer.batch_size={4 // processes}"]
+    job = start(tmp_path, *args, f"hydra.run.dir={first}")
+    wait_for_step(first / "metrics.jsonl", 3, job)
+    if name == "SIGINT":
+        os.killpg(job.pid, signum)
+    else:
+        job.send_signal(signum)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signum, err
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == name, summary
+    step = summary["step"]
+    assert 3 <= step < 60 and summary["steps"] == step
+    assert json.loads((first / "checkpoint.json").read_text())["step"] == step
+    assert train_steps(first) == list(range(1, step + 1))
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(f"ablate: interrupted by {name} after step {step}: ") and (
+        "Traceback" not in err and "KeyboardInterrupt" not in err), err
+
+    again = first if name == "SIGTERM" else tmp_path / "again"
+    code, out, err = run_in_process(tmp_path, *args, f"hydra.run.dir={again}")
+    assert code == 0, err
+    assert processes > 1 or (  # a worker prints it, to the process's own stdout
+        f"resume: continuing from {first / 'checkpoint.pt'} at step {step}" in out)
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["resumed_from"] == {"run_dir": str(first), "step": step}
+    assert train_steps(again) == list(range(1, 61))  # each step once
+    want = uninterrupted(tiny_cfg, 60)
+    assert losses(again) == (want if processes == 1 else pytest.approx(want, rel=1e-5))
