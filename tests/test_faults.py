@@ -3,6 +3,7 @@ checkpoints set aside, write failures recorded, runs stuck after a blow-up marke
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -177,7 +179,7 @@ def test_run_stuck_at_uniform_loss_after_a_blow_up_is_stalled(tiny_cfg, tmp_path
 # Signals, orphans, re-runs and the model save (issue 21). A job is started as the real
 # command in a session of its own, signalled once its metrics show step 3, and the same
 # command again must end with the losses of a run that never stopped, each step once.
-SIGNALLED = ["trainer.max_steps=60", "trainer.checkpoint_every=50"]
+SIGNALLED = ["trainer.max_steps=40", "trainer.checkpoint_every=30"]
 
 
 def start(cwd: Path, *args: str) -> subprocess.Popen:
@@ -229,7 +231,7 @@ def test_a_signal_is_recorded_and_the_same_command_resumes(tmp_path, tiny_args, 
     summary = json.loads((first / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["signal"] == name, summary
     step = summary["step"]
-    assert 3 <= step < 60 and summary["steps"] == step
+    assert 3 <= step < 40 and summary["steps"] == step
     assert json.loads((first / "checkpoint.json").read_text())["step"] == step
     assert train_steps(first) == list(range(1, step + 1))
     lines = err.strip().splitlines()
@@ -244,6 +246,84 @@ def test_a_signal_is_recorded_and_the_same_command_resumes(tmp_path, tiny_args, 
     summary = json.loads((again / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["resumed_from"] == {"run_dir": str(first), "step": step}
-    assert train_steps(again) == list(range(1, 61))  # each step once
-    want = uninterrupted(tiny_cfg, 60)
+    assert train_steps(again) == list(range(1, 41))  # each step once
+    want = uninterrupted(tiny_cfg, 40)
     assert losses(again) == (want if processes == 1 else pytest.approx(want, rel=1e-5))
+
+
+def alive_in_group(pgid: int) -> list[str]:
+    """The processes of a process group that are still running (not zombies)."""
+    alive = []
+    for process in psutil.process_iter(["status", "cmdline"]):
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(f"{process.pid} {' '.join(process.info['cmdline'])[:80]}")
+    return alive
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_launcher_stop_and_record_the_job_failed(tmp_path, tiny_args):
+    """SIGKILL of a 2-process job's launcher (nothing of it runs after): its workers, the
+    forkserver and the resource tracker are gone within 10 s; rank 0 recorded the job."""
+    run = tmp_path / "run"
+    job = start(tmp_path, *tiny_args, "trainer.max_steps=400", "trainer.checkpoint_every=300",
+                "trainer.processes=2", "trainer.batch_size=2", f"hydra.run.dir={run}")
+    wait_for_step(run / "metrics.jsonl", 3, job)
+    assert len(alive_in_group(job.pid)) == 5  # launcher, 2 workers, forkserver, tracker
+    job.kill()
+    job.communicate()
+    deadline = time.monotonic() + 10
+    while alive_in_group(job.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive_in_group(job.pid) == []
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error_type"] == "LauncherDied"
+    assert summary["error"].startswith("the process that launched this job's workers died")
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == summary["steps"]
+
+
+def test_a_model_that_cannot_be_saved_fails_the_job(tiny_args, tmp_path, monkeypatch):
+    """RUN_DIR/model a file (transformers' save_pretrained would only log it), then a save
+    that writes nothing: each job is failed with the reason and one line; never completed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model").write_text("in the way")
+    code, out, err = run_in_process(tmp_path, *tiny_args, "trainer.save_model=true",
+                                    "logger.wandb.mode=disabled", f"hydra.run.dir={run}")
+    summary = json.loads((run / "summary.json").read_text())
+    assert code == 1 and summary["status"] == "failed", summary
+    assert summary["error_type"] == "FileExistsError" and "model" in summary["error"]
+    assert err.splitlines() == [f"ablate: error: the job failed: FileExistsError: "
+                                f"{summary['error']} (see {run / 'traceback.txt'})"]
+    assert "model_dir" not in summary
+
+    monkeypatch.setattr("transformers.PreTrainedModel.save_pretrained", lambda *a, **k: None)
+    code, out, err = run_in_process(tmp_path, *tiny_args, "trainer.save_model=true",
+                                    "logger.wandb.mode=disabled",
+                                    f"hydra.run.dir={tmp_path / 'nothing'}")
+    summary = json.loads((tmp_path / "nothing" / "summary.json").read_text())
+    assert code == 1 and summary["status"] == "failed" and summary["error_type"] == "OSError"
+    assert summary["error"] == ("saving the model left no config.json and weights in "
+                                f"{tmp_path / 'nothing' / 'model'}")
+
+
+@pytest.mark.slow
+def test_the_same_command_again_reuses_its_completed_run(tiny_args, tmp_path):
+    """A single run again, into its own directory or a new one, and a sweep again into its
+    own directory: nothing is trained twice; `resume=false` trains."""
+    tiny_args = [*tiny_args, "logger.wandb.mode=disabled"]
+    first = ["trainer.max_steps=3", f"hydra.run.dir={tmp_path / 'first'}"]
+    assert run_in_process(tmp_path, *tiny_args, *first)[0] == 0
+    code, out, _ = run_in_process(tmp_path, *tiny_args, *first)
+    assert code == 0 and f"resume: {tmp_path / 'first'} holds the completed run" in out
+    code, out, _ = run_in_process(tmp_path, *tiny_args, "trainer.max_steps=3",
+                                  f"hydra.run.dir={tmp_path / 'second'}")  # beside the first
+    assert code == 0 and f"resume: reused the completed run {tmp_path / 'first'}" in out
+    code, out, _ = run_in_process(tmp_path, *tiny_args, *first, "resume=false")
+    assert code == 0 and "resume:" not in out and len(losses(tmp_path / "first")) == 3
+
+    sweep = ["-m", *tiny_args, "trainer.max_steps=3", "trainer.seed=1,2",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert run_in_process(tmp_path, *sweep)[0] == 0
+    code, out, _ = run_in_process(tmp_path, *sweep)
+    assert code == 0 and out.count("holds the completed run") == 2, out
