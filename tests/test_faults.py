@@ -327,3 +327,29 @@ def test_the_same_command_again_reuses_its_completed_run(tiny_args, tmp_path):
     assert run_in_process(tmp_path, *sweep)[0] == 0
     code, out, _ = run_in_process(tmp_path, *sweep)
     assert code == 0 and out.count("holds the completed run") == 2, out
+
+
+@pytest.mark.slow
+def test_submitit_requeues_a_preempted_job_that_resumes_from_its_checkpoint(
+        tmp_path, tiny_args, tiny_cfg):
+    """submitit's preemption and time-limit signal (SIGUSR2: what SLURM sends before the time
+    limit, and submitit's local `_interrupt`) to a `submitit_local` job: it stops at a step
+    boundary with a checkpoint, submitit requeues it, and it continues in its own directory
+    from that step to the losses of an uninterrupted run, each step once."""
+    sweep = tmp_path / "sweep"
+    job = start(tmp_path, "-m", *tiny_args, *SIGNALLED, "hydra/launcher=submitit_local",
+                "logger.wandb.mode=disabled", f"hydra.sweep.dir={sweep}")
+    wait_for_step(sweep / "0" / "metrics.jsonl", 3, job)
+    (task,) = [p for p in psutil.Process(job.pid).children(recursive=True)
+               if "submitit.core._submit" in p.cmdline()]
+    task.send_signal(signal.SIGUSR2)
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 0, err
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["resumed_from"]["run_dir"] == str(sweep / "0")
+    assert summary["resumed_from"]["step"] >= 3
+    (log,) = (sweep / ".submitit").glob("*/*_0_log.err")
+    assert "Caught signal SIGUSR2" in log.read_text()  # submitit's handler ran, then requeued
+    assert train_steps(sweep / "0") == list(range(1, 41))
+    assert losses(sweep / "0") == uninterrupted(tiny_cfg, 40)
