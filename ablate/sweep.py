@@ -46,10 +46,12 @@ def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
             note = "loss blew up, then stuck at ln(vocab)"
         elif status == "failed":
             note = f"{summary.get('error_type')}: {summary.get('error')}  [{job}]"
+        elif status == "interrupted":
+            note = f"by {summary.get('signal')} after step {summary.get('step')}  [{job}]"
         else:
             note = summary.get("reason", "")
         lines.append(f"  #{job.name} {status:<9} {summary.get('variant', '')}  {note}")
-        if status in ("failed", "killed"):
+        if status in ("failed", "killed", "interrupted"):
             failed.append(lines[-1])
     head = f"sweep {sweep_dir}: {len(jobs)} jobs: " + ", ".join(
         f"{n} {status}" for status, n in sorted(counts.items()))
