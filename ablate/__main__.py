@@ -146,8 +146,9 @@ def cli() -> None:
     except Interrupted as exc:  # recorded in the job's summary.json
         print(f"ablate: {exc}", file=sys.stderr, flush=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # Ctrl-C before a job began: nothing to record
-        print("ablate: interrupted by SIGINT before a job started", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C outside a job (before one, between two)
+        print("ablate: interrupted by SIGINT outside a job: nothing to record", file=sys.stderr,
+              flush=True)
         sys.exit(128 + signal.SIGINT)
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         sys.exit(f"ablate: error: {error_line(exc)}")

@@ -153,15 +153,19 @@ def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
                          tags=[cfg.optimizer.name, *toggle_tags])
     summary["wandb_file"] = wandb_run.file
     began = time.perf_counter()
+
+    def send(record: dict) -> None:
+        wandb_run.log({k: v for k, v in record.items() if k != "step"}, record["step"])
+
     try:
         for record in kept:
-            wandb_run.log({k: v for k, v in record.items() if k != "step"}, record["step"])
+            send(record)
         if resumed is not None:
             summary["resumed_from"] = {"run_dir": str(resumed), "step": trainer.step}
         with open(run_dir / runstore.METRICS, "a", buffering=1) as metrics:
             def log(record: dict) -> None:
                 metrics.write(runstore.metrics_line(record))
-                wandb_run.log({k: v for k, v in record.items() if k != "step"}, record["step"])
+                send(record)
 
             def checkpoint() -> None:
                 runstore.save_checkpoint(run_dir, trainer.state_dict(), summary["config_hash"],

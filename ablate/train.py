@@ -269,7 +269,8 @@ class Trainer:
             evaluation = {f"{split}_{metric}": float("nan") for split in ("val", "test")
                           for metric in self.task.metrics}
         return {
-            "status": status, **outcome, "final_train_loss": loss, "peak_lr": peak_lr(t), **evaluation,
+            "status": status, **outcome, "final_train_loss": loss, "peak_lr": peak_lr(t),
+            **evaluation,
             "peak_memory_gb": distributed.max_over_ranks(peak_bytes(self.device)) / GB,
             "optimizer_state_gb": optimizer_state_bytes(self.optimizer) / GB,
             "tgs": self.tgs(), "steps": self.step, "tokens": self.step * self.tokens_per_step,
