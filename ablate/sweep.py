@@ -1,9 +1,10 @@
 """Sweeps that survive: every job checked before the first runs, and the end-of-sweep report.
 
 A job is identified by its `config_hash`, not its directory: re-running a multirun command
-makes a new sweep directory, and each job there first looks for a completed summary of its
-own config (reused, not retrained) or a checkpoint of it (the latest one is continued),
-through the run store's indexes (ablate/runstore.py).
+makes a new sweep directory (or reuses one named by `hydra.sweep.dir`), and each job there
+first looks for a completed summary of its own config (reused, not retrained) or a
+checkpoint of it (the latest one is continued), through the run store's indexes
+(ablate/runstore.py), its own directory included.
 """
 
 from __future__ import annotations
