@@ -1,5 +1,5 @@
 """SIGTERM and SIGINT (and, in a submitit job, its preemption signal) end a job at a step
-boundary: the handler only notes the signal; the train loop looks after each step, writes
+boundary: the handler only notes the signal; the train loop looks before each step, writes
 a checkpoint if the job checkpoints, records `status: interrupted`, and the job raises
 `Interrupted`. No update is ever half applied when a job stops.
 
