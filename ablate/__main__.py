@@ -7,6 +7,7 @@ import contextlib
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -18,12 +19,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from . import runstore
 from .config.check import check
 from .config.overrides import check_overrides
 from .config.schema import config_dir, register_configs
 from .config.variants import job_config
 from .devices import sweep_job_gpu
 from .errors import ConfigError, IncompatibleToggles, error_line, first_line
+from .interrupt import Interrupted
 from .job import record, run_job
 from .tune import decide
 from .world import world_from_env
@@ -45,7 +48,9 @@ def main(cfg: DictConfig) -> float:
             world = world_from_env()
             if world.size > 1:  # started by torchrun: the summary says how many
                 cfg.trainer.processes = world.size
-            summary = run_job(cfg, run_dir, overrides)
+            # Rank > 0 of torchrun runs in a temporary directory: it looks where rank 0 does.
+            summary = run_job(cfg, run_dir, overrides, resume_from=resume_roots(
+                cfg, [run_dir.parent] if world.rank == 0 else []))
         except ConfigError as exc:
             remove_rejected_run(run_dir, Path(cfg.outputs_dir), hc.job.name)
             sys.exit(f"ablate: error: {exc}")
@@ -57,7 +62,7 @@ def main(cfg: DictConfig) -> float:
         try:
             cfg = job_config(cfg)
             check(cfg)
-            roots = resume_roots(cfg, hc)
+            roots = resume_roots(cfg, [Path(hc.sweep.dir).parent])
             tuning = None
             if cfg.tune is not None:
                 runs, tuning = decide(cfg, [Path(hc.sweep.dir), *(roots or [])])
@@ -99,14 +104,13 @@ def remove_rejected_run(run_dir: Path, outputs_dir: Path, job_name: str) -> None
         folder = folder.parent
 
 
-def resume_roots(cfg: DictConfig, hc) -> list[Path] | None:
-    """Where a sweep's jobs look for earlier work of their config: `outputs_dir`, the
-    folder holding this sweep's directory, and every `resume_from` path (each folder once)."""
+def resume_roots(cfg: DictConfig, beside: list[Path]) -> list[Path] | None:
+    """Where a job looks for earlier work of its config: `outputs_dir`, the folders `beside`
+    (the one holding this run's directory, or this sweep's), and every `resume_from` path;
+    None with `resume=false`."""
     if not cfg.resume:
         return None
-    roots = {Path(p).resolve() for p in [cfg.outputs_dir, Path(hc.sweep.dir).parent,
-                                          *cfg.resume_from]}
-    return sorted(root for root in roots if not any(other in root.parents for other in roots))
+    return runstore.outermost([Path(cfg.outputs_dir), *beside, *map(Path, cfg.resume_from)])
 
 
 def one_line_summary(s: dict, run_dir: Path) -> str:
@@ -141,6 +145,13 @@ def cli() -> None:
     try:
         check_overrides(sys.argv[1:])
         main()
+    except Interrupted as exc:  # recorded in the job's summary.json
+        print(f"ablate: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C outside a job (before one, between two)
+        print("ablate: interrupted by SIGINT outside a job: nothing to record", file=sys.stderr,
+              flush=True)
+        sys.exit(128 + signal.SIGINT)
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         sys.exit(f"ablate: error: {error_line(exc)}")
     except OSError as exc:  # Hydra creating the run or sweep directory, before any job

@@ -16,6 +16,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
+import threading
+import time
 import uuid
 from collections import deque
 from datetime import timedelta
@@ -25,7 +28,12 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from . import interrupt
 from .world import World, launched, world_from_env  # noqa: F401 - re-exported
+
+# How long a worker whose launcher died may take to stop at a step boundary and record it
+# (SLURM's usual grace after SIGTERM) before it exits regardless.
+ORPHAN_GRACE_S = 30
 
 
 def setup(device_type: str, timeout_s: float) -> World:
@@ -58,23 +66,37 @@ def launch(processes: int, fn: Callable, args: tuple, monitor_interval_s: float 
     """Run `fn(*args)` in `processes` workers on this machine with torch's elastic launcher
     (what `torchrun --standalone` runs: a local rendezvous on a free port) and return rank
     0's result. When a worker raises or dies the launcher stops the others (SIGTERM, within
-    `monitor_interval_s`) and this raises `RankFailed` naming the first failure."""
+    `monitor_interval_s`) and this raises `RankFailed` naming the first failure. A signal
+    that stops a job (SIGTERM, SIGINT: to this process or to a worker) stops every worker
+    at one step boundary (the launcher passes it on, then waits up to 30 s) and this raises
+    `Interrupted`. Workers whose launcher dies stop on their own (`watch`)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # the failure is
-        logging.getLogger(name).setLevel(logging.CRITICAL)  # raised, with its traceback
+    for name in list(logging.Logger.manager.loggerDict):  # a failure or a signal is raised,
+        if name.startswith(("torch.distributed.elastic", "torch.multiprocessing")):  # with
+            logging.getLogger(name).setLevel(logging.CRITICAL)  # what it needs to say
+    stopping = interrupt.job_signals()
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes,
                           run_id=uuid.uuid4().hex, rdzv_backend="c10d",
                           rdzv_endpoint="127.0.0.1:0", max_restarts=0,
-                          monitor_interval=monitor_interval_s, start_method="forkserver")
+                          monitor_interval=monitor_interval_s, start_method="forkserver",
+                          signals_to_handle=",".join(interrupt.name(s) for s in
+                                                     [*stopping, signal.SIGHUP, signal.SIGQUIT]))
     # Workers fork from one server process that has imported the trainer once: a sweep's
     # jobs start their workers in well under a second instead of importing torch each.
     multiprocessing.set_forkserver_preload(["ablate.train"])
-    try:
-        return elastic_launch(config, _worker)(fn, args, threads_per_process(processes))[0]
+    handlers = {signum: signal.getsignal(signum) for signum in stopping}  # the launcher's
+    try:  # own handlers replace these while it runs
+        return elastic_launch(config, _worker)(fn, args, threads_per_process(processes),
+                                               os.getpid())[0]
+    except SignalException as exc:  # the workers have stopped, or been killed after 30 s
+        raise interrupt.Interrupted(exc.sigval, None, None, False) from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
+        if failure.exitcode - 128 in stopping:  # a worker that a signal stopped
+            raise interrupt.Interrupted(failure.exitcode - 128, None, None, False) from None
         data = (failure.error_file_data or {}).get("message")
         if isinstance(data, dict):  # the worker's exception, recorded by `record`
             error_type, _, text = data.get("message", "").partition(": ")
@@ -85,13 +107,42 @@ def launch(processes: int, fn: Callable, args: tuple, monitor_interval_s: float 
                     else f"exit code {failure.exitcode}")
         raise RankFailed(f"rank {rank} of {processes}: {error_type}: {text}",
                          error_type, trace) from None
+    finally:
+        interrupt.restore(handlers)
 
 
 @record
-def _worker(fn: Callable, args: tuple, threads: int):
-    """One worker of `launch`: its share of the CPU's threads, then the job."""
+def _worker(fn: Callable, args: tuple, threads: int, launcher_pid: int):
+    """One worker of `launch`: its share of the CPU's threads, then the job; a signal that
+    stopped it is its exit status (128 + the signal's number), for the launcher to see."""
     torch.set_num_threads(threads)
-    return fn(*args)
+    done = threading.Event()
+    threading.Thread(target=watch, args=(launcher_pid, done), daemon=True).start()
+    try:
+        with interrupt.catching():
+            return fn(*args)
+    except interrupt.Interrupted as exc:
+        raise SystemExit(exc.exit_code) from None
+    finally:
+        done.set()
+
+
+def watch(launcher_pid: int, done: threading.Event, interval_s: float = 0.5) -> None:
+    """A worker's watchdog: once the process that launched it is gone (killed, even by
+    SIGKILL), the job stops at the next step boundary, recorded as failed (LAUNCHER_DIED),
+    and this process exits: at once if the job is done (a finished worker would otherwise
+    wait for ever for its launcher to collect its result), else after ORPHAN_GRACE_S."""
+    import psutil
+
+    try:
+        launcher = psutil.Process(launcher_pid)
+        while launcher.is_running() and launcher.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(interval_s)
+    except psutil.NoSuchProcess:
+        pass
+    interrupt.note(interrupt.LAUNCHER_DIED)
+    done.wait(ORPHAN_GRACE_S)
+    os._exit(1)
 
 
 def threads_per_process(processes: int) -> int:

@@ -3,7 +3,8 @@
 The job's own `.hydra/config.yaml` (single run or one job of a multirun) becomes the primary
 config, so the rerun trains exactly what was trained then, whatever conf/ says now; extra
 `key=value` overrides apply on top. The rerun gets a new directory under
-`<outputs_dir>/reruns/`; nothing in RUN_DIR is touched.
+`<outputs_dir>/reruns/`; nothing in RUN_DIR is touched. A rerun trains: it neither reuses
+nor continues earlier work of its config (`resume=false`, unless the overrides say otherwise).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> None:
     name = f"{run_dir.parent.name}_{run_dir.name}"
     sys.argv = [sys.argv[0], f"--config-path={saved.parent}", "--config-name=config",
                 "hydra.run.dir=${outputs_dir}/reruns/${now:%Y-%m-%d}/${now:%H-%M-%S}_" + name,
-                *argv[1:]]
+                "resume=false", *argv[1:]]
     cli()
 
 

@@ -1,7 +1,8 @@
 """The one module that writes and reads a run directory, and finds earlier work by config hash.
 
 A run directory holds:
-- `summary.json`: the outcome (`status` completed | stalled | diverged | failed | skipped);
+- `summary.json`: the outcome (`status` completed | stalled | diverged | failed | skipped |
+  interrupted);
 - `metrics.jsonl`: one JSON object per log step and per evaluation, flushed as written, so a
   killed run keeps what it logged; NaN and inf are written as the strings "nan", "inf";
 - `traceback.txt`: only when the job raised;
@@ -39,14 +40,19 @@ def _finite_back(value):
     return NON_FINITE.get(value, value) if isinstance(value, str) else value
 
 
-def write_json(path: Path, obj: dict) -> None:
-    """Written whole or not at all: a full disk leaves the previous file, never half of one."""
-    tmp = path.with_suffix(".tmp")
+def write_whole(path: Path, text: str) -> None:
+    """Written whole or not at all: a full disk or a kill leaves the previous file, never
+    half of one."""
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps({k: _json_safe(v) for k, v in obj.items()}, indent=2) + "\n")
+        tmp.write_text(text)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_whole(path, json.dumps({k: _json_safe(v) for k, v in obj.items()}, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -107,6 +113,12 @@ def metrics_problem(run_dir: Path) -> str | None:
     """`metrics.jsonl line N: why` for its first line that `read_metrics` skips, else None."""
     return next((f"{METRICS} line {number}: {why}" for number, _, why in _metrics(run_dir)
                  if why), None)
+
+
+def write_metrics(run_dir: Path, records: list[dict]) -> None:
+    """metrics.jsonl holding exactly `records` (what a resumed run keeps of the run it
+    continues), replaced whole."""
+    write_whole(run_dir / METRICS, "".join(map(metrics_line, records)))
 
 
 def curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -205,12 +217,12 @@ def runs_by_hash(roots: list[Path]) -> dict[str, list[Path]]:
     return found
 
 
-def find_completed(roots: list[Path], config_hash: str, exclude: Path) -> Path | None:
+def find_completed(roots: list[Path], config_hash: str) -> Path | None:
     """A run directory under `roots` whose summary says completed for this config (an
     original, not a copy reused from elsewhere)."""
     for run_dir in runs_by_hash(roots).get(config_hash, []):
         summary = read_summary(run_dir)
-        if (run_dir != exclude and summary and summary.get("status") == "completed"
+        if (summary and summary.get("status") == "completed"
                 and summary.get("config_hash") == config_hash and "reused_from" not in summary):
             return run_dir
     return None
@@ -232,13 +244,13 @@ def find_outcomes(roots: list[Path], config_hashes: set[str]) -> dict[str, dict]
     return found
 
 
-def find_checkpoints(roots: list[Path], config_hash: str, exclude: Path) -> list[tuple[Path, int]]:
+def find_checkpoints(roots: list[Path], config_hash: str) -> list[tuple[Path, int]]:
     """The run directories under `roots` with a checkpoint of this config, and its step:
     the most advanced first."""
     found = {}
     for run_dir in runs_by_hash(roots).get(config_hash, []):
         meta = read_json(run_dir / CHECKPOINT_META)
-        if (run_dir != exclude and meta and meta.get("config_hash") == config_hash
+        if (meta and meta.get("config_hash") == config_hash
                 and (run_dir / CHECKPOINT).exists()):
             found[run_dir.resolve()] = meta["step"]
     return sorted(found.items(), key=lambda item: -item[1])

@@ -1,9 +1,10 @@
 """Sweeps that survive: every job checked before the first runs, and the end-of-sweep report.
 
 A job is identified by its `config_hash`, not its directory: re-running a multirun command
-makes a new sweep directory, and each job there first looks for a completed summary of its
-own config (reused, not retrained) or a checkpoint of it (the latest one is continued),
-through the run store's indexes (ablate/runstore.py).
+makes a new sweep directory (or reuses one named by `hydra.sweep.dir`), and each job there
+first looks for a completed summary of its own config (reused, not retrained) or a
+checkpoint of it (the latest one is continued), through the run store's indexes
+(ablate/runstore.py), its own directory included.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ def sweep_report(sweep_dir: Path) -> tuple[str, list[str]]:
             note = "loss blew up, then stuck at ln(vocab)"
         elif status == "failed":
             note = f"{summary.get('error_type')}: {summary.get('error')}  [{job}]"
+        elif status == "interrupted":
+            note = f"by {summary.get('signal')} after step {summary.get('step')}  [{job}]"
         else:
             note = summary.get("reason", "")
         lines.append(f"  #{job.name} {status:<9} {summary.get('variant', '')}  {note}")
-        if status in ("failed", "killed"):
+        if status in ("failed", "killed", "interrupted"):
             failed.append(lines[-1])
     head = f"sweep {sweep_dir}: {len(jobs)} jobs: " + ", ".join(
         f"{n} {status}" for status, n in sorted(counts.items()))

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import distributed
+from . import distributed, interrupt
 from .adapter import apply_adapter, restart, save_adapter
 from .errors import ConfigError
 from .fused import OptimizerInBackward
@@ -117,6 +117,7 @@ class Trainer:
         self.global_batch = self.world.size * self.t.batch_size * self.t.grad_accum_steps
         self.tokens_per_step = self.global_batch * self.t.seq_len  # over all ranks
         self.step = 0
+        self.stopped_by = 0  # what stopped `fit` early: a signal number, or LAUNCHER_DIED
         self.timed_steps, self.timed_s, self.train_s = 0, 0.0, 0.0
 
     def data_parallel(self, cfg: DictConfig):
@@ -193,11 +194,15 @@ class Trainer:
             if config is not None:
                 config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
                 config.pad_token_id = tokenizer.pad_token_id
+        folder.mkdir(parents=True, exist_ok=True)  # a file in the way raises here, not later
         if self.adapter.name == "none":
             self.model.save_pretrained(folder)
         else:
             save_adapter(self.model, self.adapter, folder)
         tokenizer.save_pretrained(folder)
+        config = "config.json" if self.adapter.name == "none" else "adapter_config.json"
+        if not (folder / config).is_file() or not any(folder.glob("*.safetensors")):
+            raise OSError(f"saving the model left no {config} and weights in {folder}")
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -227,12 +232,21 @@ class Trainer:
     def fit(self, log: Callable[[dict], None],
             checkpoint: Callable[[], None] | None = None) -> dict:
         """Train to `max_steps`; `log` receives each metrics record, `checkpoint` is called
-        every `checkpoint_every` steps. Returns the results for the summary."""
+        every `checkpoint_every` steps, and when a signal stops the job (ablate/interrupt.py)
+        at the step it stopped at. Returns the results for the summary."""
         t = self.t
-        status, loss, worst = "completed", float("nan"), -math.inf
+        status, loss, worst, saved, outcome = "completed", float("nan"), -math.inf, None, {}
         bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (t.progress and sys.stderr.isatty()))
         while self.step < t.max_steps:
+            # A signal (or a dead launcher) stops every rank at the same step boundary.
+            self.stopped_by = int(distributed.max_over_ranks(interrupt.noted()))
+            if self.stopped_by:
+                outcome = interrupt.outcome(self.stopped_by, self.step)
+                status = outcome.pop("status")
+                if checkpoint and t.checkpoint_every and saved != self.step:
+                    checkpoint()
+                break
             began = time.perf_counter()
             loss = self.train_step()
             self.sync()
@@ -255,6 +269,7 @@ class Trainer:
                 log({"step": self.step, **self.evaluate("val")})
             if checkpoint and t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 checkpoint()
+                saved = self.step
         bar.close()
         if status == "completed":
             evaluation = {**self.evaluate("val"), **self.evaluate("test")}
@@ -265,7 +280,8 @@ class Trainer:
             evaluation = {f"{split}_{metric}": float("nan") for split in ("val", "test")
                           for metric in self.task.metrics}
         return {
-            "status": status, "final_train_loss": loss, "peak_lr": peak_lr(t), **evaluation,
+            "status": status, **outcome, "final_train_loss": loss, "peak_lr": peak_lr(t),
+            **evaluation,
             "peak_memory_gb": distributed.max_over_ranks(peak_bytes(self.device)) / GB,
             "optimizer_state_gb": optimizer_state_bytes(self.optimizer) / GB,
             "tgs": self.tgs(), "steps": self.step, "tokens": self.step * self.tokens_per_step,

@@ -51,7 +51,7 @@ def test_finding_reads_indexes_and_unindexed_runs_but_nothing_inside_a_run(tmp_p
     found = runstore.runs_by_hash([tmp_path, tmp_path / "runs"])  # a root inside another
     assert found["h"] == [legacy.resolve() / "0", legacy.resolve() / "1",
                           (tmp_path / "runs" / "day" / "a").resolve()]
-    assert runstore.find_completed([tmp_path], "h", exclude=None) == legacy.resolve() / "0"
+    assert runstore.find_completed([tmp_path], "h") == legacy.resolve() / "0"
     assert runstore.find_outcomes([tmp_path], {"h", "other"}) == {
         "h": {"status": "completed", "config_hash": "h"}}
 

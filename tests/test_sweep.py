@@ -95,7 +95,8 @@ def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path, sweep_args):
     assert (first / "1" / "metrics.jsonl").read_text().count("\n") >= killed_at  # kept
 
     # The interrupted job ends with the same losses as one that never stopped.
-    code, _, err = run_in_process(tmp_path, *sweep_args, "trainer.seed=1", "trainer.max_steps=40")
+    code, _, err = run_in_process(tmp_path, *sweep_args, "trainer.seed=1", "trainer.max_steps=40",
+                                  "resume=false")  # trained, not the sweep's job reused
     assert code == 0, err
     (uninterrupted,) = run_dirs(tmp_path / "outputs" / "runs")
     assert losses(second / "1") == losses(uninterrupted)
