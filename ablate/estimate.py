@@ -225,12 +225,13 @@ COLUMNS = ("weights", "gradients", "optimizer_state", "activations", "total")
 
 
 def label(cfg: DictConfig) -> str:
-    """Model, optimizer, the toggles set, the backward, and a precision or activation
+    """Model, optimizer, its adapter if any, the toggles set, the backward, and a precision or activation
     checkpointing other than the default: `llama_7b adalomo nmf=False fused bf16_weights`."""
     toggles = OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True)
     set_ = [f"{k}={v}" for k, v in toggles.items() if v is not None and k != "fused_backward"]
     t = cfg.trainer
-    return " ".join([cfg.model.name, cfg.optimizer.name, *set_,
+    adapter = [] if cfg.adapter.name == "none" else [f"{cfg.adapter.name}(r={cfg.adapter.rank})"]
+    return " ".join([cfg.model.name, cfg.optimizer.name, *adapter, *set_,
                      "fused" if cfg.toggles.fused_backward else "unfused",
                      *([t.precision.value] if t.precision.value != "fp32" else []),
                      *(["checkpointing"] if t.activation_checkpointing else [])])

@@ -344,6 +344,7 @@ class AblationConfig:
     # The seeds the preset sweeps (its trainer.seed sweep reads them, and so does +tune=lr,
     # which needs the seed before the lr in the sweep's order).
     seeds: Optional[List[int]] = None
+    claims: List[Dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -397,6 +398,7 @@ def register_configs() -> None:
     cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
     cs.store(group="schema/optimizer", name="adafactor", node=AdafactorConfig)
     cs.store(group="schema/optimizer", name="adamw8bit", node=AdamW8bitConfig)
+    cs.store(group="schema/adapter", name="adapter", node=AdapterConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
     cs.store(group="schema/task", name="glue", node=GlueTaskConfig)

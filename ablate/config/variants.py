@@ -32,8 +32,8 @@ def apply_variant(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"ablation.variant={ablation.variant}: allowed are {allowed}")
     for assignment in ablation.variants[ablation.variant]:
         key, value = parse_assignment(assignment)
-        if key == "optimizer":  # a group choice, which Hydra has already composed
-            value = optimizer_option(value)
+        if key in GROUP_CHOICES:  # a group choice, which Hydra has already composed
+            value = group_option(key, value)
         try:
             OmegaConf.update(cfg, key, value, merge=False)
         except Exception as exc:  # noqa: BLE001 - OmegaConf raises several kinds
@@ -48,17 +48,22 @@ def job_config(cfg: DictConfig) -> DictConfig:
     return apply_variant(typed(cfg))
 
 
-def optimizer_option(name: str) -> DictConfig:
-    """conf/optimizer/NAME.yaml under the schema its defaults list names: what `optimizer=NAME`
-    composes, for a preset variant that changes the optimizer (`optimizer=sgd`)."""
-    path = config_dir() / "optimizer" / f"{name}.yaml"
+GROUP_CHOICES = ("optimizer", "adapter")  # groups a preset variant may choose an option of
+
+
+def group_option(group: str, name: str) -> DictConfig:
+    """conf/GROUP/NAME.yaml under what its defaults list names (a schema, or another option
+    of the group it extends): what `GROUP=NAME` composes, for a preset variant that changes
+    the optimizer (`optimizer=sgd`) or the adapter (`adapter=lora`)."""
+    path = config_dir() / group / f"{name}.yaml"
     if not path.is_file():
         allowed = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise ConfigError(f"optimizer={name}: allowed are {allowed}")
+        raise ConfigError(f"{group}={name}: allowed are {allowed}")
     body = OmegaConf.load(path)
-    schemas = [ConfigStore.instance().load(entry.split("@")[0].lstrip("/") + ".yaml").node
-               for entry in body.pop("defaults", []) if entry.startswith("/schema/")]
-    return OmegaConf.merge(*schemas, body)
+    bases = [ConfigStore.instance().load(entry.split("@")[0].lstrip("/") + ".yaml").node
+             if entry.startswith("/schema/") else group_option(group, entry)
+             for entry in body.pop("defaults", []) if entry != "_self_"]
+    return OmegaConf.merge(*bases, body)
 
 
 def compose(overrides: list[str] = ()) -> DictConfig:
