@@ -9,7 +9,7 @@ import torch
 from ablate.optim import Adafactor
 from ablate.train import Trainer
 from conftest import assert_same_params, train
-from test_distributed import with_values
+from test_distributed import assert_same_results, with_values
 from test_galore import run_with
 
 CONSTANT = ["trainer.schedule=constant", "trainer.warmup_steps=0", "trainer.max_steps=6"]
@@ -206,17 +206,7 @@ def test_baselines_on_two_processes_equal_one_process(tiny_cfg):
     results = distributed.launch(2, dist_worker.train_all, (two, steps))
     reference = dist_worker.train_all(one, steps)
     assert results.keys() == reference.keys() == two.keys()
-    unequal = []
-    for name, got in results.items():
-        want = reference[name]
-        assert want["losses"][-1] < want["losses"][0], name  # they trained
-        if got["losses"] != pytest.approx(want["losses"], rel=1e-5):
-            unequal.append(f"{name}: losses {got['losses']} != {want['losses']}")
-        for param, value in got["params"].items():
-            if not torch.allclose(value, want["params"][param], rtol=1e-5, atol=1e-6):
-                error = (value - want["params"][param]).abs().max().item()
-                unequal.append(f"{name}: {param} differs by up to {error:.2g}")
-    assert not unequal, "\n".join(unequal)
+    assert_same_results(results, reference)
 
 
 @pytest.mark.parametrize("optimizer", [["optimizer=adamw8bit"],

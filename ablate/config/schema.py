@@ -148,10 +148,7 @@ class AdafactorConfig(OptimizerConfig):
 
 
 @dataclass
-class AdamW8bitConfig(OptimizerConfig):
-    betas: Tuple[float, float] = MISSING
-    eps: float = MISSING
-    weight_decay: float = MISSING
+class AdamW8bitConfig(AdamWConfig):
     min_8bit_size: int = MISSING  # smaller tensors keep fp32 moments (bitsandbytes' 4096)
 
 
