@@ -325,6 +325,8 @@ ROWS = [
     ("ablate", ["optimizer=adafactor", "optimizer.beta2_decay=0.5"],
      "beta2_decay=0.5: must be <= 0"),
     ("ablate", ["optimizer=adafactor", "optimizer.eps=[null,-1]"], "eps=[None, -1.0]"),
+    ("ablate", ["optimizer=adafactor", "optimizer.eps=[1e-30,1e-3]"],
+     "eps=[1e-30, 0.001]: must be (eps1 >= 1.08e-19 or null"),
     ("ablate", ["optimizer=adafactor", "optimizer.factored=maybe"],
      "optimizer.factored=maybe"),
     ("ablate", ["optimizer=adamw8bit", "optimizer.min_8bit_size=-1"],

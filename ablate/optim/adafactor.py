@@ -11,6 +11,11 @@ from .base import Base, check_hyperparameters
 from .precision import fp32_update
 
 
+# The smallest eps1 whose square float32 holds: below it the floor eps1^2 on v rounds to 0,
+# and a gradient entry that is 0 (an embedding row no token of the batch used) gives 0 / 0.
+EPS1_MIN = torch.finfo(torch.float32).tiny ** 0.5
+
+
 class Adafactor(Base):
     r"""Adafactor without a first moment (torch's form of the paper's Algorithm 4/5).
 
@@ -48,8 +53,10 @@ class Adafactor(Base):
         check_hyperparameters(lr=lr, weight_decay=weight_decay)
         if not beta2_decay <= 0.0:
             raise ValueError(f"beta2_decay={beta2_decay}: must be <= 0")
-        if len(eps) != 2 or not ((eps[0] is None or eps[0] >= 0.0) and eps[1] >= 0.0):
-            raise ValueError(f"eps={list(eps)}: must be (eps1 >= 0 or null, eps2 >= 0)")
+        if len(eps) != 2 or not ((eps[0] is None or eps[0] >= EPS1_MIN) and eps[1] >= 0.0):
+            raise ValueError(f"eps={list(eps)}: must be (eps1 >= {EPS1_MIN:.3g} or null, "
+                             "eps2 >= 0); eps1 floors sqrt(v), and its square must be a "
+                             "float32 (AdaLomo's 1e-30 added to g^2 is eps1 = 1e-15 here)")
         if not d >= 1.0:
             raise ValueError(f"d={d}: must be >= 1")
         if beta2 is not None and not 0.0 <= beta2 < 1.0:
