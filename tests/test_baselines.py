@@ -231,3 +231,22 @@ def test_eight_bit_states_on_a_device_without_bitsandbytes_kernels_are_refused(
             with pytest.raises(ConfigError, match="trainer.device=cuda: bitsandbytes has no "
                                "8-bit kernel for it"):
                 check(with_values(cfg, f"trainer.device={device}"))
+
+
+@pytest.mark.slow  # the corpus tokenized anew with the checkpoint's tokenizer
+def test_lora_on_a_pretrained_checkpoint_trains_only_the_adapter(tiny_cfg, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from test_glue import save_llama
+
+    model_dir = save_llama(tmp_path / "llama")
+    trainer = train(tiny_cfg(*LORA, f"model.pretrained={model_dir}", "adapter.rank=4"),
+                    steps=3)
+    original = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
+    for name, p in trainer.model.named_parameters():
+        if "lora_" in name:
+            assert p.requires_grad
+        else:  # base_model.model.<name>, or <name>.base_layer.weight
+            plain = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            assert not p.requires_grad and torch.equal(p, original[plain]), name
+    assert trainer.losses[-1] < trainer.losses[0]
