@@ -16,6 +16,8 @@ merge-and-restart, and GaLore Table 2's low-rank weights, all one mechanism.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from omegaconf import DictConfig
 
@@ -71,7 +73,10 @@ def apply_adapter(model: torch.nn.Module, adapter: DictConfig, model_name: str =
                         target_modules=list(adapter.target_modules),
                         fan_in_fan_out=model.config.model_type == "gpt2",
                         init_lora_weights=not low_rank)
-    peft_model = get_peft_model(model, config, autocast_adapter_dtype=False)
+    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated",
+                                FutureWarning)
+        peft_model = get_peft_model(model, config, autocast_adapter_dtype=False)
     for name, p in peft_model.named_parameters():
         if any(key in name for key in adapter.full_rank):
             p.requires_grad_(True)
