@@ -180,6 +180,20 @@ def train(cfg, steps=None):
     return trainer
 
 
+def run_with(cfg, make_optimizer):
+    """The trainer's init, batches and loop (unfused), stepping `make_optimizer(model)`: a
+    reference optimizer on the same init and batches as the runner's own."""
+    from ablate.train import Trainer
+
+    trainer = Trainer(cfg)
+    if trainer.fused:
+        trainer.optimizer.remove_hooks()
+    trainer.optimizer, trainer.fused = make_optimizer(trainer.model), False
+    while trainer.step < cfg.trainer.max_steps:
+        trainer.train_step()
+    return trainer
+
+
 def assert_same_params(a: torch.nn.Module, b: torch.nn.Module, rtol=1e-5, atol=1e-6):
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=name)

@@ -136,13 +136,34 @@ class AdaLomoConfig(OptimizerConfig):
     clip_grad_value: Optional[float] = None
 
 
+class Scaling(Enum):
+    """APOLLO's gradient scaling factor: one per channel (APOLLO) or per tensor (Mini)."""
+
+    channel = "channel"
+    tensor = "tensor"
+
+
+@dataclass
+class ApolloConfig(OptimizerConfig):
+    betas: Tuple[float, float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+    rank: int = MISSING
+    update_proj_gap: int = MISSING  # T: steps between projector refreshes
+    scale: float = MISSING  # alpha: the update is multiplied by sqrt(alpha)
+    scaling: Scaling = MISSING
+    target_modules: List[str] = MISSING  # name substrings of the projected 2-D weights
+    seed: int = MISSING  # for projection=random
+
+
 # ---------------------------------------------------------------- the rest
 @dataclass
 class TogglesConfig:
     """Component switches. `None` means "the optimizer's own form" (component on)."""
 
     fused_backward: bool = True
-    projection: Optional[Projection] = None  # GaLore: svd (its own), random, pca, none
+    # GaLore: svd (its own), random, pca, none; APOLLO: random (its own), svd, none
+    projection: Optional[Projection] = None
     two_sided: Optional[bool] = None  # GaLore: project both sides (P^T G Q)
     eight_bit: Optional[bool] = None  # GaLore: Adam moments in 8 bits (its own default: off)
     adaptive_lr: Optional[bool] = None  # AdaLomo: false = no second moment (u = g)
@@ -151,6 +172,7 @@ class TogglesConfig:
     # optimizer's constructor checks it (reported by check()).
     grouped_norm: Any = None
     nmf: Optional[bool] = None  # AdaLomo: false = full m x n second moment, not factored
+    limiter: Optional[bool] = None  # APOLLO: false = no norm-growth limiter
 
 
 @dataclass
@@ -359,6 +381,7 @@ def register_configs() -> None:
     cs.store(group="schema/optimizer", name="galore_adamw", node=GaLoreAdamWConfig)
     cs.store(group="schema/optimizer", name="lomo", node=LomoConfig)
     cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
+    cs.store(group="schema/optimizer", name="apollo", node=ApolloConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
     cs.store(group="schema/task", name="glue", node=GlueTaskConfig)

@@ -2,8 +2,9 @@
 
 from .adalomo import AdaLomo
 from .adamw import AdamW
+from .apollo import Apollo
 from .galore import GaLoreAdamW
 from .lomo import Lomo
 from .sgd import SGD
 
-__all__ = ["AdaLomo", "AdamW", "GaLoreAdamW", "Lomo", "SGD"]
+__all__ = ["AdaLomo", "AdamW", "Apollo", "GaLoreAdamW", "Lomo", "SGD"]

@@ -1,0 +1,135 @@
+"""APOLLO and APOLLO-Mini against apollo-torch: same numbers; fused = unfused; bf16 weights;
+accumulation; the estimator's state = the measured state; one-line errors."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+from apollo_torch import APOLLOAdamW
+
+from ablate.config.check import check
+from ablate.errors import ConfigError
+from ablate.estimate import estimate
+from ablate.memory import optimizer_state_bytes
+from conftest import assert_same_params, run_with, train
+
+# Shapes no other test uses (48 wide, 3 heads, MLP 80: wide and tall weights); T=3 over 7
+# steps: projectors drawn at steps 1, 4 and 7.
+APOLLO = ["optimizer.update_proj_gap=3",
+          "model.hidden_size=48", "model.num_heads=3", "model.intermediate_size=80",
+          "trainer.lr=0.01", "trainer.schedule=constant", "trainer.warmup_steps=0",
+          "trainer.max_steps=7"]
+FULL = ["optimizer=apollo", "optimizer.rank=4"]  # APOLLO at rank 4
+MINI = ["optimizer=apollo_mini"]  # tensor-wise at rank 1, scale 128
+
+
+def reference(model, cfg, projection: str, limiter: bool) -> APOLLOAdamW:
+    """Param groups as the APOLLO repository builds them (the nn.Linear weights of attention
+    and MLP modules projected, the rest plain AdamW), each projected weight's first random
+    seed set to ours: the reference seeds by the parameter's position, ours by its name (both
+    then advance by the same `next_seed`), so the draws are equal by construction."""
+    o = cfg.optimizer
+    names = {id(p): name for name, p in model.named_parameters()}
+    projected = [m.weight for name, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and ("attn" in name or "mlp" in name)]
+    rest = [p for p in model.parameters() if not any(p is q for q in projected)]
+    optimizer = APOLLOAdamW(
+        [{"params": rest},
+         {"params": projected, "rank": o.rank, "update_proj_gap": o.update_proj_gap,
+          "scale": o.scale, "proj_type": "std", "proj": projection,
+          "scale_type": o.scaling.value}],
+        lr=cfg.trainer.lr, weight_decay=o.weight_decay, disable_nl=not limiter)
+    for p in projected:
+        optimizer.state[p]["seed"] = zlib.crc32(f"{o.seed}/{names[id(p)]}".encode())
+    return optimizer
+
+
+@pytest.mark.parametrize("variant", [
+    [*FULL, "optimizer.weight_decay=0.1"],  # channel-wise, random, limiter
+    MINI,
+    [*FULL, "toggles=svd_proj", "optimizer.scale=4"],
+    [*FULL, "toggles=no_limiter"],
+], ids=lambda v: " ".join(v))
+def test_apollo_equals_apollo_torch(tiny_cfg, variant):
+    """Ours fused (the runner's path) against the reference stepped after backward."""
+    cfg = tiny_cfg(*APOLLO, *variant)
+    ours = train(cfg)
+    projection = cfg.toggles.projection.value if cfg.toggles.projection else "random"
+    limiter = cfg.toggles.limiter is not False
+    theirs = run_with(cfg, lambda model: reference(model, cfg, projection, limiter))
+    assert ours.losses[-1] < ours.losses[0]
+    assert_same_params(ours.model, theirs.model)
+
+
+@pytest.mark.parametrize("variant", [FULL, MINI, [*FULL, "toggles=[svd_proj,no_limiter]"]],
+                         ids=lambda v: " ".join(v))
+def test_fused_equals_unfused_and_accumulation_equals_one_large_batch(tiny_cfg, variant):
+    common = (*APOLLO, *variant)
+    fused = train(tiny_cfg(*common, "toggles.fused_backward=true"))
+    plain = train(tiny_cfg(*common, "toggles.fused_backward=false"))
+    assert_same_params(fused.model, plain.model)
+    accumulated = train(tiny_cfg(*common, "toggles.fused_backward=true",
+                                 "trainer.batch_size=2", "trainer.grad_accum_steps=2"))
+    assert accumulated.losses == pytest.approx(fused.losses, rel=1e-5)
+    assert_same_params(accumulated.model, fused.model, rtol=1e-4, atol=1e-5)
+
+
+def test_clipping_equals_the_reference_on_clipped_gradients(tiny_cfg):
+    cfg = tiny_cfg(*APOLLO, *FULL, "trainer.clip_grad_norm=0.05")
+    ours = train(cfg)
+    theirs = run_with(cfg, lambda model: reference(model, cfg, "random", True))
+    assert_same_params(ours.model, theirs.model)
+
+
+@pytest.mark.parametrize("variant", [FULL, MINI, [*FULL, "toggles=[svd_proj,no_limiter]"],
+                                     [*FULL, "toggles.projection=none"]],
+                         ids=lambda v: " ".join(v))
+@pytest.mark.parametrize("precision", ["fp32", "bf16_weights"])
+def test_estimate_equals_measured_state(tiny_cfg, trainer, variant, precision):
+    cfg = tiny_cfg(*variant, f"trainer.precision={precision}")
+    run = trainer(cfg)
+    for _ in range(2):
+        run.train_step()
+    assert estimate(cfg).optimizer_state == optimizer_state_bytes(run.optimizer)
+
+
+def test_mini_state_is_the_closed_form(tiny_cfg):
+    """Each projected weight (rows x cols): two rank-1 moments of max(rows, cols) values, a
+    projector of min(rows, cols), and the limiter's norm; every other parameter AdamW's two
+    moments; all fp32."""
+    cfg = tiny_cfg("optimizer=apollo_mini")
+    run = train(cfg, steps=1)
+    expected = 0
+    for name, p in run.model.named_parameters():
+        if "mlp" in name or "self_attn" in name:
+            expected += 4 * (2 * max(p.shape) + min(p.shape) + 1)
+        else:
+            expected += 4 * 2 * p.numel()
+    assert optimizer_state_bytes(run.optimizer) == estimate(cfg).optimizer_state == expected
+
+
+def test_bf16_weights_fused_equals_unfused(tiny_cfg, trainer):
+    runs = []
+    for fused in ("true", "false"):
+        run = trainer(tiny_cfg(*APOLLO, *FULL, "trainer.precision=bf16_weights",
+                               f"toggles.fused_backward={fused}"))
+        runs.append((run, [run.train_step() for _ in range(4)]))
+    (a, a_losses), (b, b_losses) = runs
+    assert a_losses == b_losses
+    assert {p.dtype for p in a.model.parameters()} == {torch.bfloat16}
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.rank=65", "rank=65: must be <= min(rows, cols) = 64 for "
+                          "model.layers.0.self_attn.q_proj.weight with shape (64, 64)"),
+    ("optimizer.update_proj_gap=0", "update_proj_gap=0: must be > 0"),
+    ("optimizer.scale=0", "scale=0.0: must be > 0"),
+    ("toggles.projection=pca", "projection=pca: allowed for APOLLO are random, svd, none"),
+])
+def test_bad_values_are_one_line_errors_before_compute(tiny_cfg, override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check(tiny_cfg("optimizer=apollo", override))
