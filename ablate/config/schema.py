@@ -156,6 +156,22 @@ class ApolloConfig(OptimizerConfig):
     seed: int = MISSING  # for projection=random
 
 
+class Partition(Enum):
+    """Adam-mini's blocks for the attention and MLP weights (ablate/optim/adam_mini.py)."""
+
+    head = "head"  # queries and keys per head, the rest per output neuron (the reference)
+    neuron = "neuron"  # every weight per output neuron
+    tensor = "tensor"  # one block per weight
+
+
+@dataclass
+class AdamMiniConfig(OptimizerConfig):
+    betas: Tuple[float, float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+    num_heads: int = MISSING  # attention heads: a query or key head is in/num_heads rows
+
+
 # ---------------------------------------------------------------- the rest
 @dataclass
 class TogglesConfig:
@@ -173,6 +189,7 @@ class TogglesConfig:
     grouped_norm: Any = None
     nmf: Optional[bool] = None  # AdaLomo: false = full m x n second moment, not factored
     limiter: Optional[bool] = None  # APOLLO: false = no norm-growth limiter
+    partition: Optional[Partition] = None  # Adam-mini: head (its own), neuron, tensor
 
 
 @dataclass
@@ -382,6 +399,7 @@ def register_configs() -> None:
     cs.store(group="schema/optimizer", name="lomo", node=LomoConfig)
     cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
     cs.store(group="schema/optimizer", name="apollo", node=ApolloConfig)
+    cs.store(group="schema/optimizer", name="adam_mini", node=AdamMiniConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
     cs.store(group="schema/task", name="glue", node=GlueTaskConfig)
