@@ -172,6 +172,28 @@ class AdamMiniConfig(OptimizerConfig):
     num_heads: int = MISSING  # attention heads: a query or key head is in/num_heads rows
 
 
+class AdjustLr(Enum):
+    """Muon's lr for a rows x cols matrix (torch.optim.Muon's `adjust_lr_fn`)."""
+
+    original = "original"  # lr * sqrt(max(1, rows / cols)) (Keller Jordan's)
+    match_rms_adamw = "match_rms_adamw"  # lr * 0.2 * sqrt(max(rows, cols)) (Moonshot's)
+
+
+@dataclass
+class MuonConfig(OptimizerConfig):
+    momentum: float = MISSING
+    ns_steps: int = MISSING  # Newton-Schulz iterations
+    ns_coefficients: Tuple[float, float, float] = MISSING  # (a, b, c)
+    eps: float = MISSING  # floor of the norm the iteration's input is divided by
+    weight_decay: float = MISSING
+    adjust_lr_fn: AdjustLr = MISSING
+    muon_modules: List[str] = MISSING  # name substrings of the 2-D weights Muon takes
+    adamw_lr_ratio: float = MISSING  # the other parameters' AdamW lr = lr x this
+    adamw_betas: Tuple[float, float] = MISSING
+    adamw_eps: float = MISSING
+    adamw_weight_decay: float = MISSING
+
+
 # ---------------------------------------------------------------- the rest
 @dataclass
 class TogglesConfig:
@@ -190,6 +212,7 @@ class TogglesConfig:
     nmf: Optional[bool] = None  # AdaLomo: false = full m x n second moment, not factored
     limiter: Optional[bool] = None  # APOLLO: false = no norm-growth limiter
     partition: Optional[Partition] = None  # Adam-mini: head (its own), neuron, tensor
+    nesterov: Optional[bool] = None  # Muon: false = plain momentum (its own: Nesterov)
 
 
 @dataclass
@@ -400,6 +423,7 @@ def register_configs() -> None:
     cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
     cs.store(group="schema/optimizer", name="apollo", node=ApolloConfig)
     cs.store(group="schema/optimizer", name="adam_mini", node=AdamMiniConfig)
+    cs.store(group="schema/optimizer", name="muon", node=MuonConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
     cs.store(group="schema/task", name="glue", node=GlueTaskConfig)

@@ -6,6 +6,7 @@ from .adamw import AdamW
 from .apollo import Apollo
 from .galore import GaLoreAdamW
 from .lomo import Lomo
+from .muon import Muon
 from .sgd import SGD
 
-__all__ = ["AdaLomo", "AdamMini", "AdamW", "Apollo", "GaLoreAdamW", "Lomo", "SGD"]
+__all__ = ["AdaLomo", "AdamMini", "AdamW", "Apollo", "GaLoreAdamW", "Lomo", "Muon", "SGD"]

@@ -127,10 +127,11 @@ class GaLoreAdamW(Base):
 
 
 # ---------------------------------------------------------------- parameter selection
-def split_by_target(params, target_modules) -> list[dict]:
-    """Param groups: one carrying `rank` stays as given; any other is split into its named 2-D
+def split_by_target(params, target_modules, key: str = "rank", rest=None) -> list[dict]:
+    """Param groups: one carrying `key` stays as given; any other is split into its named 2-D
     parameters matching `target_modules` (projected, constructor's GaLore values) and the
-    rest (`rank=None`: plain AdamW). Unnamed parameters are never matched."""
+    rest (`key` set to `rest`, rank None: plain AdamW). Unnamed parameters are never
+    matched. Muon splits its matrices from its AdamW rest the same way."""
     groups = list(params)
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
@@ -141,16 +142,16 @@ def split_by_target(params, target_modules) -> list[dict]:
 
     result = []
     for group in groups:
-        if "rank" in group:
+        if key in group:
             result.append(group)
             continue
         items = list(group["params"])
         matched = [item for item in items if targeted(item)]
-        rest = [item for item in items if not targeted(item)]
+        others = [item for item in items if not targeted(item)]
         if matched:
             result.append({**group, "params": matched})
-        if rest:
-            result.append({**group, "params": rest, "rank": None})
+        if others:
+            result.append({**group, "params": others, key: rest})
     return result
 
 
