@@ -133,3 +133,25 @@ def test_bf16_weights_fused_equals_unfused(tiny_cfg, trainer):
 def test_bad_values_are_one_line_errors_before_compute(tiny_cfg, override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check(tiny_cfg("optimizer=apollo", override))
+
+
+def test_memory_efficient_preset_runs_every_optimizer_with_its_own_state():
+    """Each variant of the preset composes, passes the check, and gets its optimizer
+    (APOLLO-Mini through `optimizer_option`, which follows apollo_mini.yaml's base); their
+    estimated states on llama_tiny in the order their algorithms give."""
+    from ablate.config.check import checked
+    from ablate.config.variants import compose
+
+    state = {}
+    for variant in ("adamw", "adalomo", "lomo", "galore_adamw", "apollo", "apollo_mini",
+                    "adam_mini", "muon"):
+        cfg = checked(compose(["+ablation=memory_efficient", f"ablation.variant={variant}",
+                               "model=llama_tiny"]))
+        assert cfg.optimizer.name == variant
+        state[variant] = estimate(cfg).optimizer_state
+    # rank 128 -> 1 on 4 layers: per rank, each 256 x 256 attention weight 2 x 256 moment
+    # and 256 projector values, each 688 x 256 MLP weight 2 x 688 and 256; 4 bytes each
+    assert state["apollo"] - state["apollo_mini"] == 4 * 4 * 127 * (4 * 3 * 256
+                                                                  + 3 * (2 * 688 + 256))
+    assert (state["lomo"] < state["adalomo"] < state["apollo_mini"] < state["adam_mini"]
+            < state["muon"] < state["apollo"] == state["galore_adamw"] < state["adamw"])
