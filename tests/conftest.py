@@ -199,6 +199,18 @@ def assert_same_params(a: torch.nn.Module, b: torch.nn.Module, rtol=1e-5, atol=1
         torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=name)
 
 
+def assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common: str, rtol=1e-4, atol=1e-5):
+    """`common` fused = unfused (rtol 1e-5), and fused over 2 micro-batches of 2 rows = one
+    batch of 4 (losses to rel 1e-5, parameters to `rtol`/`atol`: summed in another order)."""
+    fused = train(tiny_cfg(*common, "toggles.fused_backward=true"))
+    plain = train(tiny_cfg(*common, "toggles.fused_backward=false"))
+    assert_same_params(fused.model, plain.model)
+    accumulated = train(tiny_cfg(*common, "toggles.fused_backward=true", "trainer.batch_size=2",
+                                 "trainer.grad_accum_steps=2"))
+    assert accumulated.losses == pytest.approx(fused.losses, rel=1e-5)
+    assert_same_params(accumulated.model, fused.model, rtol=rtol, atol=atol)
+
+
 def mean_loss(trainer, batch: dict):
     """The mean loss of a trainer's task on a batch: what one step without accumulation
     minimises."""

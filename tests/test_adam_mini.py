@@ -1,17 +1,18 @@
 """Adam-mini against the adam-mini package: same numbers for each partition; fused =
-unfused; accumulation, clipping; bf16 weights; the estimator's state = the measured state."""
+unfused; accumulation, clipping; the estimator's state = the measured state (bf16 weights:
+tests/test_precision.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 from adam_mini import Adam_mini
 
 from ablate.config.check import check
 from ablate.errors import ConfigError
 from ablate.estimate import estimate
 from ablate.memory import optimizer_state_bytes
-from conftest import assert_same_params, run_with, train
+from conftest import (assert_fused_equals_unfused_and_accumulated, assert_same_params,
+                      run_with, train)
 
 # Shapes no other test uses: 48 wide, 3 heads of 16, MLP 80.
 ADAM_MINI = ["optimizer=adam_mini", "model.hidden_size=48", "model.num_heads=3",
@@ -68,26 +69,7 @@ def test_blocks_are_the_papers(tiny_cfg):
 @pytest.mark.parametrize("toggles", ["all", "tensor_partition"])
 def test_fused_equals_unfused_and_accumulation_equals_one_large_batch(tiny_cfg, toggles):
     common = (*ADAM_MINI, f"toggles={toggles}")
-    fused = train(tiny_cfg(*common, "toggles.fused_backward=true"))
-    plain = train(tiny_cfg(*common, "toggles.fused_backward=false"))
-    assert_same_params(fused.model, plain.model)
-    accumulated = train(tiny_cfg(*common, "trainer.batch_size=2", "trainer.grad_accum_steps=2"))
-    assert accumulated.losses == pytest.approx(fused.losses, rel=1e-5)
-    assert_same_params(accumulated.model, fused.model, rtol=1e-4, atol=1e-5)
-
-
-def test_bf16_weights_fused_equals_unfused(tiny_cfg, trainer):
-    runs = []
-    for fused in ("true", "false"):
-        run = trainer(tiny_cfg(*ADAM_MINI, "trainer.precision=bf16_weights",
-                               f"toggles.fused_backward={fused}"))
-        runs.append((run, [run.train_step() for _ in range(4)]))
-    (a, a_losses), (b, b_losses) = runs
-    assert a_losses == b_losses
-    assert {v.dtype for s in a.optimizer.state.values() for v in s.values()
-            if torch.is_tensor(v)} == {torch.bfloat16}
-    for p, q in zip(a.model.parameters(), b.model.parameters()):
-        assert torch.equal(p, q)
+    assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common)
 
 
 @pytest.mark.parametrize("variant", [["model=llama_tiny"], ["model=gpt2_tiny"],

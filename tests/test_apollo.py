@@ -1,5 +1,6 @@
-"""APOLLO and APOLLO-Mini against apollo-torch: same numbers; fused = unfused; bf16 weights;
-accumulation; the estimator's state = the measured state; one-line errors."""
+"""APOLLO and APOLLO-Mini against apollo-torch: same numbers; fused = unfused; accumulation;
+the estimator's state = the measured state; one-line errors (bf16 weights:
+tests/test_precision.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from ablate.config.check import check
 from ablate.errors import ConfigError
 from ablate.estimate import estimate
 from ablate.memory import optimizer_state_bytes
-from conftest import assert_same_params, run_with, train
+from conftest import (assert_fused_equals_unfused_and_accumulated, assert_same_params,
+                      run_with, train)
 
 # Shapes no other test uses (48 wide, 3 heads, MLP 80: wide and tall weights); T=3 over 7
 # steps: projectors drawn at steps 1, 4 and 7.
@@ -67,13 +69,7 @@ def test_apollo_equals_apollo_torch(tiny_cfg, variant):
                          ids=lambda v: " ".join(v))
 def test_fused_equals_unfused_and_accumulation_equals_one_large_batch(tiny_cfg, variant):
     common = (*APOLLO, *variant)
-    fused = train(tiny_cfg(*common, "toggles.fused_backward=true"))
-    plain = train(tiny_cfg(*common, "toggles.fused_backward=false"))
-    assert_same_params(fused.model, plain.model)
-    accumulated = train(tiny_cfg(*common, "toggles.fused_backward=true",
-                                 "trainer.batch_size=2", "trainer.grad_accum_steps=2"))
-    assert accumulated.losses == pytest.approx(fused.losses, rel=1e-5)
-    assert_same_params(accumulated.model, fused.model, rtol=1e-4, atol=1e-5)
+    assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common)
 
 
 def test_clipping_equals_the_reference_on_clipped_gradients(tiny_cfg):
@@ -108,19 +104,6 @@ def test_mini_state_is_the_closed_form(tiny_cfg):
         else:
             expected += 4 * 2 * p.numel()
     assert optimizer_state_bytes(run.optimizer) == estimate(cfg).optimizer_state == expected
-
-
-def test_bf16_weights_fused_equals_unfused(tiny_cfg, trainer):
-    runs = []
-    for fused in ("true", "false"):
-        run = trainer(tiny_cfg(*APOLLO, *FULL, "trainer.precision=bf16_weights",
-                               f"toggles.fused_backward={fused}"))
-        runs.append((run, [run.train_step() for _ in range(4)]))
-    (a, a_losses), (b, b_losses) = runs
-    assert a_losses == b_losses
-    assert {p.dtype for p in a.model.parameters()} == {torch.bfloat16}
-    for p, q in zip(a.model.parameters(), b.model.parameters()):
-        assert torch.equal(p, q)
 
 
 @pytest.mark.parametrize("override,message", [

@@ -1,5 +1,6 @@
 """Muon against torch.optim.Muon (its matrices) + torch.optim.AdamW (the rest): same
-numbers; fused = unfused; accumulation, clipping; bf16 weights; estimate = measured state."""
+numbers; fused = unfused; accumulation, clipping; estimate = measured state (bf16 weights:
+tests/test_precision.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from ablate.config.check import check
 from ablate.errors import ConfigError
 from ablate.estimate import estimate
 from ablate.memory import optimizer_state_bytes
-from conftest import assert_same_params, run_with, train
+from conftest import (assert_fused_equals_unfused_and_accumulated, assert_same_params,
+                      run_with, train)
 
 # Shapes no other test uses: 40 wide, MLP 72 (tall and wide matrices); 5 heads of 8.
 MUON = ["optimizer=muon", "model.hidden_size=40", "model.num_heads=5",
@@ -81,32 +83,14 @@ def test_which_parameters_muon_takes_is_config(tiny_cfg):
 @pytest.mark.parametrize("toggles", ["all", "no_nesterov"])
 def test_fused_equals_unfused_and_accumulation_equals_one_large_batch(tiny_cfg, toggles):
     common = (*MUON, f"toggles={toggles}")
-    fused = train(tiny_cfg(*common, "toggles.fused_backward=true"))
-    plain = train(tiny_cfg(*common, "toggles.fused_backward=false"))
-    assert_same_params(fused.model, plain.model)
-    accumulated = train(tiny_cfg(*common, "trainer.batch_size=2", "trainer.grad_accum_steps=2"))
-    assert accumulated.losses == pytest.approx(fused.losses, rel=1e-5)
     # The Newton-Schulz iteration rounds to bf16: a gradient summed in another order (over
     # micro-batches, or scaled by a clipping norm summed in another order) can round one
     # element of its input the other way, a change of 2^-8 of its size (measured: 5e-3 of
     # the largest weight after 7 clipped steps).
-    assert_same_params(accumulated.model, fused.model, rtol=1e-2, atol=1e-3)
+    assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common, rtol=1e-2, atol=1e-3)
     clipped = [train(tiny_cfg(*common, "trainer.clip_grad_norm=0.05",
                               f"toggles.fused_backward={fused}")) for fused in ("true", "false")]
     assert_same_params(*(run.model for run in clipped), rtol=1e-2, atol=1e-3)
-
-
-def test_bf16_weights_fused_equals_unfused(tiny_cfg, trainer):
-    runs = []
-    for fused in ("true", "false"):
-        run = trainer(tiny_cfg(*MUON, "trainer.precision=bf16_weights",
-                               f"toggles.fused_backward={fused}"))
-        runs.append((run, [run.train_step() for _ in range(4)]))
-    (a, a_losses), (b, b_losses) = runs
-    assert a_losses == b_losses
-    assert {p.dtype for p in a.model.parameters()} == {torch.bfloat16}
-    for p, q in zip(a.model.parameters(), b.model.parameters()):
-        assert torch.equal(p, q)
 
 
 @pytest.mark.parametrize("variant", [["model=llama_tiny"], ["model=gpt2_tiny"],

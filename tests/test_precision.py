@@ -80,7 +80,8 @@ def state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
             if torch.is_tensor(v)]
 
 
-FUSED = [0, 2, 3, 8, 11, 13]  # AdamW, SGD, LOMO, AdaLomo (global norm), GaLore two-sided, full
+FUSED = [0, 2, 3, 8, 11, 13,  # AdamW, SGD, LOMO, AdaLomo (global norm), GaLore two-sided, full
+         14, 15, 16, 17]  # APOLLO, APOLLO-Mini (SVD), Adam-mini, Muon
 
 
 @pytest.mark.parametrize("optimizer", [OPTIMIZERS[i] for i in FUSED], ids=[IDS[i] for i in FUSED])

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from .base import Base, check_hyperparameters, named
-from .galore import DEFAULT_TARGET_MODULES, galore_adamw, projectors, split_by_target
+from .galore import (DEFAULT_TARGET_MODULES, check_projected, galore_adamw, projectors,
+                     split_by_target)
 from .precision import fp32_update
 
 PROJECTIONS = ("random", "svd", "none")
@@ -138,22 +139,8 @@ def check_group(group: dict) -> None:
         raise ValueError(f"scaling={group['scaling']}: allowed are {', '.join(SCALINGS)}")
     if not isinstance(group["limiter"], bool):
         raise ValueError(f"limiter={group['limiter']}: allowed are true, false")
-    if group["rank"] is None:  # plain AdamW: the APOLLO values are not used
-        return
-    rank, gap, scale = group["rank"], group["update_proj_gap"], group["scale"]
-    if not rank > 0:
-        raise ValueError(f"rank={rank}: must be > 0")
-    if not gap > 0:
-        raise ValueError(f"update_proj_gap={gap}: must be > 0")
-    if not scale > 0.0:
-        raise ValueError(f"scale={scale}: must be > 0")
-    for name, p in named(group) if projected(group) else ():
-        if p.dim() != 2:
-            raise ValueError(f"{name} with shape {tuple(p.shape)} cannot be projected: APOLLO "
-                             "projects 2-D weights only")
-        if rank > min(p.shape):
-            raise ValueError(f"rank={rank}: must be <= min(rows, cols) = {min(p.shape)} for "
-                             f"{name} with shape {tuple(p.shape)}")
+    if group["rank"] is not None:  # None: plain AdamW, the APOLLO values are not used
+        check_projected(group, projected(group), "APOLLO")
 
 
 # ---------------------------------------------------------------- the math
