@@ -7,16 +7,11 @@ bytes. Ends with one line of JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import torch
 from adam_mini import Adam_mini
-from bench_galore import Clock
-from paired_bench import report, run_pairs
+from paired_bench import main
 
-import ablate.optim.adam_mini
-from ablate.config.variants import compose
+from ablate.optim import AdamMini
 
 
 def reference_optimizer(model: torch.nn.Module, cfg) -> Adam_mini:
@@ -26,27 +21,5 @@ def reference_optimizer(model: torch.nn.Module, cfg) -> Adam_mini:
                      n_heads=cfg.model.num_heads, verbose=False)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["llama_20m", "llama_60m"])
-    parser.add_argument("--steps", type=int, default=8, help="timed steps (pairs)")
-    parser.add_argument("--threads", type=int, default=1, help="torch compute threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    clocks = [Clock(), Clock()]
-    clocks[0].patch(ablate.optim.adam_mini, "adam_mini", "optimizer")
-    clocks[1].patch(Adam_mini, "step", "optimizer")
-    results = {}
-    for model in args.models:
-        cfg = compose(["optimizer=adam_mini", f"model={model}", "trainer.batch_size=4",
-                       "trainer.seq_len=256", "trainer.device=cpu", "trainer.schedule=constant",
-                       "trainer.warmup_steps=0", "trainer.max_steps=1000000",
-                       "logger.wandb.mode=disabled"])
-        results[model] = run_pairs(cfg, reference_optimizer, clocks, args.steps)
-        report(model, results[model])
-    print(json.dumps({"batch": "4x256", "device": "cpu", "threads": args.threads,
-                      "results": results}))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, ["adam_mini"], reference_optimizer, (AdamMini, "_update"), (Adam_mini, "step"))

@@ -9,17 +9,13 @@ timed steps are steady ones. Ends with one line of JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
 import zlib
 
 import torch
 from apollo_torch import APOLLOAdamW
-from bench_galore import Clock
-from paired_bench import report, run_pairs
+from paired_bench import main
 
-import ablate.optim.apollo
-from ablate.config.variants import compose
+from ablate.optim import Apollo
 
 
 def reference_optimizer(model: torch.nn.Module, cfg) -> APOLLOAdamW:
@@ -42,29 +38,6 @@ def reference_optimizer(model: torch.nn.Module, cfg) -> APOLLOAdamW:
     return optimizer
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["llama_20m", "llama_60m"])
-    parser.add_argument("--steps", type=int, default=8, help="timed steps (pairs)")
-    parser.add_argument("--threads", type=int, default=1, help="torch compute threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    clocks = [Clock(), Clock()]
-    clocks[0].patch(ablate.optim.apollo.Apollo, "_update", "optimizer")
-    clocks[1].patch(APOLLOAdamW, "step", "optimizer")
-    results = {}
-    for model in args.models:
-        for optimizer in ("apollo", "apollo_mini"):
-            cfg = compose([f"optimizer={optimizer}", f"model={model}", "trainer.batch_size=4",
-                           "trainer.seq_len=256", "trainer.device=cpu",
-                           "trainer.schedule=constant", "trainer.warmup_steps=0",
-                           "trainer.max_steps=1000000", "logger.wandb.mode=disabled"])
-            name = f"{model} {optimizer}"
-            results[name] = run_pairs(cfg, reference_optimizer, clocks, args.steps)
-            report(name, results[name])
-    print(json.dumps({"batch": "4x256", "device": "cpu", "threads": args.threads,
-                      "results": results}))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, ["apollo", "apollo_mini"], reference_optimizer, (Apollo, "_update"),
+         (APOLLOAdamW, "step"))

@@ -9,10 +9,14 @@ over pairs are reported, with the CPU seconds inside each optimizer's own update
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 
+import torch
 from bench_galore import Clock, quartiles, state_bytes
 
+from ablate.config.variants import compose
 from ablate.memory import optimizer_state_bytes
 from ablate.train import Trainer
 
@@ -65,3 +69,30 @@ def report(model: str, r: dict) -> None:
           f"{r['ours_state_bytes_held']:,}), reference {r['reference_state_bytes']:,} (held "
           f"{r['reference_state_bytes_held']:,}); max loss difference "
           f"{r['max_loss_difference']:.2e}", flush=True)
+
+
+def main(doc: str, optimizers: list[str], make_reference, ours: tuple, reference: tuple) -> None:
+    """A bench's command line: each `--models` x `optimizers`, ours against
+    `make_reference(model, cfg)`; `ours` and `reference` are the (class, method) whose CPU
+    time is each one's optimizer update. Ends with one line of JSON."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["llama_20m", "llama_60m"])
+    parser.add_argument("--steps", type=int, default=8, help="timed steps (pairs)")
+    parser.add_argument("--threads", type=int, default=1, help="torch compute threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    clocks = [Clock(), Clock()]
+    clocks[0].patch(*ours, "optimizer")
+    clocks[1].patch(*reference, "optimizer")
+    results = {}
+    for model in args.models:
+        for optimizer in optimizers:
+            cfg = compose([f"optimizer={optimizer}", f"model={model}", "trainer.batch_size=4",
+                           "trainer.seq_len=256", "trainer.device=cpu",
+                           "trainer.schedule=constant", "trainer.warmup_steps=0",
+                           "trainer.max_steps=1000000", "logger.wandb.mode=disabled"])
+            name = f"{model} {optimizer}"
+            results[name] = run_pairs(cfg, make_reference, clocks, args.steps)
+            report(name, results[name])
+    print(json.dumps({"batch": "4x256", "device": "cpu", "threads": args.threads,
+                      "results": results}))

@@ -199,6 +199,15 @@ def assert_same_params(a: torch.nn.Module, b: torch.nn.Module, rtol=1e-5, atol=1
         torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=name)
 
 
+def assert_equals_reference(cfg, make_reference) -> None:
+    """The runner's job (fused, unless `cfg` says otherwise) trains, and ends with the
+    parameters of `make_reference(model)` stepped by the same loop after backward."""
+    ours = train(cfg)
+    theirs = run_with(cfg, make_reference)
+    assert ours.losses[-1] < ours.losses[0]
+    assert_same_params(ours.model, theirs.model)
+
+
 def assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common: str, rtol=1e-4, atol=1e-5):
     """`common` fused = unfused (rtol 1e-5), and fused over 2 micro-batches of 2 rows = one
     batch of 4 (losses to rel 1e-5, parameters to `rtol`/`atol`: summed in another order)."""

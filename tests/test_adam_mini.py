@@ -8,8 +8,8 @@ import pytest
 from adam_mini import Adam_mini
 
 from ablate.estimate import estimate
-from conftest import (assert_fused_equals_unfused_and_accumulated, assert_same_params,
-                      run_with, train)
+from conftest import (assert_equals_reference, assert_fused_equals_unfused_and_accumulated,
+                      train)
 
 # Shapes no other test uses: 48 wide, 3 heads of 16, MLP 80.
 ADAM_MINI = ["optimizer=adam_mini", "model.hidden_size=48", "model.num_heads=3",
@@ -42,10 +42,7 @@ def reference(model, cfg) -> Adam_mini:
 def test_adam_mini_equals_the_package(tiny_cfg, variant):
     """Ours fused (the runner's path) against the reference stepped after backward."""
     cfg = tiny_cfg(*ADAM_MINI, *variant)
-    ours = train(cfg)
-    theirs = run_with(cfg, lambda model: reference(model, cfg))
-    assert ours.losses[-1] < ours.losses[0]
-    assert_same_params(ours.model, theirs.model)
+    assert_equals_reference(cfg, lambda model: reference(model, cfg))
 
 
 def test_blocks_are_the_papers(tiny_cfg):

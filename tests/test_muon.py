@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import (assert_fused_equals_unfused_and_accumulated, assert_same_params,
-                      run_with, train)
+from conftest import (assert_equals_reference, assert_fused_equals_unfused_and_accumulated,
+                      assert_same_params, train)
 
 # Shapes no other test uses: 40 wide, MLP 72 (tall and wide matrices); 5 heads of 8.
 MUON = ["optimizer=muon", "model.hidden_size=40", "model.num_heads=5",
@@ -61,10 +61,7 @@ class TorchMuonAndAdamW:
 def test_muon_equals_torch_muon_and_adamw(tiny_cfg, variant):
     """Ours fused (the runner's path) against torch's two optimizers after backward."""
     cfg = tiny_cfg(*MUON, *variant)
-    ours = train(cfg)
-    theirs = run_with(cfg, lambda model: TorchMuonAndAdamW(model, cfg))
-    assert ours.losses[-1] < ours.losses[0]
-    assert_same_params(ours.model, theirs.model)
+    assert_equals_reference(cfg, lambda model: TorchMuonAndAdamW(model, cfg))
 
 
 def test_which_parameters_muon_takes_is_config(tiny_cfg):

@@ -108,16 +108,22 @@ class SGDConfig(OptimizerConfig):
 
 
 @dataclass
-class GaLoreAdamWConfig(OptimizerConfig):
+class ProjectedConfig(OptimizerConfig):
+    """GaLore's and APOLLO's common keys: Adam moments in a projection of 2-D weights."""
+
     betas: Tuple[float, float] = MISSING
     eps: float = MISSING
     weight_decay: float = MISSING
     rank: int = MISSING
     update_proj_gap: int = MISSING  # T: steps between projector refreshes
-    scale: float = MISSING  # alpha
-    proj_type: ProjType = MISSING
+    scale: float = MISSING  # alpha (APOLLO: the update is multiplied by sqrt(alpha))
     target_modules: List[str] = MISSING  # name substrings of the projected 2-D weights
     seed: int = MISSING  # for projection=random
+
+
+@dataclass
+class GaLoreAdamWConfig(ProjectedConfig):
+    proj_type: ProjType = MISSING
 
 
 @dataclass
@@ -144,16 +150,8 @@ class Scaling(Enum):
 
 
 @dataclass
-class ApolloConfig(OptimizerConfig):
-    betas: Tuple[float, float] = MISSING
-    eps: float = MISSING
-    weight_decay: float = MISSING
-    rank: int = MISSING
-    update_proj_gap: int = MISSING  # T: steps between projector refreshes
-    scale: float = MISSING  # alpha: the update is multiplied by sqrt(alpha)
+class ApolloConfig(ProjectedConfig):
     scaling: Scaling = MISSING
-    target_modules: List[str] = MISSING  # name substrings of the projected 2-D weights
-    seed: int = MISSING  # for projection=random
 
 
 class Partition(Enum):
