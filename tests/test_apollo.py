@@ -83,6 +83,7 @@ def test_mini_state_is_the_closed_form(tiny_cfg):
     assert optimizer_state_bytes(run.optimizer) == estimate(cfg).optimizer_state == expected
 
 
+@pytest.mark.slow
 def test_memory_efficient_preset_runs_every_optimizer_with_its_own_state():
     """Each variant of the preset composes, passes the check, and gets its optimizer
     (APOLLO-Mini through `optimizer_option`, which follows apollo_mini.yaml's base); their
