@@ -157,4 +157,4 @@ def adam_mini(param: Tensor, grad: Tensor, state: dict, *, kind: str, lr: float,
     h = (vmean.sqrt() / bias_correction2_sqrt).add_(eps)
     update = (blocks * ((1 / bias_correction1) / h)).view(param.shape)
     update.mul_(lr)
-    param.add_(-update)
+    param.sub_(update)  # the reference adds -update: the same numbers, one temporary less
