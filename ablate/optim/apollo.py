@@ -110,7 +110,8 @@ class Apollo(Base):
                            rank=group["rank"], update_proj_gap=group["update_proj_gap"],
                            scale=group["scale"], scaling=group["scaling"],
                            projection=group["projection"], limiter=group["limiter"])
-                else:
+                else:  # GaLore's unprojected AdamW (the reference shares it); with
+                    # sides=None its projection arguments are not read
                     galore_adamw(p32, p.grad.float(), state32, name="", lr=group["lr"],
                                  beta1=beta1, beta2=beta2, eps=group["eps"],
                                  weight_decay=group["weight_decay"], sides=None, rank=0,
