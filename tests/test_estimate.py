@@ -39,7 +39,6 @@ OPTIMIZERS = [
     ["optimizer=apollo", "optimizer.rank=8"],
     ["optimizer=apollo_mini", "toggles=[svd_proj,no_limiter]"],
     ["optimizer=adam_mini"],
-    ["optimizer=adam_mini", "toggles=tensor_partition"],
     ["optimizer=muon"],
 ]
 
