@@ -9,7 +9,7 @@ import torch
 from ablate.optim import Adafactor
 from ablate.train import Trainer
 from conftest import assert_same_params, train
-from test_distributed import assert_same_results, with_values
+from test_distributed import assert_equal_results, two_and_one_process, with_values
 from test_galore import run_with
 
 CONSTANT = ["trainer.schedule=constant", "trainer.warmup_steps=0", "trainer.max_steps=6"]
@@ -178,7 +178,8 @@ def test_adapter_with_bf16_weights_fused_equals_unfused(tiny_cfg, trainer, adapt
         assert torch.equal(p, q)
 
 
-# Every baseline on 2 gloo processes against 1 (as tests/test_distributed.py), fused and not.
+# Every baseline on 2 gloo processes against 1 (tests/test_distributed.py's cases: the plain
+# batch, fused and not).
 # 8-bit moments: a summation-order difference that moves a moment across a code boundary
 # changes the step by about lr / 100 (1.5e-6 measured at lr 1e-4): the lr keeps it under atol.
 BASELINES = {
@@ -191,22 +192,9 @@ BASELINES = {
 
 @pytest.mark.slow
 def test_baselines_on_two_processes_equal_one_process(tiny_cfg):
-    import dist_worker
-
-    from ablate import distributed
-
-    two, one, steps = {}, {}, 3
-    for name, args in BASELINES.items():
-        base = tiny_cfg(*args, "trainer.seq_len=16", f"trainer.max_steps={steps}")
-        for fused in ("true", "false"):
-            common = [f"toggles.fused_backward={fused}"]
-            two[f"{name} {fused}"] = with_values(base, *common, "trainer.batch_size=2",
-                                                 "trainer.processes=2")
-            one[f"{name} {fused}"] = with_values(base, *common, "trainer.batch_size=4")
-    results = distributed.launch(2, dist_worker.train_all, (two, steps))
-    reference = dist_worker.train_all(one, steps)
-    assert results.keys() == reference.keys() == two.keys()
-    assert_same_results(results, reference)
+    results, reference = two_and_one_process(tiny_cfg, BASELINES)
+    assert len(results) == len(reference) == len(BASELINES) * 2
+    assert_equal_results(results, reference)
 
 
 @pytest.mark.parametrize("optimizer", [["optimizer=adamw8bit"],
