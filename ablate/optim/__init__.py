@@ -11,5 +11,5 @@ from .lomo import Lomo
 from .muon import Muon
 from .sgd import SGD
 
-__all__ = ["Adafactor", "AdaLomo", "AdamMini", "AdamW", "AdamW8bit", "Apollo", "GaLoreAdamW", "Lomo",
-           "Muon", "SGD"]
+__all__ = ["Adafactor", "AdaLomo", "AdamMini", "AdamW", "AdamW8bit", "Apollo", "GaLoreAdamW",
+           "Lomo", "Muon", "SGD"]
