@@ -225,8 +225,9 @@ COLUMNS = ("weights", "gradients", "optimizer_state", "activations", "total")
 
 
 def label(cfg: DictConfig) -> str:
-    """Model, optimizer, its adapter if any, the toggles set, the backward, and a precision or activation
-    checkpointing other than the default: `llama_7b adalomo nmf=False fused bf16_weights`."""
+    """Model, optimizer, its adapter if any, the toggles set, the backward, and a precision
+    or activation checkpointing other than the default: `llama_7b adalomo nmf=False fused
+    bf16_weights`, `llama_tiny adamw lora(r=8) fused`."""
     toggles = OmegaConf.to_container(cfg.toggles, resolve=True, enum_to_str=True)
     set_ = [f"{k}={v}" for k, v in toggles.items() if v is not None and k != "fused_backward"]
     t = cfg.trainer
