@@ -307,6 +307,10 @@ ROWS = [
     ("ablate", [*JSON_TASK, "task.data_files={tmp}/binary.jsonl"], "binary.jsonl: not UTF-8"),
     ("ablate", [*JSON_TASK, "task.data_files={tmp}/header_only.csv"],
      "header_only.csv: a header and no rows"),
+    # -------------------------------------------------- issue 24: thread budget
+    ("ablate", ["trainer.threads=-1"], "trainer.threads=-1: must be >= 0"),
+    ("ablate", ["trainer.threads=two"], "trainer.threads=two"),
+    ("ablate", ["-m", "trainer.threads=1,-2"], "trainer.threads=-2: must be >= 0"),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],

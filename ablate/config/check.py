@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import os
 import typing
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..cores import cores
 from ..errors import ConfigError, IncompatibleToggles, unknown_key
 from ..models import build_model, check_weights, shape
 from ..optim.build import build_optimizer, optimizer_class
@@ -130,6 +130,9 @@ def check(cfg: DictConfig) -> None:
     if t.device.value == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda: no CUDA device is available (allowed: auto, cpu)")
     _check_processes(t)
+    if t.threads is not None and t.threads < 0:
+        raise ConfigError(f"trainer.threads={t.threads}: must be >= 0 (0 or null: this job's "
+                          "share of the CPU cores)")
     _check_optimizer_builds(cfg)
 
 
@@ -168,10 +171,9 @@ def _check_processes(t: DictConfig) -> None:
         raise ConfigError(f"trainer.processes={t.processes}: more than this machine's "
                           f"{torch.cuda.device_count()} GPUs (allowed: 1 to "
                           f"{torch.cuda.device_count()}, one process per GPU)")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not cuda and t.processes > cores:
-        raise ConfigError(f"trainer.processes={t.processes}: more than the {cores} CPU cores "
-                          f"this job may use (allowed: 1 to {cores})")
+    if not cuda and t.processes > cores():
+        raise ConfigError(f"trainer.processes={t.processes}: more than the {cores()} CPU cores "
+                          f"this job may use (allowed: 1 to {cores()})")
 
 
 def _check_optimizer_builds(cfg: DictConfig) -> None:

@@ -25,7 +25,7 @@ from .variants import parse_assignment
 NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "share_gpus", "logger", "task.cache_dir",
                "trainer.progress", "trainer.log_interval", "trainer.eval_interval",
                "trainer.checkpoint_every", "trainer.bucket_mb", "trainer.collective_timeout_s",
-               "tune", "ablation.seeds")
+               "trainer.threads", "tune", "ablation.seeds")
 
 
 def config_hash(cfg: DictConfig) -> str:
