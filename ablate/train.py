@@ -268,6 +268,7 @@ class Trainer:
             took = time.perf_counter() - began
             if self.step == before:  # a non-finite loss: the step updated nothing
                 status, loss = "diverged", step_loss.item()
+                pending.clear()  # the finite losses before it: the summary says where it ended
                 log({"step": self.step + 1, "loss": loss})
                 break
             pending.append(step_loss)

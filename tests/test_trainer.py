@@ -78,7 +78,8 @@ def test_a_non_finite_loss_updates_no_parameter(tiny_cfg, fused):
         return (value * math.nan if diverged.step == 3 else value, *rest)
     diverged.task.loss = loss
     records = []
-    assert diverged.fit(records.append)["status"] == "diverged"
+    summary = diverged.fit(records.append)
+    assert summary["status"] == "diverged" and math.isnan(summary["final_train_loss"])
     assert records[-1]["step"] == 4 and math.isnan(records[-1]["loss"])
     before = train(cfg, steps=3)
     for (name, p), q in zip(diverged.model.named_parameters(), before.model.parameters()):
