@@ -307,6 +307,29 @@ ROWS = [
     ("ablate", [*JSON_TASK, "task.data_files={tmp}/binary.jsonl"], "binary.jsonl: not UTF-8"),
     ("ablate", [*JSON_TASK, "task.data_files={tmp}/header_only.csv"],
      "header_only.csv: a header and no rows"),
+    # -------------------------------------------------- issue 26 claims
+    ("ablate", ["-m", "+ablation=adam_components", "ablation.seeds=[0]",
+                "ablation.claims=[{{variant: adamw, against: sgd, expect: worse}}]"],
+     "ablation.claims[0].variant=adamw: not a variant of the preset (allowed: baseline, adam, "
+     "no_momentum, no_second_moment, sgd)"),
+    ("ablate", ["+ablation=adalomo_vs_adamw",
+                "ablation.claims=[{{variant: adalomo, against: adamw, expect: equivalent}}]"],
+     "ablation.claims[0].margin=None: expect=equivalent needs a margin > 0"),
+    ("ablate", ["+ablation=adalomo_vs_adamw",
+                "ablation.claims=[{{variant: lomo, against: adamw, expect: not_worse, margin: -1}}]"],
+     "ablation.claims[0].margin=-1: expect=not_worse needs a margin > 0"),
+    ("ablate", ["+ablation=adalomo_decay_rate",
+                "ablation.claims=[{{variant: baseline, against: beta2_0.999, expect: faster}}]"],
+     "ablation.claims[0].expect=faster: allowed are worse, better, equivalent, not_worse"),
+    ("ablate", ["+ablation=adalomo_decay_rate", "ablation.claims=[{{variant: baseline, "
+                "against: beta2_0.999, expect: worse, metric: mmlu}}]"],
+     "ablation.claims[0].metric=mmlu: allowed are test_loss"),
+    ("ablate", ["+ablation=adalomo_decay_rate", "ablation.claims=[{{variant: baseline, "
+                "against: beta2_0.999, expect: worse, margin: 0.1}}]"],
+     "ablation.claims[0].margin=0.1: only equivalent and not_worse take a margin"),
+    ("ablate", ["+ablation=adalomo_decay_rate", "ablation.claims=[{{variant: baseline, "
+                "against: beta2_0.999, expects: worse}}]"],
+     "ablation.claims[0].expects: unknown key (allowed: variant, against, expect, margin,"),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],

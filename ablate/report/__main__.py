@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ..config.identity import label
 from .groups import by_variant, common_parts, find_baseline
-from .plots import plot_bars, plot_losses, plot_sensitivity
+from .claims import claim_lines, stated_claims
+from .plots import plot_bars, plot_losses, plot_memory_frontier, plot_sensitivity
 from .read import Job, number, read_jobs
 from .stats import ALPHA, mean_std
 from .table import choose_lr, fmt, glue_table, job_notes, markdown_table, tuning_notes, \
@@ -69,6 +70,13 @@ def compare_variants(jobs: list[Job], baseline_spec: str | None, loss_target: fl
              f"- Baseline: `{rows[baseline]['label']}`, {how}",
              f"- Loss target: {target_how}", "",
              markdown_table(list(rows.values())), ""]
+    claims = stated_claims(jobs)
+    if claims:  # by the preset's variant names, `baseline` the baseline found above
+        named = {job.preset_variant: job.key for job in jobs if job.preset_variant is not None}
+        named["baseline"] = baseline
+        lines += [f"{'###' if task is not None else '##'} Claims", "",
+                  *claim_lines(claims, {name: chosen[key][0] for name, key in named.items()}),
+                  ""]
     return rows, choices, shown, lines
 
 
@@ -111,6 +119,7 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
               "Memory per variant: mean ± std over seeds")
     plot_bars(out / "tgs.png", in_order, [("tgs", "tokens per second per device (TGS)")],
               "Throughput per variant: mean ± std over seeds")
+    plot_memory_frontier(out / "loss_vs_memory.png", in_order, ", ".join(kinds))
     sweeps = sorted({str(job.summary["sweep"]) for job in jobs if job.summary.get("sweep")})
     devices = sorted({str(job.summary.get("device")) for job in jobs if "device" in job.summary})
     left_out = [f"{repeated} repeated attempts of the same configs"] * bool(repeated) + [
@@ -138,6 +147,7 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
         *(["![learning-rate sensitivity](lr_sensitivity.png)", ""] if tuned else []),
         "![training loss vs step](loss_vs_step.png)", "",
         "![peak and optimizer-state memory](memory.png)", "",
+        "![test loss against memory, the lower-left frontier marked](loss_vs_memory.png)", "",
         "![throughput](tgs.png)",
     ]
     glue = glue_table(shown)
