@@ -126,9 +126,12 @@ def frontier(points: list[tuple[float, float]]) -> list[bool]:
 def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
     """Each variant's mean test loss (whiskers: the 95% Student-t interval) against its
     optimizer-state memory and its peak memory (`kind`: how peak memory was measured), log
-    axes (symmetric-log, so that a stateless optimizer's 0 shows); each panel's frontier
-    points ringed and joined. A variant without a number is named in the title."""
+    axes (ticks at the variants' values when there are few), a memory of 0 (a stateless
+    optimizer) drawn at a tenth of the panel's smallest other one, its tick "0"; each
+    panel's frontier points ringed and joined. A variant without a number is named in the
+    title."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     panels = [("optimizer_state_gb_mean", "optimizer state, GB (log)"),
               ("peak_memory_gb_mean", f"peak memory, GB ({kind}; log)")]
@@ -136,25 +139,33 @@ def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
     colors = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
     skipped = set()
     for ax, (key, xlabel) in zip(axes, panels):
-        shown = [row for row in rows if math.isfinite(row[key])
+        shown = [row for row in rows if math.isfinite(row[key]) and row[key] >= 0
                  and math.isfinite(row["test_loss_mean"])]
         skipped |= {row["label"] for row in rows if row not in shown}
         points = [(row[key], row["test_loss_mean"]) for row in shown]
         best = frontier(points)
+        floor = min([x for x, _ in points if x > 0] or [1e-5]) / 10
         for i, (row, (x, y), on) in enumerate(zip(shown, points, best)):
             low, high = row["test_loss_ci_low"], row["test_loss_ci_high"]
             err = [[y - low], [high - y]] if math.isfinite(low) else None
-            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, markersize=6,
+            name = row["label"] + (" (baseline)" if row["is_baseline"] else "")
+            ax.errorbar(x or floor, y, yerr=err, fmt="o", capsize=3, markersize=6,
                         color="black" if row["is_baseline"] else colors[i % len(colors)],
-                        label=wrap(row["label"]) + (" (baseline)" if row["is_baseline"] else ""))
+                        label=wrap(name))
+            ax.annotate(name, (x or floor, y), xytext=(6, 4), textcoords="offset points",
+                        fontsize="x-small")
             if on:
-                ax.plot(x, y, "o", markersize=15, markerfacecolor="none", color="red")
-        edge = sorted(p for p, on in zip(points, best) if on)
+                ax.plot(x or floor, y, "o", markersize=15, markerfacecolor="none", color="red")
+        edge = sorted((x or floor, y) for (x, y), on in zip(points, best) if on)
         ax.plot([x for x, _ in edge], [y for _, y in edge], "--", color="red", linewidth=1,
                 label="lower-left frontier")
-        positive = [x for x, _ in points if x > 0]
-        ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-6)
+        ax.set_xscale("log")
+        ticks = sorted({x or floor for x, _ in points})
+        if len(ticks) <= 8:  # each variant's memory read off the axis; else decades only
+            ax.set_xticks(ticks, [fmt(x) if x != floor else "0" for x in ticks], rotation=30)
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
+        ax.margins(x=0.15)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("test loss (mean, 95% CI)")
     axes[1].legend(fontsize="small", loc="best")
