@@ -27,7 +27,7 @@ KEYS = ("variant", "against", "expect", "margin", "metric")
 def check_claims(claims: list, variants: list[str]) -> None:
     """Each claim of a preset whose variants are `variants` (`baseline` names its baseline):
     one ConfigError line for the first bad one."""
-    names = ["baseline", *variants]
+    names = list(dict.fromkeys(["baseline", *variants]))
     for i, claim in enumerate(claims):
         where = f"ablation.claims[{i}]"
         if not isinstance(claim, dict):
