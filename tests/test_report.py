@@ -425,6 +425,6 @@ def test_report_states_each_claim_of_the_saved_config(tmp_path):
                                "**contradicted**: Δ -0.5")
     assert lines[2] == ("- `c` better than `a` (test_loss): **inconclusive**: c has 0 completed "
                         "jobs, a 3: a test needs two on each side")
-    assert lines[3] == ("- `d` not worse than `baseline` within ±0.1 (test_loss): "
+    assert lines[3] == ("- `d` not worse than `baseline` (margin 0.1) (test_loss): "
                         "**inconclusive**: no job of variant d in this sweep")
     assert (tmp_path / "r" / "loss_vs_memory.png").read_bytes().startswith(PNG)

@@ -1,5 +1,5 @@
 """`python -m ablate.report SWEEP_DIR [--baseline PARTS] [--loss-target X] [--out DIR]`:
-one row per variant of a sweep, in report.md, report.csv, four plots and the terminal.
+one row per variant of a sweep, in report.md, report.csv, the plots and the terminal.
 
 Every job under SWEEP_DIR (nested sweep directories too) is read from its `summary.json`
 and `metrics.jsonl`; a job directory without a summary (`.hydra/` only) counts as killed.
@@ -15,6 +15,8 @@ Jobs of different tasks (`task` in their summaries: a GLUE task and a language-m
 are never compared: each task gets its own table, baseline and loss target.
 A job the report cannot read (ablate/report/read.py) is listed with its path and the reason,
 and left out of every number; the other jobs are reported.
+The claims of the preset (`ablation.claims` in the jobs' saved configs) are judged in a
+Claims section, one line each: supported, contradicted or inconclusive (ablate/report/claims.py).
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ def claim_lines(claims: list[dict], named: dict[str, list[Job]]) -> list[str]:
     lines = []
     for claim in claims:
         metric = claim.get("metric", "test_loss")
-        margin = f" within ±{fmt(claim['margin'])}" if "margin" in claim else ""
+        margin = ("" if "margin" not in claim else f" within ±{fmt(claim['margin'])}"
+                  if claim["expect"] == "equivalent" else f" (margin {fmt(claim['margin'])})")
         what = (f"`{claim['variant']}` {WORDS[claim['expect']]} `{claim['against']}`"
                 f"{margin} ({metric})")
         missing = [name for name in (claim["variant"], claim["against"]) if name not in named]
