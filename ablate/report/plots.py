@@ -126,7 +126,7 @@ def frontier(points: list[tuple[float, float]]) -> list[bool]:
 def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
     """Each variant's mean test loss (whiskers: the 95% Student-t interval) against its
     optimizer-state memory and its peak memory (`kind`: how peak memory was measured), log
-    axes (ticks at the variants' values when there are few), a memory of 0 (a stateless
+    axes (ticks at the variants' values, 3% apart, when there are few), a memory of 0 (a stateless
     optimizer) drawn at a tenth of the panel's smallest other one, its tick "0"; each
     panel's frontier points ringed and joined. A variant without a number is named in the
     title."""
@@ -152,7 +152,8 @@ def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
             ax.errorbar(x or floor, y, yerr=err, fmt="o", capsize=3, markersize=6,
                         color="black" if row["is_baseline"] else colors[i % len(colors)],
                         label=wrap(name))
-            ax.annotate(name, (x or floor, y), xytext=(6, 4), textcoords="offset points",
+            ax.annotate(name, (x or floor, y), xytext=(6, 4 if i % 2 else -10),
+                        textcoords="offset points",
                         fontsize="x-small")
             if on:
                 ax.plot(x or floor, y, "o", markersize=15, markerfacecolor="none", color="red")
@@ -160,7 +161,9 @@ def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
         ax.plot([x for x, _ in edge], [y for _, y in edge], "--", color="red", linewidth=1,
                 label="lower-left frontier")
         ax.set_xscale("log")
-        ticks = sorted({x or floor for x, _ in points})
+        ticks = []
+        for x in sorted({x or floor for x, _ in points}):  # 3% apart, or the labels overlap
+            ticks += [x] * (not ticks or x > 1.03 * ticks[-1])
         if len(ticks) <= 8:  # each variant's memory read off the axis; else decades only
             ax.set_xticks(ticks, [fmt(x) if x != floor else "0" for x in ticks], rotation=30)
             ax.xaxis.set_minor_formatter(NullFormatter())
