@@ -126,7 +126,7 @@ def frontier(points: list[tuple[float, float]]) -> list[bool]:
 def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
     """Each variant's mean test loss (whiskers: the 95% Student-t interval) against its
     optimizer-state memory and its peak memory (`kind`: how peak memory was measured), log
-    axes (ticks at the variants' values, 3% apart, when there are few), a memory of 0 (a stateless
+    axes (ticks at the variants' values, when few and apart), a memory of 0 (a stateless
     optimizer) drawn at a tenth of the panel's smallest other one, its tick "0"; each
     panel's frontier points ringed and joined. A variant without a number is named in the
     title."""
@@ -161,9 +161,12 @@ def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
         ax.plot([x for x, _ in edge], [y for _, y in edge], "--", color="red", linewidth=1,
                 label="lower-left frontier")
         ax.set_xscale("log")
+        xs = sorted({x or floor for x, _ in points})
+        # Ticks a fifteenth of the span apart (of a twentieth of a decade at least).
+        gap = 10 ** (max(math.log10(xs[-1] / xs[0]) if xs else 0.0, 0.05) / 15)
         ticks = []
-        for x in sorted({x or floor for x, _ in points}):  # 3% apart, or the labels overlap
-            ticks += [x] * (not ticks or x > 1.03 * ticks[-1])
+        for x in xs:
+            ticks += [x] * (not ticks or x > gap * ticks[-1])
         if len(ticks) <= 8:  # each variant's memory read off the axis; else decades only
             ax.set_xticks(ticks, [fmt(x) if x != floor else "0" for x in ticks], rotation=30)
             ax.xaxis.set_minor_formatter(NullFormatter())
