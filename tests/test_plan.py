@@ -107,6 +107,14 @@ def test_jsonl_from_stdin_and_the_written_preset(tmp_path):
     assert body["ablation"]["not_measured"] == ["GLUE"]
     assert body["ablation"]["seeds"] == [0, 1]
     assert len(jobs(body)) == 3 * 2
+    # Claims given on the command line are the preset's, as its variants name them.
+    code, _, err = run_in_process(tmp_path, "-", "--out", out, "--claim", "rank_4 worse baseline",
+                                  "--claim", "no_eight_bit equivalent baseline 0.05",
+                                  module="ablate.plan", stdin=text)
+    assert code == 0, err
+    assert yaml.safe_load(out.read_text())["ablation"]["claims"] == [
+        {"variant": "rank_4", "against": "baseline", "expect": "worse"},
+        {"variant": "no_eight_bit", "against": "baseline", "expect": "equivalent", "margin": 0.05}]
 
 
 def test_mixed_optimizers_and_bad_actions_are_refused():
@@ -162,6 +170,16 @@ WORDINGS = [
     ("GaLore", "unknown ablated part 'GaLore' (it has no word but fillers and optimizer names)"),
     ("rank and scale", "ambiguous ablated part 'rank and scale': it fits "),
     ("adaptive learning rate and grouped normalization", "ambiguous ablated part "),
+    # issue 23: APOLLO, Adam-mini, Muon
+    ("APOLLO's norm-growth limiter", "limiter"),
+    ("Norm growth limiter (NL)", "limiter"),
+    ("channel-wise vs tensor-wise scaling", "channel_wise"),
+    ("scaling granularity (channel-wise)", "channel_wise"),
+    ("Adam-mini's partition strategy", "partition"),
+    ("Hessian-based block partition", "partition"),
+    ("number of Newton-Schulz iterations", "ns_steps"),
+    ("Muon's Nesterov momentum", "nesterov"),
+    ("APOLLO rank", "rank"),
 ]
 
 
@@ -331,6 +349,16 @@ BAD_INPUTS = [  # (argv, what the one error line must contain)
                                                   "'nope' not found"),
     (["bad_sweep.yaml", "--dry-run"], "hydra.sweeper.params: trainer.seed: '0,,]' is not a sweep"),
     (["scalar.yaml"], "scalar.yaml is a preset already: add --dry-run to list its jobs"),
+    # issue 26 claims
+    (["plan.md", "--claim", "rank_8 worse baseline"], "ablation.claims[0].variant=rank_8: "
+     "not a variant of the preset (allowed: baseline, rank_4)"),
+    (["plan.md", "--claim", "rank_4 equivalent baseline"], "ablation.claims[0].margin=None: "
+     "expect=equivalent needs a margin > 0"),
+    (["plan.md", "--claim", "rank_4 worse"], "--claim 'rank_4 worse': expected 'VARIANT "
+     "EXPECT AGAINST [MARGIN]'"),
+    (["plan.md", "--claim", "rank_4 equivalent baseline small"], "margin 'small' is not a number"),
+    (["scalar.yaml", "--dry-run", "--claim", "a worse b"], "--claim: scalar.yaml is a preset "
+     "already"),
 ]
 
 
@@ -414,3 +442,25 @@ def test_optimizer_baselines_follow_conf_and_one_seed_expands(tmp_path, monkeypa
     assert body["ablation"]["baseline"] == ["optimizer.rank=64"]
     assert [job[1:] for job in jobs(body)] == [["optimizer.rank=64", "trainer.seed=0"],
                                                ["optimizer.rank=4", "trainer.seed=0"]]
+
+
+def test_a_part_galore_and_apollo_share_is_apollos_beside_an_apollo_part(tmp_path):
+    """rank alone: GaLore's (as before APOLLO); rank beside the limiter: APOLLO's, with
+    APOLLO's baseline values (rank 128, random projection)."""
+    galore, _ = preset(parse_markdown(md("rank", "REPLACE", "4")), "p", 1)
+    assert galore["defaults"] == [{"override /optimizer": "galore_adamw"}]
+    body, _ = preset(parse_markdown(md("rank", "REPLACE", "4") + md("norm-growth limiter",
+                                                                   "REMOVE")
+                                    + md("random projection", "REPLACE", "svd")), "p", 1)
+    assert body["defaults"] == [{"override /optimizer": "apollo"}]
+    assert body["ablation"]["baseline"] == ["optimizer.rank=128", "toggles.limiter=true",
+                                            "toggles.projection=random"]
+    assert body["ablation"]["variants"] == {
+        "baseline": [], "rank_4": ["optimizer.rank=4"], "no_limiter": ["toggles.limiter=false"],
+        "projection_svd": ["toggles.projection=svd"]}
+    muon, _ = preset(parse_markdown(md("Newton-Schulz steps", "REPLACE", "3")
+                                    + md("Nesterov momentum", "REMOVE")), "p", 1)
+    assert muon["defaults"] == [{"override /optimizer": "muon"}]
+    with pytest.raises(PlanError, match="the plan ablates parts of apollo and muon"):
+        preset(parse_markdown(md("norm-growth limiter", "REMOVE") + md("nesterov", "REMOVE")),
+               "p", 1)
