@@ -24,7 +24,8 @@ from .config.check import check
 from .config.overrides import check_overrides
 from .config.schema import config_dir, register_configs
 from .config.variants import job_config
-from .devices import sweep_job_gpu
+from .cores import auto_threads
+from .devices import parallel_jobs, sweep_job_gpu
 from .errors import ConfigError, IncompatibleToggles, error_line, first_line
 from .interrupt import Interrupted
 from .job import record, run_job
@@ -70,6 +71,9 @@ def main(cfg: DictConfig) -> float:
                     record(cfg, run_dir, overrides, sweep, "skipped", reason=tuning["reason"],
                            tuning=tuning)
                     return math.nan
+            if not cfg.trainer.threads:  # the jobs running at once share the cores
+                cfg.trainer.threads = auto_threads(parallel_jobs(hc.launcher),
+                                                   cfg.trainer.processes)
             with sweep_job_gpu(hc.job.num, cfg.trainer.device.value, hc.launcher,
                                cfg.share_gpus, Path(hc.sweep.dir)):
                 summary = run_job(cfg, run_dir, overrides, sweep, roots, tuning)

@@ -89,8 +89,7 @@ def launch(processes: int, fn: Callable, args: tuple, monitor_interval_s: float 
     multiprocessing.set_forkserver_preload(["ablate.train"])
     handlers = {signum: signal.getsignal(signum) for signum in stopping}  # the launcher's
     try:  # own handlers replace these while it runs
-        return elastic_launch(config, _worker)(fn, args, threads_per_process(processes),
-                                               os.getpid())[0]
+        return elastic_launch(config, _worker)(fn, args, os.getpid())[0]
     except SignalException as exc:  # the workers have stopped, or been killed after 30 s
         raise interrupt.Interrupted(exc.sigval, None, None, False) from None
     except ChildFailedError as exc:
@@ -112,10 +111,10 @@ def launch(processes: int, fn: Callable, args: tuple, monitor_interval_s: float 
 
 
 @record
-def _worker(fn: Callable, args: tuple, threads: int, launcher_pid: int):
-    """One worker of `launch`: its share of the CPU's threads, then the job; a signal that
-    stopped it is its exit status (128 + the signal's number), for the launcher to see."""
-    torch.set_num_threads(threads)
+def _worker(fn: Callable, args: tuple, launcher_pid: int):
+    """One worker of `launch`: the job (whose Trainer takes its share of the cores, ablate/
+    cores.py); a signal that stopped it is its exit status (128 + the signal's number), for
+    the launcher to see."""
     done = threading.Event()
     threading.Thread(target=watch, args=(launcher_pid, done), daemon=True).start()
     try:
@@ -143,11 +142,6 @@ def watch(launcher_pid: int, done: threading.Event, interval_s: float = 0.5) -> 
     interrupt.note(interrupt.LAUNCHER_DIED)
     done.wait(ORPHAN_GRACE_S)
     os._exit(1)
-
-
-def threads_per_process(processes: int) -> int:
-    """CPU threads for each of `processes` workers sharing this machine's cores."""
-    return max(1, (os.cpu_count() or 1) // processes)
 
 
 def broadcast_parameters(model: torch.nn.Module) -> None:

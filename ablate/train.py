@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from . import distributed, interrupt
 from .adapter import apply_adapter, restart, save_adapter
+from .cores import auto_threads
 from .errors import ConfigError
 from .fused import OptimizerInBackward
 from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
@@ -89,6 +90,24 @@ def check_vocabulary(task, model: DictConfig) -> None:
                           "(allowed: a tokenizer of at most that many tokens)")
 
 
+def global_loss(losses: list[torch.Tensor]) -> torch.Tensor:
+    """The micro-batches' losses summed over the ranks (one collective), then over the
+    micro-batches in their order (the sum a host would have added up, bit for bit)."""
+    summed = distributed.sum_over_ranks(torch.stack(losses))
+    total = summed[0]
+    for value in summed[1:]:
+        total = total + value
+    return total
+
+
+def read_losses(pending: list[torch.Tensor], worst: float) -> tuple[float, float]:
+    """The last of the steps' losses kept on the device and the worst loss so far, read on
+    the host in one transfer; `pending` is emptied."""
+    losses = torch.stack(pending).tolist()
+    pending.clear()
+    return losses[-1], max(worst, *losses)
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -96,6 +115,7 @@ class Trainer:
         self.world = distributed.setup(pick_device(self.t.device.value).type,
                                        self.t.collective_timeout_s)
         self.device = pick_device(self.t.device.value, self.world)
+        torch.set_num_threads(self.t.threads or auto_threads(1, self.world.size))
         reset_peak(self.device)
         set_seed(self.t.seed)
         self.task = load_task(cfg)
@@ -135,19 +155,23 @@ class Trainer:
         self.net.register_comm_hook(None, distributed.sum_gradients_hook)
         return build_optimizer(cfg, self.model)
 
-    def train_step(self) -> float:
+    def train_step(self) -> torch.Tensor:
         """One optimizer step over the global batch: this rank's rows of it, in
         `grad_accum_steps` micro-batches. Each micro-batch's loss is its loss sum over the
         GLOBAL batch's count, so the gradients summed over micro-batches and ranks are the
-        global batch's mean. Returns the global batch's mean loss (NaN or inf on any rank
-        stops every rank before any update from that micro-batch)."""
+        global batch's mean. Returns the global batch's mean loss, a float64 tensor on the
+        device (reading it waits for the step). A NaN or inf loss on any rank updates no
+        parameter on any rank and leaves the step count as it was: after the last forward,
+        the micro-batches' losses are summed over the ranks (one collective per step) and
+        checked on the host once, before the first update (the fused path updates inside
+        the last backward)."""
         t, k, b = self.t, self.t.grad_accum_steps, self.t.batch_size
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, t)
         batch = self.task.train_batch(self.step, self.global_batch)
         count = self.task.count(batch)
         mine = self.world.rank * b * k  # this rank's first row
-        total = 0.0
+        losses = []
         for i in range(k):
             last = i == k - 1
             rows = slice(mine + i * b, mine + (i + 1) * b)
@@ -155,10 +179,11 @@ class Trainer:
             with self.net.no_sync() if self.ddp and not last else contextlib.nullcontext():
                 with self.autocast:
                     loss = self.task.loss(self.net, micro)[0] / count
-                value = distributed.sum_over_ranks(loss.detach().double()).item()
-                if not math.isfinite(value):
-                    return value
-                total += value
+                losses.append(loss.detach().double())
+                if last:
+                    total = global_loss(losses)
+                    if not torch.isfinite(total).item():  # the step's one host sync
+                        return total
                 if self.fused:
                     self.optimizer.accumulating = not last
                     self.optimizer.backward(loss, t.clip_grad_norm)
@@ -236,6 +261,7 @@ class Trainer:
         at the step it stopped at. Returns the results for the summary."""
         t = self.t
         status, loss, worst, saved, outcome = "completed", float("nan"), -math.inf, None, {}
+        pending: list[torch.Tensor] = []  # the losses not yet read, on the device
         bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (t.progress and sys.stderr.isatty()))
         while self.step < t.max_steps:
@@ -247,21 +273,23 @@ class Trainer:
                 if checkpoint and t.checkpoint_every and saved != self.step:
                     checkpoint()
                 break
-            began = time.perf_counter()
-            loss = self.train_step()
+            began, before = time.perf_counter(), self.step
+            step_loss = self.train_step()
             self.sync()
             took = time.perf_counter() - began
-            if not math.isfinite(loss):
-                status = "diverged"
+            if self.step == before:  # a non-finite loss: the step updated nothing
+                status, loss = "diverged", step_loss.item()
+                pending.clear()  # the finite losses before it: the summary says where it ended
                 log({"step": self.step + 1, "loss": loss})
                 break
-            worst = max(worst, loss)
+            pending.append(step_loss)
             self.train_s += took
             if self.step > t.tgs_warmup_steps:
                 self.timed_steps, self.timed_s = self.timed_steps + 1, self.timed_s + took
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             if self.step % t.log_interval == 0 or self.step == t.max_steps:
+                loss, worst = read_losses(pending, worst)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                 log({"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, t),
                      "tokens": self.step * self.tokens_per_step, "tgs": self.tgs(),
                      "elapsed": self.train_s})
@@ -271,6 +299,8 @@ class Trainer:
                 checkpoint()
                 saved = self.step
         bar.close()
+        if pending:  # stopped by a signal between two logs
+            loss, worst = read_losses(pending, worst)
         if status == "completed":
             evaluation = {**self.evaluate("val"), **self.evaluate("test")}
             log({"step": self.step, **evaluation})
@@ -286,6 +316,7 @@ class Trainer:
             "optimizer_state_gb": optimizer_state_bytes(self.optimizer) / GB,
             "tgs": self.tgs(), "steps": self.step, "tokens": self.step * self.tokens_per_step,
             "train_s": self.train_s, "params_m": self.params_m, "device": str(self.device),
-            "world_size": self.world.size, "global_batch_size": self.global_batch,
+            "world_size": self.world.size, "threads": torch.get_num_threads(),
+            "global_batch_size": self.global_batch,
             "memory_kind": "cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
         }

@@ -63,8 +63,8 @@ def comm_time(trainer) -> float:
 def bench(args) -> dict | None:
     from ablate.train import Trainer
 
-    torch.set_num_threads(1)
     common = [f"model={args.model}", f"optimizer={args.optimizer}", "trainer.device=cpu",
+              "trainer.threads=1",
               f"trainer.batch_size={args.batch_size}", f"trainer.seq_len={args.seq_len}",
               "trainer.processes=2", "logger.wandb.mode=disabled", "trainer.warmup_steps=0"]
     trainers = {mode: Trainer(compose([*common, f"toggles.fused_backward={mode != 'ddp'}"]))

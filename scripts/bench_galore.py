@@ -152,11 +152,12 @@ def peak_rise(cfg, side: str) -> int:
 
 
 def bench(model: str, steps: int, refreshes: int, gap: int, clocks: list[Clock],
-          device: str) -> dict:
+          device: str, threads: int) -> dict:
     cfg = compose(["optimizer=galore_adamw", f"model={model}", "trainer.batch_size=4",
                    "trainer.seq_len=256", f"trainer.device={device}", "trainer.schedule=constant",
                    "trainer.warmup_steps=0", f"optimizer.update_proj_gap={gap}",
-                   "trainer.max_steps=1000000", "logger.wandb.mode=disabled"])
+                   "trainer.max_steps=1000000", "logger.wandb.mode=disabled",
+                   f"trainer.threads={threads}"])
     peaks = {side: peak_rise(cfg, side) for side in ("ours", "reference")} if (
         device == "cuda") else {}
     ours, reference = trainers(cfg, ("ours", "reference"))
@@ -228,7 +229,7 @@ def main() -> None:
     results = {}
     for model in args.models:
         r = results[model] = bench(model, args.steps, args.refreshes, args.gap, clocks,
-                                   args.device)
+                                   args.device, args.threads)
         print(f"{model}: TGS ours/reference {r['tgs_ratio']:.3f} (pairs: quartiles "
               f"{r['tgs_ratio_q1']:.3f}..{r['tgs_ratio_q3']:.3f}, range "
               f"{r['tgs_ratio_min']:.3f}..{r['tgs_ratio_max']:.3f}); TGS (medians over steps) "

@@ -90,7 +90,8 @@ def main(doc: str, optimizers: list[str], make_reference, ours: tuple, reference
             cfg = compose([f"optimizer={optimizer}", f"model={model}", "trainer.batch_size=4",
                            "trainer.seq_len=256", "trainer.device=cpu",
                            "trainer.schedule=constant", "trainer.warmup_steps=0",
-                           "trainer.max_steps=1000000", "logger.wandb.mode=disabled"])
+                           "trainer.max_steps=1000000", "logger.wandb.mode=disabled",
+                           f"trainer.threads={args.threads}"])
             name = f"{model} {optimizer}"
             results[name] = run_pairs(cfg, make_reference, clocks, args.steps)
             report(name, results[name])

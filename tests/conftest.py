@@ -177,7 +177,7 @@ def train(cfg, steps=None):
     trainer = Trainer(cfg)
     losses = []
     while trainer.step < (steps or cfg.trainer.max_steps):
-        losses.append(trainer.train_step())
+        losses.append(trainer.train_step().item())
     trainer.losses = losses
     return trainer
 

@@ -16,7 +16,7 @@ def train_all(configs: dict, steps: int) -> dict[str, dict[str, torch.Tensor]]:
     out = {}
     for name, cfg in configs.items():
         trainer = Trainer(cfg)
-        losses = [trainer.train_step() for _ in range(steps)]
+        losses = [trainer.train_step().item() for _ in range(steps)]
         out[name] = {"params": {n: p.detach().clone() for n, p in
                                 trainer.model.named_parameters()}, "losses": losses}
         if trainer.fused:

@@ -40,7 +40,7 @@ def test_checkpointing_changes_no_loss_and_updates_each_parameter_once(
         counts = counted(run)
         losses = []
         for step in range(1, 4):
-            losses.append(run.train_step())
+            losses.append(run.train_step().item())
             assert set(counts.values()) == {step}
         runs[checkpointing] = run, losses
     (plain, plain_losses), (recomputing, losses) = runs[False], runs[True]

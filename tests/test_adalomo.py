@@ -53,7 +53,7 @@ def compare_with_reference(cfg, make_reference, norm_pass: bool = False,
     for step in range(t.max_steps):
         if lockstep:
             ours.model.load_state_dict(theirs.model.state_dict())
-        losses.append(ours.train_step())
+        losses.append(ours.train_step().item())
         loss = mean_loss(theirs, theirs.task.train_batch(step, t.batch_size))
         if norm_pass:
             reference.grad_norm(loss)

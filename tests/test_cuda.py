@@ -84,7 +84,7 @@ def test_bf16_weights_train_in_bf16_on_cuda_fused_as_unfused(tiny_cfg, optimizer
         grads = set()
         for p in run.model.parameters():
             p.register_hook(lambda g: grads.add((g.dtype, g.device.type)))
-        run.losses = [run.train_step() for _ in range(4)]
+        run.losses = [run.train_step().item() for _ in range(4)]
         assert grads == {(torch.bfloat16, "cuda")}
         assert {(p.dtype, p.device.type) for p in run.model.parameters()} == {
             (torch.bfloat16, "cuda")}
@@ -134,7 +134,7 @@ def test_nccl_process_group_of_one_sums_to_the_gradient_itself(tiny_cfg, tmp_pat
         params = [p for p in reduced.model.parameters() if p.requires_grad]
         reduced.optimizer = build_optimizer(cfg, reduced.model, distributed.BucketedAllReduce(
             params, bucket_bytes=2**16))
-        losses = [reduced.train_step() for _ in range(cfg.trainer.max_steps)]
+        losses = [reduced.train_step().item() for _ in range(cfg.trainer.max_steps)]
         assert dist.get_backend() == "nccl"
     finally:
         dist.destroy_process_group()

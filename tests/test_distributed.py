@@ -183,7 +183,7 @@ def test_a_failed_rank_ends_the_job_and_the_sweep_resumes_it(tmp_path, tiny_args
         assert summary["world_size"] == 2 and summary["global_batch_size"] == 8
         trainer = Trainer(tiny_cfg("trainer.batch_size=8", "trainer.max_steps=6",
                                    f"trainer.seed={seed}"))
-        uninterrupted = [trainer.train_step() for _ in range(6)]
+        uninterrupted = [trainer.train_step().item() for _ in range(6)]
         assert losses(tmp_path / "again" / str(i)) == pytest.approx(uninterrupted, rel=1e-5)
 
 

@@ -204,7 +204,7 @@ def train_steps(run_dir: Path) -> list[int]:
 def uninterrupted(tiny_cfg, steps: int) -> list[float]:
     """The losses of a run that never stopped (one process, the same global batch of 4)."""
     trainer = Trainer(tiny_cfg(f"trainer.max_steps={steps}"))
-    return [trainer.train_step() for _ in range(steps)]
+    return [trainer.train_step().item() for _ in range(steps)]
 
 
 @pytest.mark.slow

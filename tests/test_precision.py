@@ -105,7 +105,7 @@ def test_bf16_weights_fused_equals_unfused_and_a_checkpoint_keeps_state_as_saved
         grad_dtypes = set()
         for p in run.model.parameters():  # each gradient as autograd computes it
             p.register_hook(lambda g: grad_dtypes.add(g.dtype))
-        losses = [run.train_step() for _ in range(3)]
+        losses = [run.train_step().item() for _ in range(3)]
         assert grad_dtypes == {torch.bfloat16}
         assert {p.dtype for p in run.model.parameters()} == {torch.bfloat16}
         runs[fused] = run, losses

@@ -18,6 +18,7 @@ from ablate.config.check import check
 from ablate.config.identity import config_hash
 from ablate.config.schema import config_dir, typed
 from ablate.config.variants import apply_variant, compose
+from ablate.cores import cores
 from ablate.errors import ConfigError
 from ablate.config.identity import is_baseline
 from ablate.plan.jobs import jobs
@@ -116,11 +117,18 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path, sweep_a
 
 @pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, sweep_args):
+    """Each of n_jobs=2 gets half the cores (trainer.threads=null), or the threads it asks
+    for (the same config otherwise: resume=false trains it again); OMP_NUM_THREADS above
+    any share, so neither it nor joblib's default decides."""
+    limit = str(2 * cores())
     result = ablate(tmp_path, "-m", *sweep_args, "hydra/launcher=joblib",
-                    "hydra.launcher.n_jobs=2", "trainer.seed=0,1", "trainer.max_steps=2")
+                    "hydra.launcher.n_jobs=2", "trainer.threads=null,2", "trainer.max_steps=2",
+                    "resume=false",
+                    env={"OMP_NUM_THREADS": limit, "MKL_NUM_THREADS": limit})
     (sweep,) = sweep_dirs(tmp_path)
     jobs = summaries(sweep)
     assert [jobs[i]["status"] for i in (0, 1)] == ["completed", "completed"]
+    assert [jobs[i]["threads"] for i in (0, 1)] == [max(1, cores() // 2), 2]
     assert "Joblib" in result.stdout + result.stderr
     assert "2 completed" in result.stdout
 

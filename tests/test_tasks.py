@@ -149,7 +149,7 @@ def test_every_optimizer_and_toggle_instruction_tunes_fused_as_unfused(
         check(cfg)
         trainer = Trainer(cfg)
         initial = [p.detach().clone() for p in trainer.model.parameters()]
-        losses = [trainer.train_step() for _ in range(2)]
+        losses = [trainer.train_step().item() for _ in range(2)]
         assert all(map(math.isfinite, losses))
         assert any(not torch.equal(p, q) for p, q in zip(initial, trainer.model.parameters()))
         runs.append((trainer, losses))

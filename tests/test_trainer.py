@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -59,3 +61,26 @@ def test_grad_accumulation_equals_one_large_batch(tiny_cfg, optimizer, fused):
     large = train(tiny_cfg(*common, "trainer.batch_size=4", "trainer.grad_accum_steps=1"))
     assert small.losses == pytest.approx(large.losses, rel=1e-5)
     assert_same_params(small.model, large.model)
+
+
+@pytest.mark.parametrize("fused", ["true", "false"])
+def test_a_non_finite_loss_updates_no_parameter(tiny_cfg, fused):
+    """The loss of step 4 made NaN (times NaN: its gradients are NaN too, so any update from
+    them would show): the run is recorded diverged at step 4, with the parameters of step 3,
+    the check coming before the first update of the step (the fused path's, in backward)."""
+    cfg = tiny_cfg("optimizer=sgd", "trainer.lr=0.01", "trainer.max_steps=6",
+                   f"toggles.fused_backward={fused}", "trainer.log_interval=5")
+    diverged = Trainer(cfg)
+    real = diverged.task.loss
+
+    def loss(net, micro):
+        value, *rest = real(net, micro)
+        return (value * math.nan if diverged.step == 3 else value, *rest)
+    diverged.task.loss = loss
+    records = []
+    summary = diverged.fit(records.append)
+    assert summary["status"] == "diverged" and math.isnan(summary["final_train_loss"])
+    assert records[-1]["step"] == 4 and math.isnan(records[-1]["loss"])
+    before = train(cfg, steps=3)
+    for (name, p), q in zip(diverged.model.named_parameters(), before.model.parameters()):
+        assert torch.isfinite(p).all() and torch.equal(p, q), name

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import os
 import typing
 from pathlib import Path
 
@@ -15,12 +14,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..adapter import apply_adapter
+from ..cores import cores
 from ..errors import ConfigError, IncompatibleToggles, unknown_key
 from ..models import build_model, check_weights, shape
 from ..optim.adamw8bit import check_kernels
 from ..optim.build import build_optimizer, optimizer_class
 from ..tasks import check_task_config
 from ..world import world_from_env
+from .claims import check_claims
 from .schema import plain
 from .variants import job_config
 
@@ -117,6 +118,9 @@ def check(cfg: DictConfig) -> None:
                               f"by model.num_heads={cfg.model.num_heads}")
     if cfg.ablation is not None and cfg.ablation.seeds is not None:
         check_seeds(list(cfg.ablation.seeds))
+    if cfg.ablation is not None:
+        check_claims(OmegaConf.to_container(cfg.ablation.claims, resolve=True),
+                     list(cfg.ablation.variants))
     if cfg.tune is not None:
         check_lr_factors(list(cfg.tune.lr_factors))
         if cfg.tune.grid_seed < 0:
@@ -138,6 +142,9 @@ def check(cfg: DictConfig) -> None:
         except ValueError as exc:
             raise ConfigError(f"optimizer={cfg.optimizer.name}: 8-bit states: {exc}") from None
     _check_processes(t)
+    if t.threads is not None and t.threads < 0:
+        raise ConfigError(f"trainer.threads={t.threads}: must be >= 0 (0 or null: this job's "
+                          "share of the CPU cores)")
     _check_optimizer_builds(cfg)
 
 
@@ -176,10 +183,9 @@ def _check_processes(t: DictConfig) -> None:
         raise ConfigError(f"trainer.processes={t.processes}: more than this machine's "
                           f"{torch.cuda.device_count()} GPUs (allowed: 1 to "
                           f"{torch.cuda.device_count()}, one process per GPU)")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not cuda and t.processes > cores:
-        raise ConfigError(f"trainer.processes={t.processes}: more than the {cores} CPU cores "
-                          f"this job may use (allowed: 1 to {cores})")
+    if not cuda and t.processes > cores():
+        raise ConfigError(f"trainer.processes={t.processes}: more than the {cores()} CPU cores "
+                          f"this job may use (allowed: 1 to {cores()})")
 
 
 def _check_optimizer_builds(cfg: DictConfig) -> None:

@@ -371,6 +371,9 @@ class TrainerConfig:
     processes: int = MISSING  # workers this job launches (1: none; see ablate/distributed.py)
     bucket_mb: float = MISSING  # gradients summed across processes in buckets of this size
     collective_timeout_s: float = MISSING  # a rank waiting longer on the others fails the job
+    # CPU threads of each of the job's processes (torch's intra-op threads); null or 0: the
+    # job's share of the cores, with the jobs of a joblib sweep and its processes (ablate/cores.py)
+    threads: Optional[int] = None
 
 
 @dataclass
@@ -401,6 +404,8 @@ class AblationConfig:
     # The seeds the preset sweeps (its trainer.seed sweep reads them, and so does +tune=lr,
     # which needs the seed before the lr in the sweep's order).
     seeds: Optional[List[int]] = None
+    # What the preset expects of its variants: {variant, against, expect, margin, metric}
+    # mappings, checked before compute (config/claims.py), judged by the report.
     claims: List[Dict[str, Any]] = field(default_factory=list)
 
 
