@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import distributed, interrupt
+from . import distributed, interrupt, sharding
 from .errors import ConfigError
 from .fused import OptimizerInBackward
 from .memory import GB, optimizer_state_bytes, peak_bytes, reset_peak
@@ -109,6 +109,7 @@ class Trainer:
             cfg, self.model)
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
         self.ddp = isinstance(self.net, DistributedDataParallel)
+        self.sharded = self.world.size > 1 and self.t.sharding.value == "fsdp"
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                        enabled=self.t.precision.value == "bf16")
         self.params_m = count_params(self.model) / 1e6
@@ -119,9 +120,15 @@ class Trainer:
         self.timed_steps, self.timed_s, self.train_s = 0, 0.0, 0.0
 
     def data_parallel(self, cfg: DictConfig):
-        """The optimizer of one of several ranks. Fused: every rank starts from rank 0's
-        parameters and each hook's gradient is summed over the ranks in buckets before its
-        update. Unfused: DDP (summing too) around the model, and the ordinary optimizer."""
+        """The optimizer of one of several ranks. Sharded: every rank keeps its shards of
+        rank 0's parameters (`sharding.shard`), and the optimizer, fused or not, updates
+        them. Fused: every rank starts from rank 0's parameters and each hook's gradient is
+        summed over the ranks in buckets before its update. Unfused: DDP (summing too)
+        around the model, and the ordinary optimizer."""
+        if self.t.sharding.value == "fsdp":
+            distributed.broadcast_parameters(self.model)
+            sharding.shard(self.model, self.device.type)
+            return build_optimizer(cfg, self.model)
         if cfg.toggles.fused_backward:
             distributed.broadcast_parameters(self.model)
             params = [p for p in self.model.parameters() if p.requires_grad]
@@ -150,6 +157,8 @@ class Trainer:
             last = i == k - 1
             rows = slice(mine + i * b, mine + (i + 1) * b)
             micro = {key: v[rows].to(self.device) for key, v in batch.items()}
+            if self.sharded:  # no reduce-scatter before the last micro-batch
+                self.model.set_requires_gradient_sync(last)
             with self.net.no_sync() if self.ddp and not last else contextlib.nullcontext():
                 with self.autocast:
                     loss = self.task.loss(self.net, micro)[0] / count
@@ -163,7 +172,9 @@ class Trainer:
                 else:
                     loss.backward()
         if not self.fused:
-            if t.clip_grad_norm is not None:
+            if t.clip_grad_norm is not None and self.sharded:
+                sharding.clip_grad_norm_(list(self.model.parameters()), t.clip_grad_norm)
+            elif t.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import Base, check_hyperparameters
+from ..sharding import local
 from .precision import fp32_update
 
 
@@ -58,7 +59,7 @@ class AdamW(Base):
             state = self.init_state(p, group)
             state["step"] += 1
             with fp32_update(p, state) as (p32, state32):
-                adamw_update_(p32, p.grad.float(), state32, lr=group["lr"],
+                adamw_update_(p32, local(p.grad).float(), state32, lr=group["lr"],
                               betas=group["betas"], eps=group["eps"],
                               weight_decay=group["weight_decay"])
 
