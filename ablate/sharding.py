@@ -43,11 +43,6 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(getattr(base, "layers", None) or getattr(base, "h"))
 
 
-def smallest_sharded_dim(shapes: list[tuple[int, ...]]) -> int:
-    """The fewest rows of any parameter (what `Shard(0)` splits over the ranks)."""
-    return min(shape[0] for shape in shapes if shape)
-
-
 def is_sharded(t: Tensor) -> bool:
     return isinstance(t, DTensor)
 

@@ -307,6 +307,19 @@ ROWS = [
     ("ablate", [*JSON_TASK, "task.data_files={tmp}/binary.jsonl"], "binary.jsonl: not UTF-8"),
     ("ablate", [*JSON_TASK, "task.data_files={tmp}/header_only.csv"],
      "header_only.csv: a header and no rows"),
+    # -------------------------------------------------- issue 22: trainer.sharding=fsdp
+    ("ablate", ["trainer.sharding=zero3"], "trainer.sharding=zero3"),
+    ("ablate", ["trainer.sharding=fsdp", "optimizer=galore_adamw"],
+     "trainer.sharding=fsdp: optimizer=galore_adamw cannot update a shard of rows exactly "
+     "(allowed: adamw, sgd, lomo, adalomo, or trainer.sharding=none)"),
+    ("ablate", ["trainer.sharding=fsdp", "trainer.precision=bf16_weights"],
+     "trainer.precision=bf16_weights with trainer.sharding=fsdp: not supported"),
+    ("ablate", ["trainer.sharding=fsdp", "trainer.save_model=true"],
+     "trainer.save_model=true with trainer.sharding=fsdp: not supported"),
+    ("ablate", ["trainer.sharding=fsdp", "trainer.processes=2", "model.hidden_size=1",
+                "model.num_heads=1"],
+     "trainer.processes=2 with trainer.sharding=fsdp: the smallest parameter has 1 rows, too "
+     "few to give each process one (allowed: at most 1 processes)"),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],

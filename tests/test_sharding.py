@@ -9,6 +9,7 @@ import torch
 
 import dist_worker
 from ablate import distributed
+from conftest import run_in_process
 from test_distributed import OPTIMIZERS, SETTINGS, STEPS, with_values
 
 SHARDED = {name: args for name, args in OPTIMIZERS.items() if not name.startswith("galore")}
@@ -52,3 +53,12 @@ def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg):
                 error = (value - want["params"][param]).abs().max().item()
                 unequal.append(f"{name}: {param} differs by up to {error:.2g}")
     assert not unequal, "\n".join(unequal)
+
+
+def test_a_device_without_its_backend_is_refused(tmp_path, tiny_args, monkeypatch):
+    monkeypatch.setattr("torch.distributed.is_backend_available", lambda backend: False)
+    code, _, err = run_in_process(tmp_path, *tiny_args, "trainer.sharding=fsdp")
+    assert code == 1 and err.strip() == ("ablate: error: trainer.sharding=fsdp on "
+                                         "trainer.device=cpu: this torch has no gloo backend "
+                                         "(allowed: trainer.sharding=none)"), err
+    assert not (tmp_path / "outputs").exists()
