@@ -88,3 +88,19 @@ def clip_grad_norm_(params: list[Tensor], max_norm: float) -> None:
     coef = torch.clamp(max_norm / (total.sqrt() + 1e-6), max=1.0)
     for g in grads:
         g.mul_(coef)
+
+
+def string_keys(tree):
+    """An optimizer's state dict with its parameters' states keyed by strings (their
+    indices): torch.distributed.checkpoint names every value by its path of keys."""
+    if isinstance(tree, dict):
+        return {str(key): string_keys(value) for key, value in tree.items()}
+    return tree
+
+
+def index_keys(tree):
+    """`string_keys` undone: each `state` mapping keyed by the parameters' indices again."""
+    if isinstance(tree, dict):
+        return {key: {int(i): s for i, s in value.items()} if key == "state"
+                else index_keys(value) for key, value in tree.items()}
+    return tree

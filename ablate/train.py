@@ -110,6 +110,9 @@ class Trainer:
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
         self.ddp = isinstance(self.net, DistributedDataParallel)
         self.sharded = self.world.size > 1 and self.t.sharding.value == "fsdp"
+        # checkpoints as shards (torch.distributed.checkpoint), readable on any number of
+        # ranks: also on one process, where a sharded job's checkpoint continues
+        self.sharded_checkpoints = self.t.sharding.value == "fsdp"
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                        enabled=self.t.precision.value == "bf16")
         self.params_m = count_params(self.model) / 1e6
@@ -218,13 +221,26 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a killed run needs to end as if it had never stopped (the data
         position is the step: batches are a pure function of seed and step)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        optimizer = self.optimizer.state_dict()
+        if self.sharded_checkpoints:
+            optimizer = sharding.string_keys(optimizer)
+        return {"model": self.model.state_dict(), "optimizer": optimizer,
                 "step": self.step, "rng": torch.get_rng_state(),
                 "timing": (self.timed_steps, self.timed_s, self.train_s)}
 
+    def state_template(self) -> dict:
+        """`state_dict()` with every parameter's optimizer state created: what a sharded
+        checkpoint is read into."""
+        for opt in getattr(self.optimizer, "optimizers", {"": self.optimizer}).values():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    opt.init_state(p, group)
+        return self.state_dict()
+
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(sharding.index_keys(state["optimizer"])
+                                       if self.sharded_checkpoints else state["optimizer"])
         self.step = state["step"]
         torch.set_rng_state(state["rng"])
         self.timed_steps, self.timed_s, self.train_s = state["timing"]
