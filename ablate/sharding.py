@@ -22,14 +22,14 @@ from torch.distributed.tensor import DTensor, Replicate
 
 
 def shard(model: torch.nn.Module, device_type: str) -> None:
-    """`fully_shard` every decoder layer, then the root (embeddings, final norm, head), over
+    """`fully_shard` each unit (`units`), then the root (what is left: the final norm), over
     all ranks; gradients summed, not averaged."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))
-    for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh)
+    for unit in units(model):
+        fully_shard(unit, mesh=mesh)
     fully_shard(model, mesh=mesh)
     for module in model.modules():  # each fully_shard's own parameter group
         if isinstance(module, FSDPModule):
@@ -37,8 +37,18 @@ def shard(model: torch.nn.Module, device_type: str) -> None:
             module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
 
 
-def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated blocks of a transformers causal LM (LLaMA's `layers`, GPT-2's `h`)."""
+def units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """What is gathered whole at one time: each decoder block, and the input and output
+    embeddings, each its own unless tied (the root holds a tied one): a 32k-token vocabulary's are the largest
+    matrices, and the root's parameters stay gathered from the forward to the backward."""
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if out is not None and out.weight is inp.weight:
+        return blocks(model)
+    return [inp, *blocks(model), *([out] if out is not None else [])]
+
+
+def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder blocks of a transformers causal LM (LLaMA's `layers`, GPT-2's `h`)."""
     base = model.base_model
     return list(getattr(base, "layers", None) or getattr(base, "h"))
 
