@@ -96,3 +96,12 @@ def test_a_sharded_job_killed_mid_run_resumes_on_one_process(tmp_path, tiny_args
     trainer = Trainer(tiny_cfg("optimizer=adalomo", "trainer.max_steps=6"))
     uninterrupted = [trainer.train_step() for _ in range(6)]
     assert losses(second) == pytest.approx(uninterrupted, rel=1e-5)
+
+
+def test_a_job_is_its_global_batch_whatever_computes_it(tiny_cfg):
+    from ablate.config.identity import config_hash
+
+    one = config_hash(tiny_cfg("trainer.batch_size=8"))
+    assert config_hash(tiny_cfg("trainer.batch_size=4", "trainer.processes=2")) == one
+    assert config_hash(tiny_cfg("trainer.batch_size=4", "trainer.grad_accum_steps=2")) != one
+    assert config_hash(tiny_cfg("trainer.batch_size=8", "trainer.sharding=fsdp")) != one
