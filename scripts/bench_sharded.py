@@ -7,7 +7,8 @@ estimate (ablate.estimate) beside each peak.
 
 Two gloo processes, one CPU thread each, on the trainer's own `train_step`. Memory: each
 layout alone (built, trained `--steps` steps, freed), its peak RSS rise over the RSS before
-it was built (`memory.reset_peak`), on every rank. Time: both layouts alive, taking turns
+it was built (`memory.reset_peak`; blocks of 1 MB or more mapped on their own, so freed
+memory leaves the RSS), on every rank. Time: both layouts alive, taking turns
 round by round so that other load slows both alike (the first round is a warm-up); a step
 takes as long as its slower rank.
 """
@@ -15,6 +16,7 @@ takes as long as its slower rank.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import statistics
@@ -27,6 +29,7 @@ from ablate import distributed
 from ablate.config.variants import compose
 
 LAYOUTS = ("none", "fsdp")
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
 def bench(args) -> dict | None:
@@ -38,6 +41,9 @@ def bench(args) -> dict | None:
     from ablate.train import Trainer
 
     torch.set_num_threads(1)
+    # glibc maps every block of 1 MB or more on its own, so that freed memory leaves the RSS
+    # at once and the peak follows the memory in use (as scripts/check_estimate.py)
+    ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
     cpu = torch.device("cpu")
     configs = {layout: compose([
         f"model={args.model}", f"optimizer={args.optimizer}", "trainer.device=cpu",

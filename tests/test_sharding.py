@@ -9,54 +9,25 @@ import os
 import sys
 
 import pytest
-import torch
 
 import dist_worker
 from ablate import distributed
 from ablate.train import Trainer
 from conftest import ablate, losses, run_in_process
-from test_distributed import FAULT, OPTIMIZERS, SETTINGS, STEPS, with_values
+from test_distributed import FAULT, OPTIMIZERS, STEPS, cases, differences
 
 SHARDED = {name: args for name, args in OPTIMIZERS.items() if not name.startswith("galore")}
-
-
-def cases(tiny_cfg):
-    """(name, sharded config on 2 processes, config on 1 process); as test_distributed's
-    cases: accumulation and clipping on each optimizer's own form, presets on the batch."""
-    for optimizer, opt_args in SHARDED.items():
-        base = tiny_cfg(*opt_args, "trainer.seq_len=16", f"trainer.max_steps={STEPS}")
-        own_form = optimizer.split()[-1] in ("adamw", "sgd", "lomo", "all", "global_norm")
-        for fused in ("true", "false"):
-            for setting, (two, one) in SETTINGS.items():
-                if setting != "batch" and not own_form or (
-                        optimizer.endswith("global_norm") and setting == "accumulation"
-                        and fused == "true"):  # refused by config.check: needs k = 1
-                    continue
-                common = [f"toggles.fused_backward={fused}"]
-                yield (f"{optimizer} fused={fused} {setting}",
-                       with_values(base, *common, *two, "trainer.processes=2",
-                                   "trainer.sharding=fsdp"),
-                       with_values(base, *common, *one))
 
 
 @pytest.mark.slow
 def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg):
     two_process, one_process = {}, {}
-    for name, two, one in cases(tiny_cfg):
+    for name, two, one in cases(tiny_cfg, SHARDED, "trainer.sharding=fsdp"):
         two_process[name], one_process[name] = two, one
     results = distributed.launch(2, dist_worker.train_all, (two_process, STEPS))
     reference = dist_worker.train_all(one_process, STEPS)
     assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1
-    unequal = []
-    for name, got in results.items():
-        want = reference[name]
-        assert want["losses"][-1] < want["losses"][0], name  # they trained
-        if got["losses"] != pytest.approx(want["losses"], rel=1e-5):
-            unequal.append(f"{name}: losses {got['losses']} != {want['losses']}")
-        for param, value in got["params"].items():
-            if not torch.allclose(value, want["params"][param], rtol=1e-5, atol=1e-6):
-                error = (value - want["params"][param]).abs().max().item()
-                unequal.append(f"{name}: {param} differs by up to {error:.2g}")
+    unequal = differences(results, reference)
     assert not unequal, "\n".join(unequal)
 
 
