@@ -182,9 +182,44 @@ def train(cfg, steps=None):
     return trainer
 
 
+def run_with(cfg, make_optimizer):
+    """The trainer's init, batches and loop (unfused), stepping `make_optimizer(model)`: a
+    reference optimizer on the same init and batches as the runner's own."""
+    from ablate.train import Trainer
+
+    trainer = Trainer(cfg)
+    if trainer.fused:
+        trainer.optimizer.remove_hooks()
+    trainer.optimizer, trainer.fused = make_optimizer(trainer.model), False
+    while trainer.step < cfg.trainer.max_steps:
+        trainer.train_step()
+    return trainer
+
+
 def assert_same_params(a: torch.nn.Module, b: torch.nn.Module, rtol=1e-5, atol=1e-6):
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=name)
+
+
+def assert_equals_reference(cfg, make_reference) -> None:
+    """The runner's job (fused, unless `cfg` says otherwise) trains, and ends with the
+    parameters of `make_reference(model)` stepped by the same loop after backward."""
+    ours = train(cfg)
+    theirs = run_with(cfg, make_reference)
+    assert ours.losses[-1] < ours.losses[0]
+    assert_same_params(ours.model, theirs.model)
+
+
+def assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common: str, rtol=1e-4, atol=1e-5):
+    """`common` fused = unfused (rtol 1e-5), and fused over 2 micro-batches of 2 rows = one
+    batch of 4 (losses to rel 1e-5, parameters to `rtol`/`atol`: summed in another order)."""
+    fused = train(tiny_cfg(*common, "toggles.fused_backward=true"))
+    plain = train(tiny_cfg(*common, "toggles.fused_backward=false"))
+    assert_same_params(fused.model, plain.model)
+    accumulated = train(tiny_cfg(*common, "toggles.fused_backward=true", "trainer.batch_size=2",
+                                 "trainer.grad_accum_steps=2"))
+    assert accumulated.losses == pytest.approx(fused.losses, rel=1e-5)
+    assert_same_params(accumulated.model, fused.model, rtol=rtol, atol=atol)
 
 
 def mean_loss(trainer, batch: dict):

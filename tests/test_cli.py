@@ -62,7 +62,7 @@ def test_multirun_then_rerun_reproduces_losses_exactly(tmp_path, tiny_args):
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("optimizer=nope", "allowed optimizer options: adalomo, adamw"),
+    ("optimizer=nope", "allowed optimizer options: adalomo, adam_mini, adamw, apollo"),
     ("trainer.lr=abc", "trainer.lr=abc"),
     ("toggles.fused_backward=maybe", "toggles.fused_backward=maybe"),
     ("trainer.seq_len=-1", "trainer.seq_len=-1: must be > 0"),

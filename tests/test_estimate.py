@@ -35,6 +35,11 @@ OPTIMIZERS = [
     ["optimizer=galore_adamw", "optimizer.rank=8", "toggles=[two_sided,eight_bit]"],
     ["optimizer=galore_adamw", "optimizer.rank=8", "optimizer.proj_type=left"],
     ["optimizer=galore_adamw", "toggles=no_projection"],
+    # issue 23
+    ["optimizer=apollo", "optimizer.rank=8"],
+    ["optimizer=apollo_mini", "toggles=[svd_proj,no_limiter]"],
+    ["optimizer=adam_mini"],
+    ["optimizer=muon"],
 ]
 
 

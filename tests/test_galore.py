@@ -15,23 +15,12 @@ from ablate.memory import optimizer_state_bytes
 from ablate.optim import GaLoreAdamW
 from ablate.optim.galore import projectors
 from ablate.train import Trainer
-from conftest import assert_same_params, train
+from conftest import assert_same_params, run_with, train
 
 # T=3 over 8 steps: the projector is computed at steps 1, 4 and 7 (refreshed twice).
 GALORE = ["optimizer=galore_adamw", "optimizer.rank=8", "optimizer.update_proj_gap=3",
           "trainer.lr=0.01", "trainer.schedule=constant", "trainer.warmup_steps=0",
           "trainer.max_steps=8"]
-
-
-def run_with(cfg, make_optimizer) -> Trainer:
-    """The trainer's init, batches and loop (unfused), stepping `make_optimizer(model)`."""
-    trainer = Trainer(cfg)
-    if trainer.fused:
-        trainer.optimizer.remove_hooks()
-    trainer.optimizer, trainer.fused = make_optimizer(trainer.model), False
-    while trainer.step < cfg.trainer.max_steps:
-        trainer.train_step()
-    return trainer
 
 
 def reference_groups(model, proj_type: str) -> list[dict]:

@@ -162,6 +162,16 @@ WORDINGS = [
     ("GaLore", "unknown ablated part 'GaLore' (it has no word but fillers and optimizer names)"),
     ("rank and scale", "ambiguous ablated part 'rank and scale': it fits "),
     ("adaptive learning rate and grouped normalization", "ambiguous ablated part "),
+    # issue 23: APOLLO, Adam-mini, Muon
+    ("APOLLO's norm-growth limiter", "limiter"),
+    ("Norm growth limiter (NL)", "limiter"),
+    ("channel-wise vs tensor-wise scaling", "channel_wise"),
+    ("scaling granularity (channel-wise)", "channel_wise"),
+    ("Adam-mini's partition strategy", "partition"),
+    ("Hessian-based block partition", "partition"),
+    ("number of Newton-Schulz iterations", "ns_steps"),
+    ("Muon's Nesterov momentum", "nesterov"),
+    ("APOLLO rank", "rank"),
 ]
 
 
@@ -414,3 +424,25 @@ def test_optimizer_baselines_follow_conf_and_one_seed_expands(tmp_path, monkeypa
     assert body["ablation"]["baseline"] == ["optimizer.rank=64"]
     assert [job[1:] for job in jobs(body)] == [["optimizer.rank=64", "trainer.seed=0"],
                                                ["optimizer.rank=4", "trainer.seed=0"]]
+
+
+def test_a_part_galore_and_apollo_share_is_apollos_beside_an_apollo_part(tmp_path):
+    """rank alone: GaLore's (as before APOLLO); rank beside the limiter: APOLLO's, with
+    APOLLO's baseline values (rank 128, random projection)."""
+    galore, _ = preset(parse_markdown(md("rank", "REPLACE", "4")), "p", 1)
+    assert galore["defaults"] == [{"override /optimizer": "galore_adamw"}]
+    body, _ = preset(parse_markdown(md("rank", "REPLACE", "4") + md("norm-growth limiter",
+                                                                   "REMOVE")
+                                    + md("random projection", "REPLACE", "svd")), "p", 1)
+    assert body["defaults"] == [{"override /optimizer": "apollo"}]
+    assert body["ablation"]["baseline"] == ["optimizer.rank=128", "toggles.limiter=true",
+                                            "toggles.projection=random"]
+    assert body["ablation"]["variants"] == {
+        "baseline": [], "rank_4": ["optimizer.rank=4"], "no_limiter": ["toggles.limiter=false"],
+        "projection_svd": ["toggles.projection=svd"]}
+    muon, _ = preset(parse_markdown(md("Newton-Schulz steps", "REPLACE", "3")
+                                    + md("Nesterov momentum", "REMOVE")), "p", 1)
+    assert muon["defaults"] == [{"override /optimizer": "muon"}]
+    with pytest.raises(PlanError, match="the plan ablates parts of apollo and muon"):
+        preset(parse_markdown(md("norm-growth limiter", "REMOVE") + md("nesterov", "REMOVE")),
+               "p", 1)

@@ -31,6 +31,11 @@ OPTIMIZERS = [
     # 64 x 128 = 8192 values: the MLP's moments are 8-bit codes at rank 64
     ["optimizer=galore_adamw", "optimizer.rank=64", "toggles=eight_bit"],
     ["optimizer=galore_adamw", "toggles=no_projection", "optimizer.weight_decay=0.1"],
+    # issue 23
+    ["optimizer=apollo", "optimizer.rank=8", "optimizer.update_proj_gap=2"],
+    ["optimizer=apollo_mini", "optimizer.update_proj_gap=2", "toggles=svd_proj"],
+    ["optimizer=adam_mini", "optimizer.weight_decay=0.1"],
+    ["optimizer=muon", "optimizer.weight_decay=0.1"],
 ]
 IDS = [" ".join(o) for o in OPTIMIZERS]
 
@@ -80,7 +85,8 @@ def state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
             if torch.is_tensor(v)]
 
 
-FUSED = [0, 2, 3, 8, 11, 13]  # AdamW, SGD, LOMO, AdaLomo (global norm), GaLore two-sided, full
+FUSED = [0, 2, 3, 8, 11, 13,  # AdamW, SGD, LOMO, AdaLomo (global norm), GaLore two-sided, full
+         14, 15, 16, 17]  # APOLLO, APOLLO-Mini (SVD), Adam-mini, Muon
 
 
 @pytest.mark.parametrize("optimizer", [OPTIMIZERS[i] for i in FUSED], ids=[IDS[i] for i in FUSED])

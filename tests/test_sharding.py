@@ -10,25 +10,18 @@ import sys
 
 import pytest
 
-import dist_worker
-from ablate import distributed
 from ablate.train import Trainer
 from conftest import ablate, losses, run_in_process
-from test_distributed import FAULT, OPTIMIZERS, STEPS, cases, differences
+from test_distributed import FAULT, OPTIMIZERS, assert_equal_results, two_and_one_process
 
 SHARDED = {name: args for name, args in OPTIMIZERS.items() if not name.startswith("galore")}
 
 
 @pytest.mark.slow
 def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg):
-    two_process, one_process = {}, {}
-    for name, two, one in cases(tiny_cfg, SHARDED, "trainer.sharding=fsdp"):
-        two_process[name], one_process[name] = two, one
-    results = distributed.launch(2, dist_worker.train_all, (two_process, STEPS))
-    reference = dist_worker.train_all(one_process, STEPS)
+    results, reference = two_and_one_process(tiny_cfg, SHARDED, "trainer.sharding=fsdp")
     assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1
-    unequal = differences(results, reference)
-    assert not unequal, "\n".join(unequal)
+    assert_equal_results(results, reference)
 
 
 def test_a_device_without_its_backend_is_refused(tmp_path, tiny_args, monkeypatch):

@@ -142,8 +142,13 @@ def test_nonsense_combination_is_skipped_and_list_toggles_reach_the_label(tmp_pa
 
 
 def presets(names) -> list:
-    """Preset names as parameters; the GLUE presets' 13 variants take ~5 s to compose."""
-    return [pytest.param(name, marks=pytest.mark.slow) if name.startswith("glue_") else name
+    """Preset names as parameters; those of 7 variants or more (GLUE's 13, APOLLO's,
+    Muon's, memory_efficient's) take ~5 s or more to compose: slow."""
+    def many_variants(name: str) -> bool:
+        body = yaml.safe_load((CONF / "ablation" / f"{name}.yaml").read_text())
+        return len(body.get("ablation", {}).get("variants", {})) >= 7
+
+    return [pytest.param(name, marks=pytest.mark.slow) if many_variants(name) else name
             for name in sorted(names)]
 
 

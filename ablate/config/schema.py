@@ -115,16 +115,22 @@ class SGDConfig(OptimizerConfig):
 
 
 @dataclass
-class GaLoreAdamWConfig(OptimizerConfig):
+class ProjectedConfig(OptimizerConfig):
+    """GaLore's and APOLLO's common keys: Adam moments in a projection of 2-D weights."""
+
     betas: Tuple[float, float] = MISSING
     eps: float = MISSING
     weight_decay: float = MISSING
     rank: int = MISSING
     update_proj_gap: int = MISSING  # T: steps between projector refreshes
-    scale: float = MISSING  # alpha
-    proj_type: ProjType = MISSING
+    scale: float = MISSING  # alpha (APOLLO: the update is multiplied by sqrt(alpha))
     target_modules: List[str] = MISSING  # name substrings of the projected 2-D weights
     seed: int = MISSING  # for projection=random
+
+
+@dataclass
+class GaLoreAdamWConfig(ProjectedConfig):
+    proj_type: ProjType = MISSING
 
 
 @dataclass
@@ -143,13 +149,64 @@ class AdaLomoConfig(OptimizerConfig):
     clip_grad_value: Optional[float] = None
 
 
+class Scaling(Enum):
+    """APOLLO's gradient scaling factor: one per channel (APOLLO) or per tensor (Mini)."""
+
+    channel = "channel"
+    tensor = "tensor"
+
+
+@dataclass
+class ApolloConfig(ProjectedConfig):
+    scaling: Scaling = MISSING
+
+
+class Partition(Enum):
+    """Adam-mini's blocks for the attention and MLP weights (ablate/optim/adam_mini.py)."""
+
+    head = "head"  # queries and keys per head, the rest per output neuron (the reference)
+    neuron = "neuron"  # every weight per output neuron
+    tensor = "tensor"  # one block per weight
+
+
+@dataclass
+class AdamMiniConfig(OptimizerConfig):
+    betas: Tuple[float, float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+    num_heads: int = MISSING  # attention heads: a query or key head is in/num_heads rows
+
+
+class AdjustLr(Enum):
+    """Muon's lr for a rows x cols matrix (torch.optim.Muon's `adjust_lr_fn`)."""
+
+    original = "original"  # lr * sqrt(max(1, rows / cols)) (Keller Jordan's)
+    match_rms_adamw = "match_rms_adamw"  # lr * 0.2 * sqrt(max(rows, cols)) (Moonshot's)
+
+
+@dataclass
+class MuonConfig(OptimizerConfig):
+    momentum: float = MISSING
+    ns_steps: int = MISSING  # Newton-Schulz iterations
+    ns_coefficients: Tuple[float, float, float] = MISSING  # (a, b, c)
+    eps: float = MISSING  # floor of the norm the iteration's input is divided by
+    weight_decay: float = MISSING
+    adjust_lr_fn: AdjustLr = MISSING
+    muon_modules: List[str] = MISSING  # name substrings of the 2-D weights Muon takes
+    adamw_lr_ratio: float = MISSING  # the other parameters' AdamW lr = lr x this
+    adamw_betas: Tuple[float, float] = MISSING
+    adamw_eps: float = MISSING
+    adamw_weight_decay: float = MISSING
+
+
 # ---------------------------------------------------------------- the rest
 @dataclass
 class TogglesConfig:
     """Component switches. `None` means "the optimizer's own form" (component on)."""
 
     fused_backward: bool = True
-    projection: Optional[Projection] = None  # GaLore: svd (its own), random, pca, none
+    # GaLore: svd (its own), random, pca, none; APOLLO: random (its own), svd, none
+    projection: Optional[Projection] = None
     two_sided: Optional[bool] = None  # GaLore: project both sides (P^T G Q)
     eight_bit: Optional[bool] = None  # GaLore: Adam moments in 8 bits (its own default: off)
     adaptive_lr: Optional[bool] = None  # AdaLomo: false = no second moment (u = g)
@@ -158,6 +215,9 @@ class TogglesConfig:
     # optimizer's constructor checks it (reported by check()).
     grouped_norm: Any = None
     nmf: Optional[bool] = None  # AdaLomo: false = full m x n second moment, not factored
+    limiter: Optional[bool] = None  # APOLLO: false = no norm-growth limiter
+    partition: Optional[Partition] = None  # Adam-mini: head (its own), neuron, tensor
+    nesterov: Optional[bool] = None  # Muon: false = plain momentum (its own: Nesterov)
 
 
 @dataclass
@@ -367,6 +427,9 @@ def register_configs() -> None:
     cs.store(group="schema/optimizer", name="galore_adamw", node=GaLoreAdamWConfig)
     cs.store(group="schema/optimizer", name="lomo", node=LomoConfig)
     cs.store(group="schema/optimizer", name="adalomo", node=AdaLomoConfig)
+    cs.store(group="schema/optimizer", name="apollo", node=ApolloConfig)
+    cs.store(group="schema/optimizer", name="adam_mini", node=AdamMiniConfig)
+    cs.store(group="schema/optimizer", name="muon", node=MuonConfig)
     cs.store(group="schema/task", name="local", node=LocalTaskConfig)
     cs.store(group="schema/task", name="hub", node=HubTaskConfig)
     cs.store(group="schema/task", name="glue", node=GlueTaskConfig)

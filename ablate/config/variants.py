@@ -56,9 +56,11 @@ def optimizer_option(name: str) -> DictConfig:
         allowed = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
         raise ConfigError(f"optimizer={name}: allowed are {allowed}")
     body = OmegaConf.load(path)
-    schemas = [ConfigStore.instance().load(entry.split("@")[0].lstrip("/") + ".yaml").node
-               for entry in body.pop("defaults", []) if entry.startswith("/schema/")]
-    return OmegaConf.merge(*schemas, body)
+    # its schema, and another option it extends (conf/optimizer/apollo_mini.yaml: apollo)
+    bases = [ConfigStore.instance().load(entry.split("@")[0].lstrip("/") + ".yaml").node
+             if entry.startswith("/schema/") else optimizer_option(entry)
+             for entry in body.pop("defaults", []) if entry != "_self_"]
+    return OmegaConf.merge(*bases, body)
 
 
 def compose(overrides: list[str] = ()) -> DictConfig:

@@ -127,10 +127,11 @@ class GaLoreAdamW(Base):
 
 
 # ---------------------------------------------------------------- parameter selection
-def split_by_target(params, target_modules) -> list[dict]:
-    """Param groups: one carrying `rank` stays as given; any other is split into its named 2-D
+def split_by_target(params, target_modules, key: str = "rank", rest=None) -> list[dict]:
+    """Param groups: one carrying `key` stays as given; any other is split into its named 2-D
     parameters matching `target_modules` (projected, constructor's GaLore values) and the
-    rest (`rank=None`: plain AdamW). Unnamed parameters are never matched."""
+    rest (`key` set to `rest`, rank None: plain AdamW). Unnamed parameters are never
+    matched. Muon splits its matrices from its AdamW rest the same way."""
     groups = list(params)
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
@@ -141,16 +142,16 @@ def split_by_target(params, target_modules) -> list[dict]:
 
     result = []
     for group in groups:
-        if "rank" in group:
+        if key in group:
             result.append(group)
             continue
         items = list(group["params"])
         matched = [item for item in items if targeted(item)]
-        rest = [item for item in items if not targeted(item)]
+        others = [item for item in items if not targeted(item)]
         if matched:
             result.append({**group, "params": matched})
-        if rest:
-            result.append({**group, "params": rest, "rank": None})
+        if others:
+            result.append({**group, "params": others, key: rest})
     return result
 
 
@@ -181,6 +182,14 @@ def check_group(group: dict) -> None:
         raise ValueError(f"projection={group['projection']}: allowed are {', '.join(PROJECTIONS)}")
     if group["rank"] is None:  # plain AdamW: the GaLore values are not used
         return
+    if group["proj_type"] not in PROJ_TYPES:
+        raise ValueError(f"proj_type={group['proj_type']}: allowed are {', '.join(PROJ_TYPES)}")
+    check_projected(group, projected(group), "GaLore")
+
+
+def check_projected(group: dict, is_projected: bool, who: str) -> None:
+    """A projected group's rank, gap and scale, and (where it projects) its parameters'
+    shapes: GaLore's and APOLLO's."""
     rank, gap, scale = group["rank"], group["update_proj_gap"], group["scale"]
     if not rank > 0:
         raise ValueError(f"rank={rank}: must be > 0")
@@ -188,11 +197,9 @@ def check_group(group: dict) -> None:
         raise ValueError(f"update_proj_gap={gap}: must be > 0")
     if not scale > 0.0:
         raise ValueError(f"scale={scale}: must be > 0")
-    if group["proj_type"] not in PROJ_TYPES:
-        raise ValueError(f"proj_type={group['proj_type']}: allowed are {', '.join(PROJ_TYPES)}")
-    for name, p in named(group) if projected(group) else ():
+    for name, p in named(group) if is_projected else ():
         if p.dim() != 2:
-            raise ValueError(f"{name} with shape {tuple(p.shape)} cannot be projected: GaLore "
+            raise ValueError(f"{name} with shape {tuple(p.shape)} cannot be projected: {who} "
                              "projects 2-D weights only")
         if rank > min(p.shape):
             raise ValueError(f"rank={rank}: must be <= min(rows, cols) = {min(p.shape)} for "

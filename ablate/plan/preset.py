@@ -57,11 +57,15 @@ def preset(ablations: list[Ablation], name: str, seeds: int) -> tuple[dict, list
         raise PlanError("the plan has no ablation (no '### name' block with an Ablated Part, "
                         "no JSONL line)")
     chosen = [(ablation, component_for(ablation.part)) for ablation in ablations]
-    optimizers = sorted({c.optimizer for _, c in chosen})
-    if len(optimizers) > 1:
+    # The optimizer every part belongs to: a part GaLore and APOLLO share is GaLore's unless
+    # another part is APOLLO's alone.
+    shared = set.intersection(*(set(c.optimizers) for _, c in chosen))
+    if not shared:
+        optimizers = sorted({c.optimizer for _, c in chosen})
         raise PlanError(f"the plan ablates parts of {' and '.join(optimizers)}: import each "
                         "optimizer's ablations as a plan of its own")
-    baseline = {c.key: c.baseline for _, c in chosen}
+    optimizer = next(o for _, c in chosen for o in c.optimizers if o in shared)
+    baseline = {c.key: c.baseline(optimizer) for _, c in chosen}
     variants, notes, not_measured = {"baseline": []}, [], []
     for ablation, component in chosen:
         if ablation.action == "REMOVE":
@@ -75,7 +79,7 @@ def preset(ablations: list[Ablation], name: str, seeds: int) -> tuple[dict, list
             raise PlanError(f"{ablation.name}: {component.name} cannot be removed, only "
                             "replaced (REPLACE with values)")
         for value in values:
-            if value == component.baseline:
+            if value == component.baseline(optimizer):
                 continue  # the baseline job already runs it
             assignment = f"{component.key}={yaml_value(value)}"
             if assignment not in (a for v in variants.values() for a in v):
@@ -91,7 +95,7 @@ def preset(ablations: list[Ablation], name: str, seeds: int) -> tuple[dict, list
                         f"({', '.join(f'{k}={yaml_value(v)}' for k, v in baseline.items())}): "
                         "there is nothing to compare")
     body = {
-        "defaults": [{"override /optimizer": optimizers[0]}],
+        "defaults": [{"override /optimizer": optimizer}],
         **_nested(baseline),  # the composed config is the baseline; variants change one key
         "ablation": {"name": name, "seeds": list(range(seeds)),
                      "baseline": [f"{k}={yaml_value(v)}" for k, v in baseline.items()],

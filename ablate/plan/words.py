@@ -57,7 +57,7 @@ SYNONYMS = {  # word -> the token it counts as (both stemmed)
 FILLERS = set("""the a an of in on for to with and or vs versus its their by from as s
     mechanism method component part module technique strategy approach scheme style based
     use using used only optimizer optimiser state effect role
-    adalomo lomo galore adam adamw sgd""".split())
+    adalomo lomo galore adam adamw sgd apollo muon mini""".split())
 ACCEPT = 0.6  # the least score that names a component
 MARGIN = 0.15  # a runner-up this close makes the part ambiguous
 

@@ -1,0 +1,160 @@
+"""Adam-mini (Zhang et al., 2024, "Adam-mini: Use Fewer Learning Rates To Gain More"), as
+the `adam-mini` package's `Adam_mini` 1.1.1 computes it, with its partition behind a switch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Base, check_hyperparameters, named
+from .precision import fp32_update
+
+# The reference's name fragments (matched in the lower-cased parameter name), in the order
+# it tests them: biases first, then queries and keys, then the per-row blocks.
+EMBEDDING_NAMES = ("embed", "embd", "wte")
+OUTPUT_NAMES = ("lm_head", "output", "final_layer")
+QK_NAMES = ("k_proj", "q_proj", "wq", "wk", "query", "key")
+NEURON_NAMES = ("v_proj", "wv", "value", "o_proj", "wo", "attn.proj", "feed_forward",
+                "linear", "mlp")
+NO_DECAY_NAMES = ("norm", "ln", "bias")
+PARTITIONS = ("head", "neuron", "tensor")
+
+
+class AdamMini(Base):
+    r"""Adam with one second-moment value per block of parameters instead of one per value.
+
+    .. code-block:: text
+
+        input: lr, betas (b1, b2), eps, weight decay wd, partition (head | neuron | tensor)
+        for step t = 1, 2, ..., for each parameter p with gradient g, split into blocks:
+          1. p <- p * (1 - lr * wd)            (wd = 0 for names with norm, ln or bias)
+          2. m <- b1 m + (1 - b1) g                                      (one per value)
+          3. v_b <- b2 v_b + (1 - b2) mean(g_b^2) for each block b       (one per block)
+          4. p_b <- p_b - lr / (1 - b1^t) * m_b / (sqrt(v_b) / sqrt(1 - b2^t) + eps)
+
+    The blocks, by the parameter's name (the reference's fragments):
+      bias ..................... every value its own block (Adam)
+      embeddings, output layer . one block per row (per token)
+      queries, keys ............ one block per attention head (partition=head, the
+                                 reference), per row (neuron) or the whole tensor (tensor)
+      values, attention output,
+      MLP ...................... one block per row (per output neuron; head and neuron)
+                                 or the whole tensor (tensor)
+      anything else (norms) .... the whole tensor
+    partition=tensor is what the paper calls PyTorch's default partition. A block split by
+    rows needs a 2-D weight; a parameter of another shape is one block.
+
+    A head is `in_features / num_heads` rows of a (out x in) query or key weight, as the
+    reference's `dim * dim / n_heads` values (grouped keys then give their fewer heads).
+    The decision needs only the name, so one instance per parameter (the fused backward)
+    does what one instance over all of them does.
+
+    A parameter stored in bf16 keeps m and v in bf16 (as the reference, like the
+    parameter); the update runs on fp32 copies (`precision.fp32_update`).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, num_heads: int = 32,
+                 partition: str = "head"):
+        check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        if not num_heads > 0:
+            raise ValueError(f"num_heads={num_heads}: must be > 0")
+        if partition not in PARTITIONS:
+            raise ValueError(f"partition={partition}: allowed are {', '.join(PARTITIONS)}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        num_heads=num_heads, partition=partition)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for name, p in named(group):
+                if block(name, p, group) == "head" and p.numel() % head_size(p, group):
+                    raise ValueError(f"num_heads={num_heads}: {name} with shape "
+                                     f"{tuple(p.shape)} does not split into heads")
+
+    def init_state(self, p: Tensor, group: dict) -> dict:
+        """The state of `p`, created at its first step: a python step count, m like `p`, and
+        v like `p` (Adam blocks), one value per block (heads, rows: a column) or a 0-d one
+        (tensor), in `p`'s dtype, as the reference."""
+        state = self.state[p]
+        if not state:
+            kind = block(name_of(p, group), p, group)
+            state["step"] = 0
+            state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if kind == "adam":
+                state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            elif kind == "tensor":
+                state["vmean"] = p.new_zeros(())
+            else:
+                rows = p.numel() // head_size(p, group) if kind == "head" else p.shape[0]
+                state["vmean"] = p.new_zeros(rows, 1)
+        return state
+
+    def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
+        for name, p, group in params:
+            beta1, beta2 = group["betas"]
+            decay = 0.0 if any(n in name.lower() for n in NO_DECAY_NAMES) \
+                else group["weight_decay"]
+            with fp32_update(p, self.init_state(p, group)) as (p32, state32):
+                adam_mini(p32, p.grad.float(), state32, kind=block(name, p, group),
+                          lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                          weight_decay=decay,
+                          head_size=head_size(p, group) if p.dim() == 2 else 0)
+
+
+def name_of(p: Tensor, group: dict) -> str:
+    return next(name for name, q in named(group) if q is p)
+
+
+def block(name: str, p: Tensor, group: dict) -> str:
+    """adam, head, neuron or tensor: how `p`'s values are split into blocks (class docstring)."""
+    name, partition = name.lower(), group["partition"]
+    if "bias" in name:
+        return "adam"
+    if p.dim() != 2:
+        return "tensor"
+    if any(n in name for n in QK_NAMES):
+        return partition
+    if any(n in name for n in EMBEDDING_NAMES + OUTPUT_NAMES):
+        return "neuron"
+    if any(n in name for n in NEURON_NAMES):
+        return "tensor" if partition == "tensor" else "neuron"
+    return "tensor"
+
+
+def head_size(p: Tensor, group: dict) -> int:
+    """Values in one attention head's rows of a 2-D (out x in) weight."""
+    return p.shape[1] * p.shape[1] // group["num_heads"]
+
+
+def adam_mini(param: Tensor, grad: Tensor, state: dict, *, kind: str, lr: float,
+              beta1: float, beta2: float, eps: float, weight_decay: float,
+              head_size: int) -> None:
+    """Steps 1-4 of the class docstring for one parameter, in place, op for op as the
+    reference's branch for its kind of block."""
+    if weight_decay > 0.0:
+        param.mul_(1 - lr * weight_decay)
+    state["step"] = step = state["step"] + 1
+    m = state["m"]
+    m.lerp_(grad, 1 - beta1)
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+    if kind == "adam":
+        v = state["v"]
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        h = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+        param.addcdiv_(m, h, value=-lr / bias_correction1)
+        return
+    vmean = state["vmean"]
+    if kind == "tensor":
+        vmean.mul_(beta2).add_(torch.sum(grad * grad) / grad.numel(), alpha=1 - beta2)
+        blocks = m
+    else:
+        rows = vmean.shape[0]
+        blocks = m.view(rows, -1)
+        grad = grad.view(rows, -1)
+        vmean.mul_(beta2).add_(torch.mean(grad * grad, dim=1, keepdim=True), alpha=1 - beta2)
+    h = (vmean.sqrt() / bias_correction2_sqrt).add_(eps)
+    update = (blocks * ((1 / bias_correction1) / h)).view(param.shape)
+    update.mul_(lr)
+    param.sub_(update)  # the reference adds -update: the same numbers, one temporary less

@@ -1,0 +1,200 @@
+"""APOLLO and APOLLO-Mini (Zhu et al., 2024, "APOLLO: SGD-like Memory, AdamW-level
+Performance"), as `apollo-torch`'s `APOLLOAdamW` computes them, with each component behind a
+switch."""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+from torch import Tensor
+
+from .base import Base, check_hyperparameters, named
+from .galore import (DEFAULT_TARGET_MODULES, check_projected, galore_adamw, projectors,
+                     split_by_target)
+from .precision import fp32_update
+
+PROJECTIONS = ("random", "svd", "none")
+SCALINGS = ("channel", "tensor")
+LIMIT = 1.01  # the norm-growth limiter's gamma (Fira's, as the reference fixes it)
+TINY = 1e-8  # added to the norms the scaling factor and the limiter divide by
+
+
+class Apollo(Base):
+    r"""AdamW whose element-wise scaling is replaced by a channel-wise (or tensor-wise)
+    factor, estimated from Adam moments kept in a low-rank projection of the gradient.
+
+    .. code-block:: text
+
+        input: lr, betas (b1, b2), eps, weight decay wd, rank r, update_proj_gap T,
+               scale alpha, scaling (channel | tensor), switches projection, limiter
+        for step t = 1, 2, ..., for each parameter p (rows x cols) with gradient G:
+          if p is projected (2-D, targeted, projection != none):
+            1. if (t - 1) mod T == 0, a new projector, on the smaller side:
+                 rows >= cols: Q (r x cols), R = G Q^T (rows x r), channels are rows
+                 rows <  cols: P (rows x r), R = P^T G (r x cols), channels are columns
+                 random: a Gaussian matrix / sqrt(r), drawn from the parameter's seed,
+                         which then advances; svd: the top-r singular vectors of G
+            2. m <- b1 m + (1 - b1) R ;  v <- b2 v + (1 - b2) R^2   (moments have R's shape)
+            3. N <- m / (sqrt(v) + eps)
+            4. s <- ||N_c|| / (||R_c|| + 1e-8) for each channel c       (scaling=channel)
+               s <- ||N|| / (||R|| + 1e-8), one number                  (scaling=tensor)
+            5. U <- G * s                                     (the full-rank gradient, scaled)
+            6. if limiter and t > 1:  l <- max(||U|| / (n + 1e-8), 1.01) / 1.01 ;  U <- U / l
+               n <- ||U||                                   (the norm-growth limiter, Fira's)
+            7. p <- p - lr * sqrt(1 - b2^t) / (1 - b1^t) * sqrt(alpha) * U
+          else: steps 2, 3 on G itself and p <- p - lr * sqrt(1 - b2^t) / (1 - b1^t) * N
+          8. p <- p - lr * wd * p                                      (after the update)
+
+    APOLLO is scaling=channel at a rank such as 256; APOLLO-Mini is scaling=tensor at rank
+    1 (`optimizer=apollo_mini`, alpha 128). The unprojected form is GaLore's (the reference
+    shares it): `projection=none` is that AdamW on every parameter.
+
+    Which parameters are projected: as `GaLoreAdamW` (a group carrying `rank`, or the 2-D
+    named parameters matching `target_modules`), by name only, so one instance per
+    parameter (the fused backward) does what one instance over all of them does.
+
+    The random projector of refresh k is drawn with seed_k, where seed_0 is a hash of (seed,
+    parameter name) and seed_k+1 is the reference's `next_seed(seed_k)`: the reference
+    seeds by the parameter's position instead (1, 2, ...), which one instance per parameter
+    cannot know. The current seed is kept in the state, so a checkpoint resumes exactly.
+
+    A parameter stored in bf16 keeps fp32 moments and limiter norm and a bf16 projector;
+    the update runs on fp32 copies (`precision.fp32_update`).
+    """
+
+    def __init__(self, params, lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0, rank: int = 256,
+                 update_proj_gap: int = 200, scale: float = 1.0, scaling: str = "channel",
+                 target_modules=DEFAULT_TARGET_MODULES, projection: str = "random",
+                 limiter: bool = True, seed: int = 0):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        rank=rank, update_proj_gap=update_proj_gap, scale=scale,
+                        scaling=scaling, projection=projection, limiter=limiter, seed=seed)
+        super().__init__(split_by_target(params, target_modules), defaults)
+        for group in self.param_groups:
+            check_group(group)
+
+    def init_state(self, p: Tensor, group: dict) -> dict:
+        """The state of `p`, created at its first step: a python step count, the two moments
+        (fp32, in the projected shape where `p` is projected) and, where it is, the
+        projector in `p`'s dtype (zeros here: the first step makes it), the limiter's norm
+        (a 0-d fp32 tensor) and, for random projections, the next draw's seed (an int)."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            shape = projected_shape(p.shape, group["rank"]) if projected(group) else p.shape
+            state["exp_avg"] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+            state["exp_avg_sq"] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+            if projected(group):
+                rows, cols = p.shape
+                state["projector"] = (p.new_zeros(group["rank"], cols) if rows >= cols
+                                      else p.new_zeros(rows, group["rank"]))
+                if group["limiter"]:
+                    state["limiter_norm"] = torch.zeros((), dtype=torch.float32,
+                                                        device=p.device)
+                if group["projection"] == "random":
+                    name = next(n for n, q in named(group) if q is p)
+                    state["seed"] = zlib.crc32(f"{group['seed']}/{name}".encode())
+        return state
+
+    def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
+        for _, p, group in params:
+            beta1, beta2 = group["betas"]
+            state = self.init_state(p, group)
+            with fp32_update(p, state) as (p32, state32):
+                if projected(group):
+                    apollo(p32, p.grad.float(), state32, lr=group["lr"], beta1=beta1,
+                           beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+                           rank=group["rank"], update_proj_gap=group["update_proj_gap"],
+                           scale=group["scale"], scaling=group["scaling"],
+                           projection=group["projection"], limiter=group["limiter"])
+                else:  # GaLore's unprojected AdamW (the reference shares it); with
+                    # sides=None its projection arguments are not read
+                    galore_adamw(p32, p.grad.float(), state32, name="", lr=group["lr"],
+                                 beta1=beta1, beta2=beta2, eps=group["eps"],
+                                 weight_decay=group["weight_decay"], sides=None, rank=0,
+                                 update_proj_gap=1, scale=1.0, projection="none", seed=0)
+
+
+def projected(group: dict) -> bool:
+    return group["rank"] is not None and group["projection"] != "none"
+
+
+def projected_shape(shape, rank: int) -> tuple[int, int]:
+    """R's shape: the larger side kept, the smaller one cut to `rank`."""
+    rows, cols = shape
+    return (rows, rank) if rows >= cols else (rank, cols)
+
+
+def check_group(group: dict) -> None:
+    """One-line ValueErrors for a param group's values and, where it is projected, for the
+    shape of each of its parameters."""
+    check_hyperparameters(lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                          weight_decay=group["weight_decay"])
+    if group["projection"] not in PROJECTIONS:
+        raise ValueError(f"projection={group['projection']}: allowed for APOLLO are "
+                         f"{', '.join(PROJECTIONS)}")
+    if group["scaling"] not in SCALINGS:
+        raise ValueError(f"scaling={group['scaling']}: allowed are {', '.join(SCALINGS)}")
+    if not isinstance(group["limiter"], bool):
+        raise ValueError(f"limiter={group['limiter']}: allowed are true, false")
+    if group["rank"] is not None:  # None: plain AdamW, the APOLLO values are not used
+        check_projected(group, projected(group), "APOLLO")
+
+
+# ---------------------------------------------------------------- the math
+def next_seed(seed: int) -> int:
+    """The reference's `random_projector.next_seed`: the 15th int64 drawn from `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, torch.iinfo(torch.int64).max, (15,), generator=generator)[-1].item()
+
+
+def random_projector(shape: tuple[int, int], rank: int, seed: int,
+                     device: torch.device) -> Tensor:
+    """A Gaussian matrix of `shape` over sqrt(rank), drawn on `device` from `seed`."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(shape, generator=generator, device=device) / math.sqrt(rank)
+
+
+def apollo(param: Tensor, grad: Tensor, state: dict, *, lr: float, beta1: float,
+           beta2: float, eps: float, weight_decay: float, rank: int, update_proj_gap: int,
+           scale: float, scaling: str, projection: str, limiter: bool) -> None:
+    """Steps 1-8 of the class docstring for one projected parameter, in place."""
+    tall = grad.shape[0] >= grad.shape[1]
+    if state["step"] % update_proj_gap == 0:
+        shape = state["projector"].shape
+        if projection == "random":
+            state["projector"] = random_projector(shape, rank, state["seed"], grad.device)
+            state["seed"] = next_seed(state["seed"])
+        else:
+            P, Q = projectors(grad, rank, not tall, tall, "svd", 0)
+            state["projector"] = Q if tall else P
+    projector = state["projector"]
+    low = grad @ projector.t() if tall else projector.t() @ grad
+    state["step"] = step = state["step"] + 1
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    exp_avg.mul_(beta1).add_(low, alpha=1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(low, low, value=1.0 - beta2)
+    normed = exp_avg / exp_avg_sq.sqrt().add_(eps)
+    if scaling == "channel":
+        dim = 1 if tall else 0
+        factor = torch.norm(normed, dim=dim) / (torch.norm(low, dim=dim) + TINY)
+        if tall:
+            factor = factor.unsqueeze(1)
+    else:
+        factor = torch.norm(normed) / (torch.norm(low) + TINY)
+    update = grad * factor
+    if limiter:
+        norm = torch.norm(update)
+        if step > 1:
+            limit = torch.clamp(norm / (state["limiter_norm"] + TINY), min=LIMIT) / LIMIT
+            update = update / limit
+            norm = norm / limit
+        state["limiter_norm"] = norm
+    update *= math.sqrt(scale)
+    step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    param.add_(update, alpha=-step_size)
+    if weight_decay > 0.0:
+        param.add_(param, alpha=-lr * weight_decay)
