@@ -351,6 +351,8 @@ ROWS = [
     ("ablate", ["trainer.sharding=fsdp", "optimizer=galore_adamw"],
      "trainer.sharding=fsdp: optimizer=galore_adamw cannot update a shard of rows exactly "
      "(allowed: adamw, sgd, lomo, adalomo, or trainer.sharding=none)"),
+    ("ablate", ["trainer.sharding=fsdp", "optimizer=muon"],
+     "trainer.sharding=fsdp: optimizer=muon cannot update a shard of rows exactly"),
     ("ablate", ["trainer.sharding=fsdp", "trainer.precision=bf16_weights"],
      "trainer.precision=bf16_weights with trainer.sharding=fsdp: not supported"),
     ("ablate", ["trainer.sharding=fsdp", "trainer.save_model=true"],
