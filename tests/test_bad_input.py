@@ -346,6 +346,29 @@ ROWS = [
      "adamw_weight_decay=-1.0: must be >= 0"),
     ("ablate", ["optimizer=muon", "toggles.nesterov=maybe"], "toggles.nesterov=maybe"),
     ("ablate", ["toggles=no_nesterov"], "toggle toggles.nesterov is not supported by"),
+    # -------------------------------------------------- issue 26 claims
+    ("ablate", ["-m", "+ablation=adam_components", "ablation.seeds=[0]",
+                "ablation.claims=[{{variant: adamw, against: sgd, expect: worse}}]"],
+     "ablation.claims[0].variant=adamw: not a variant of the preset (allowed: baseline, adam, "
+     "no_momentum, no_second_moment, sgd)"),
+    ("ablate", ["+ablation=adalomo_vs_adamw",
+                "ablation.claims=[{{variant: adalomo, against: adamw, expect: equivalent}}]"],
+     "ablation.claims[0].margin=None: expect=equivalent needs a margin > 0"),
+    ("ablate", ["+ablation=adalomo_vs_adamw",
+                "ablation.claims=[{{variant: lomo, against: adamw, expect: not_worse, margin: -1}}]"],
+     "ablation.claims[0].margin=-1: expect=not_worse needs a margin > 0"),
+    ("ablate", ["+ablation=adalomo_decay_rate",
+                "ablation.claims=[{{variant: baseline, against: beta2_0.999, expect: faster}}]"],
+     "ablation.claims[0].expect=faster: allowed are worse, better, equivalent, not_worse"),
+    ("ablate", ["+ablation=adalomo_decay_rate", "ablation.claims=[{{variant: baseline, "
+                "against: beta2_0.999, expect: worse, metric: mmlu}}]"],
+     "ablation.claims[0].metric=mmlu: allowed are test_loss"),
+    ("ablate", ["+ablation=adalomo_decay_rate", "ablation.claims=[{{variant: baseline, "
+                "against: beta2_0.999, expect: worse, margin: 0.1}}]"],
+     "ablation.claims[0].margin=0.1: only equivalent and not_worse take a margin"),
+    ("ablate", ["+ablation=adalomo_decay_rate", "ablation.claims=[{{variant: baseline, "
+                "against: beta2_0.999, expects: worse}}]"],
+     "ablation.claims[0].expects: unknown key (allowed: variant, against, expect, margin,"),
     # -------------------------------------------------- issue 22: trainer.sharding=fsdp
     ("ablate", ["trainer.sharding=zero3"], "trainer.sharding=zero3"),
     ("ablate", ["trainer.sharding=fsdp", "optimizer=galore_adamw"],

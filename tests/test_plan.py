@@ -107,6 +107,14 @@ def test_jsonl_from_stdin_and_the_written_preset(tmp_path):
     assert body["ablation"]["not_measured"] == ["GLUE"]
     assert body["ablation"]["seeds"] == [0, 1]
     assert len(jobs(body)) == 3 * 2
+    # Claims given on the command line are the preset's, as its variants name them.
+    code, _, err = run_in_process(tmp_path, "-", "--out", out, "--claim", "rank_4 worse baseline",
+                                  "--claim", "no_eight_bit equivalent baseline 0.05",
+                                  module="ablate.plan", stdin=text)
+    assert code == 0, err
+    assert yaml.safe_load(out.read_text())["ablation"]["claims"] == [
+        {"variant": "rank_4", "against": "baseline", "expect": "worse"},
+        {"variant": "no_eight_bit", "against": "baseline", "expect": "equivalent", "margin": 0.05}]
 
 
 def test_mixed_optimizers_and_bad_actions_are_refused():
@@ -341,6 +349,16 @@ BAD_INPUTS = [  # (argv, what the one error line must contain)
                                                   "'nope' not found"),
     (["bad_sweep.yaml", "--dry-run"], "hydra.sweeper.params: trainer.seed: '0,,]' is not a sweep"),
     (["scalar.yaml"], "scalar.yaml is a preset already: add --dry-run to list its jobs"),
+    # issue 26 claims
+    (["plan.md", "--claim", "rank_8 worse baseline"], "ablation.claims[0].variant=rank_8: "
+     "not a variant of the preset (allowed: baseline, rank_4)"),
+    (["plan.md", "--claim", "rank_4 equivalent baseline"], "ablation.claims[0].margin=None: "
+     "expect=equivalent needs a margin > 0"),
+    (["plan.md", "--claim", "rank_4 worse"], "--claim 'rank_4 worse': expected 'VARIANT "
+     "EXPECT AGAINST [MARGIN]'"),
+    (["plan.md", "--claim", "rank_4 equivalent baseline small"], "margin 'small' is not a number"),
+    (["scalar.yaml", "--dry-run", "--claim", "a worse b"], "--claim: scalar.yaml is a preset "
+     "already"),
 ]
 
 

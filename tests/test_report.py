@@ -18,7 +18,7 @@ from ablate.config.identity import label
 from ablate.report.__main__ import main
 from ablate.report.groups import common_parts, find_baseline, match_baseline, short_label
 from ablate.report.read import Job
-from ablate.report.stats import mean_std
+from ablate.report.stats import compare as stats_compare, mean_std
 from ablate.tracking import fit, flatten
 from conftest import run_in_process
 from wandb_file import read_run
@@ -231,6 +231,7 @@ def test_variants_whose_labels_parse_ambiguously_are_kept_apart(tmp_path):
     assert [float(row["test_loss_mean"]) for row in rows] == pytest.approx(
         [4.105, 4.005, 4.205, 4.305])
     assert rows[0]["is_baseline"] == "True"
+    assert "Claims" not in (tmp_path / "r" / "report.md").read_text()  # no saved config
 
 
 @pytest.mark.slow
@@ -329,3 +330,101 @@ def test_tuned_sweep_with_a_killed_grid_job_reports(tmp_path, tiny_args):
     assert "| `sgd` |  (no choice) | 0 |" in printed
     assert "no choice: no finished grid-seed run at lr_factor 1" in printed
     assert f"seed 0: killed: no summary.json (killed, or still running) (`{killed}`)" in printed
+
+
+def welch(x: list[float], y: list[float]) -> tuple[float, float, float]:
+    """Welch's difference of means, its standard error and Welch-Satterthwaite degrees of
+    freedom, from the textbook formulas."""
+    vx, vy = np.var(x, ddof=1) / len(x), np.var(y, ddof=1) / len(y)
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    return float(np.mean(x) - np.mean(y)), math.sqrt(vx + vy), df
+
+
+@pytest.mark.parametrize("expect, x, y, margin, verdict", [
+    ("worse", [5.0, 5.2, 5.1], [4.0, 4.1, 4.3], None, "supported"),
+    ("worse", [4.0, 4.1, 4.3], [5.0, 5.2, 5.1], None, "contradicted"),
+    ("better", [4.0, 4.6, 4.3], [4.1, 4.5, 4.2], None, "inconclusive"),
+    ("equivalent", [4.00, 4.02, 4.01], [4.01, 4.00, 4.03], 0.05, "supported"),
+    ("equivalent", [4.0, 4.3, 3.8], [4.01, 4.00, 4.03], 0.05, "inconclusive"),
+    ("equivalent", [4.50, 4.52, 4.51], [4.01, 4.00, 4.03], 0.05, "contradicted"),
+    ("not_worse", [4.03, 4.05, 4.04], [4.01, 4.00, 4.03], 0.1, "supported"),
+    ("not_worse", [4.50, 4.52, 4.51], [4.01, 4.00, 4.03], 0.1, "contradicted"),
+])
+def test_claim_verdicts_match_the_closed_form_tests(expect, x, y, margin, verdict):
+    """Each verdict and p-value against Welch's t statistic and the t distribution by hand:
+    two-sided for worse/better; TOST's two one-sided p-values for equivalent; the one-sided
+    non-inferiority p-value for not_worse."""
+    from scipy.stats import t
+
+    from ablate.report.claims import judge
+
+    d, se, df = welch(x, y)
+    p = {"worse": 2 * t.sf(abs(d) / se, df), "better": 2 * t.sf(abs(d) / se, df),
+         "equivalent": max(t.sf((d + (margin or 0)) / se, df),
+                           t.cdf((d - (margin or 0)) / se, df)),
+         "not_worse": t.cdf((d - (margin or 0)) / se, df)}[expect]
+    claim = {"variant": "a", "against": "b", "expect": expect,
+             **({"margin": margin} if margin else {})}
+    got, text = judge(claim, x, y)
+    assert got == verdict, text
+    assert f"= {p:.3g} " in text, (p, text)
+    # A metric where higher is better (accuracy): the same numbers, negated, same verdict.
+    negated = judge({**claim, "metric": "test_accuracy"}, [-v for v in x], [-v for v in y])
+    assert negated[0] == verdict
+
+
+def test_claim_with_one_seed_is_inconclusive():
+    from ablate.report.claims import judge
+
+    verdict, text = judge({"variant": "a", "against": "b", "expect": "worse"}, [5.0], [4.0, 4.1])
+    assert verdict == "inconclusive" and "a has 1 completed jobs, b 2" in text
+
+
+def test_pareto_frontier_of_a_hand_made_case():
+    from ablate.report.plots import frontier
+
+    # (memory, loss): (1, 5) and (4, 3) and (10, 2.5) trade memory for loss; (5, 4) is beaten
+    # by (4, 3); (1, 6) by (1, 5); (20, 2.5) by (10, 2.5); a duplicate of a frontier point stays.
+    points = [(5, 4), (1, 5), (4, 3), (10, 2.5), (1, 6), (20, 2.5), (4, 3)]
+    assert frontier(points) == [False, True, True, True, False, False, True]
+
+
+def preset_job(run_dir: Path, name: str, seed: int, test_loss: float, claims: list,
+               status: str = "completed") -> None:
+    """A preset's job: its summary and a saved config naming its variant and the claims."""
+    completed_job(run_dir, {"optimizer": "adamw", "trainer.lr": name}, seed, test_loss)
+    if status != "completed":
+        edit_summary(run_dir, status=status, error_type="RuntimeError", error="boom")
+    edit_summary(run_dir, is_baseline=name == "a", optimizer_state_gb=0.01 * len(name),
+                 peak_memory_gb=0.5)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"ablation": {"name": "p", "variant": name, "claims": claims}}))
+
+
+def test_report_states_each_claim_of_the_saved_config(tmp_path):
+    """The Claims section: one line per claim from the jobs' saved configs; a variant with
+    no completed job and one not in the sweep are inconclusive, saying why; the
+    loss-against-memory plot is written. (A sweep without saved claims, as the one above,
+    has no Claims section.)"""
+    claims = [{"variant": "b", "against": "a", "expect": "worse"},
+              {"variant": "baseline", "against": "b", "expect": "equivalent", "margin": 0.05},
+              {"variant": "c", "against": "a", "expect": "better"},
+              {"variant": "d", "against": "baseline", "expect": "not_worse", "margin": 0.1}]
+    losses = {"a": [4.0, 4.1, 4.05], "b": [4.5, 4.6, 4.55], "c": [3.9, 3.8, 3.85]}
+    for i, (name, seed) in enumerate((n, s) for n in losses for s in range(3)):
+        preset_job(tmp_path / "sweep" / str(i), name, seed, losses[name][seed], claims,
+                   "failed" if name == "c" else "completed")
+    main([str(tmp_path / "sweep"), "--out", str(tmp_path / "r")])
+    text = (tmp_path / "r" / "report.md").read_text()
+    lines = text.split("## Claims\n\n")[1].splitlines()[:4]
+    _, p, _ = stats_compare(losses["b"], losses["a"])
+    assert lines[0] == (f"- `b` worse than `a` (test_loss): **supported**: Δ +0.5 (4.55 vs "
+                        f"4.05, n = 3, 3); Welch's t-test p = {p:.3g} < 0.05")
+    assert lines[1].startswith("- `baseline` equivalent to `b` within ±0.05 (test_loss): "
+                               "**contradicted**: Δ -0.5")
+    assert lines[2] == ("- `c` better than `a` (test_loss): **inconclusive**: c has 0 completed "
+                        "jobs, a 3: a test needs two on each side")
+    assert lines[3] == ("- `d` not worse than `baseline` (margin 0.1) (test_loss): "
+                        "**inconclusive**: no job of variant d in this sweep")
+    assert (tmp_path / "r" / "loss_vs_memory.png").read_bytes().startswith(PNG)

@@ -19,6 +19,7 @@ from ..models import build_model, check_weights, shape
 from ..optim.build import build_optimizer, optimizer_class
 from ..tasks import check_task_config
 from ..world import world_from_env
+from .claims import check_claims
 from .schema import plain
 from .variants import job_config
 
@@ -115,6 +116,9 @@ def check(cfg: DictConfig) -> None:
                               f"by model.num_heads={cfg.model.num_heads}")
     if cfg.ablation is not None and cfg.ablation.seeds is not None:
         check_seeds(list(cfg.ablation.seeds))
+    if cfg.ablation is not None:
+        check_claims(OmegaConf.to_container(cfg.ablation.claims, resolve=True),
+                     list(cfg.ablation.variants))
     if cfg.tune is not None:
         check_lr_factors(list(cfg.tune.lr_factors))
         if cfg.tune.grid_seed < 0:

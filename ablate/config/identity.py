@@ -21,11 +21,12 @@ from .variants import parse_assignment
 # evaluated or checkpointed: not what is trained (evaluation uses no randomness and leaves
 # the model as it was; batches are a function of the seed and the step). Also the tuning
 # grid and a preset's seed list: they choose which jobs run, not what one job trains, so a
-# grid job is found again by a sweep with another grid or more seeds.
+# grid job is found again by a sweep with another grid or more seeds. A preset's claims are
+# what its report checks, not what is trained.
 NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "share_gpus", "logger", "task.cache_dir",
                "trainer.progress", "trainer.log_interval", "trainer.eval_interval",
                "trainer.checkpoint_every", "trainer.bucket_mb", "trainer.collective_timeout_s",
-               "tune", "ablation.seeds")
+               "tune", "ablation.seeds", "ablation.claims")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -377,6 +377,9 @@ class AblationConfig:
     # The seeds the preset sweeps (its trainer.seed sweep reads them, and so does +tune=lr,
     # which needs the seed before the lr in the sweep's order).
     seeds: Optional[List[int]] = None
+    # What the preset expects of its variants: {variant, against, expect, margin, metric}
+    # mappings, checked before compute (config/claims.py), judged by the report.
+    claims: List[Dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -88,6 +88,22 @@ def parse_jsonl(text: str) -> list[Ablation]:
     return ablations
 
 
+def parse_claim(text: str) -> dict:
+    """`--claim 'VARIANT EXPECT AGAINST [MARGIN]'` as a claim of `ablation.claims`
+    (its names and expectation are checked against the preset by config/claims.py)."""
+    words = text.split()
+    if len(words) not in (3, 4):
+        raise PlanError(f"--claim {text!r}: expected 'VARIANT EXPECT AGAINST [MARGIN]', e.g. "
+                        "'no_adaptive_lr worse baseline' or 'rank_4 equivalent baseline 0.05'")
+    claim = {"variant": words[0], "against": words[2], "expect": words[1]}
+    if len(words) == 4:
+        try:
+            claim["margin"] = float(words[3])
+        except ValueError:
+            raise PlanError(f"--claim {text!r}: margin {words[3]!r} is not a number") from None
+    return claim
+
+
 def read(path: str) -> tuple[str, str]:
     """The plan's text and a name for its preset (from the file name)."""
     file = Path(path)

@@ -1,5 +1,5 @@
 """`python -m ablate.report SWEEP_DIR [--baseline PARTS] [--loss-target X] [--out DIR]`:
-one row per variant of a sweep, in report.md, report.csv, four plots and the terminal.
+one row per variant of a sweep, in report.md, report.csv, the plots and the terminal.
 
 Every job under SWEEP_DIR (nested sweep directories too) is read from its `summary.json`
 and `metrics.jsonl`; a job directory without a summary (`.hydra/` only) counts as killed.
@@ -15,6 +15,8 @@ Jobs of different tasks (`task` in their summaries: a GLUE task and a language-m
 are never compared: each task gets its own table, baseline and loss target.
 A job the report cannot read (ablate/report/read.py) is listed with its path and the reason,
 and left out of every number; the other jobs are reported.
+The claims of the preset (`ablation.claims` in the jobs' saved configs) are judged in a
+Claims section, one line each: supported, contradicted or inconclusive (ablate/report/claims.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pathlib import Path
 
 from ..config.identity import label
 from .groups import by_variant, common_parts, find_baseline
-from .plots import plot_bars, plot_losses, plot_sensitivity
+from .claims import claim_lines, stated_claims
+from .plots import plot_bars, plot_losses, plot_memory_frontier, plot_sensitivity
 from .read import Job, number, read_jobs
 from .stats import ALPHA, mean_std
 from .table import choose_lr, fmt, glue_table, job_notes, markdown_table, tuning_notes, \
@@ -69,6 +72,13 @@ def compare_variants(jobs: list[Job], baseline_spec: str | None, loss_target: fl
              f"- Baseline: `{rows[baseline]['label']}`, {how}",
              f"- Loss target: {target_how}", "",
              markdown_table(list(rows.values())), ""]
+    claims = stated_claims(jobs)
+    if claims:  # by the preset's variant names, `baseline` the baseline found above
+        named = {job.preset_variant: job.key for job in jobs if job.preset_variant is not None}
+        named["baseline"] = baseline
+        lines += [f"{'###' if task is not None else '##'} Claims", "",
+                  *claim_lines(claims, {name: chosen[key][0] for name, key in named.items()}),
+                  ""]
     return rows, choices, shown, lines
 
 
@@ -111,6 +121,7 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
               "Memory per variant: mean ± std over seeds")
     plot_bars(out / "tgs.png", in_order, [("tgs", "tokens per second per device (TGS)")],
               "Throughput per variant: mean ± std over seeds")
+    plot_memory_frontier(out / "loss_vs_memory.png", in_order, ", ".join(kinds))
     sweeps = sorted({str(job.summary["sweep"]) for job in jobs if job.summary.get("sweep")})
     devices = sorted({str(job.summary.get("device")) for job in jobs if "device" in job.summary})
     left_out = [f"{repeated} repeated attempts of the same configs"] * bool(repeated) + [
@@ -138,6 +149,7 @@ def report(root: Path, out: Path, baseline_spec: str | None = None,
         *(["![learning-rate sensitivity](lr_sensitivity.png)", ""] if tuned else []),
         "![training loss vs step](loss_vs_step.png)", "",
         "![peak and optimizer-state memory](memory.png)", "",
+        "![test loss against memory, the lower-left frontier marked](loss_vs_memory.png)", "",
         "![throughput](tgs.png)",
     ]
     glue = glue_table(shown)

@@ -1,4 +1,5 @@
-"""The report's plots: training loss per step, lr sensitivity, memory and throughput bars.
+"""The report's plots: training loss per step, lr sensitivity, memory and throughput bars,
+test loss against memory with its lower-left (Pareto) frontier.
 matplotlib is imported by each plot, so reading a report's rows needs none of it."""
 
 from __future__ import annotations
@@ -110,6 +111,73 @@ def plot_bars(path: Path, rows: list[dict], panels: list[tuple[str, str]], title
                                                           else "") for row in rows])
     axes[0][0].invert_yaxis()
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def frontier(points: list[tuple[float, float]]) -> list[bool]:
+    """Whether each (memory, loss) point is on the lower-left (Pareto) frontier: no other
+    point has at most its memory and at most its loss, one of them lower."""
+    return [not any(x2 <= x and y2 <= y and (x2, y2) != (x, y) for x2, y2 in points)
+            for x, y in points]
+
+
+def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
+    """Each variant's mean test loss (whiskers: the 95% Student-t interval) against its
+    optimizer-state memory and its peak memory (`kind`: how peak memory was measured), log
+    axes (ticks at the variants' values, when few and apart), a memory of 0 (a stateless
+    optimizer) drawn at a tenth of the panel's smallest other one, its tick "0"; each
+    panel's frontier points ringed and joined. A variant without a number is named in the
+    title."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    panels = [("optimizer_state_gb_mean", "optimizer state, GB (log)"),
+              ("peak_memory_gb_mean", f"peak memory, GB ({kind}; log)")]
+    fig, axes = plt.subplots(1, 2, sharey=True, figsize=(13, 5.5))
+    colors = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
+    skipped = set()
+    for ax, (key, xlabel) in zip(axes, panels):
+        shown = [row for row in rows if math.isfinite(row[key]) and row[key] >= 0
+                 and math.isfinite(row["test_loss_mean"])]
+        skipped |= {row["label"] for row in rows if row not in shown}
+        points = [(row[key], row["test_loss_mean"]) for row in shown]
+        best = frontier(points)
+        floor = min([x for x, _ in points if x > 0] or [1e-5]) / 10
+        for i, (row, (x, y), on) in enumerate(zip(shown, points, best)):
+            low, high = row["test_loss_ci_low"], row["test_loss_ci_high"]
+            err = [[y - low], [high - y]] if math.isfinite(low) else None
+            name = row["label"] + (" (baseline)" if row["is_baseline"] else "")
+            ax.errorbar(x or floor, y, yerr=err, fmt="o", capsize=3, markersize=6,
+                        color="black" if row["is_baseline"] else colors[i % len(colors)],
+                        label=wrap(name))
+            ax.annotate(name, (x or floor, y), xytext=(6, 4 if i % 2 else -10),
+                        textcoords="offset points",
+                        fontsize="x-small")
+            if on:
+                ax.plot(x or floor, y, "o", markersize=15, markerfacecolor="none", color="red")
+        edge = sorted((x or floor, y) for (x, y), on in zip(points, best) if on)
+        ax.plot([x for x, _ in edge], [y for _, y in edge], "--", color="red", linewidth=1,
+                label="lower-left frontier")
+        ax.set_xscale("log")
+        xs = sorted({x or floor for x, _ in points})
+        # Ticks a fifteenth of the span apart (of a twentieth of a decade at least).
+        gap = 10 ** (max(math.log10(xs[-1] / xs[0]) if xs else 0.0, 0.05) / 15)
+        ticks = []
+        for x in xs:
+            ticks += [x] * (not ticks or x > gap * ticks[-1])
+        if len(ticks) <= 8:  # each variant's memory read off the axis; else decades only
+            ax.set_xticks(ticks, [fmt(x) if x != floor else "0" for x in ticks], rotation=30)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.margins(x=0.15)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("test loss (mean, 95% CI)")
+    axes[1].legend(fontsize="small", loc="best")
+    fig.suptitle("Test loss against memory, one point per variant; ringed: the lower-left "
+                 "frontier" + (f"\nnot plotted (no number): {', '.join(sorted(skipped))}"
+                               if skipped else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -10,14 +10,20 @@ torch, only then); a saved config this version cannot read makes the variant
 A job the report cannot use (a summary.json cut short or not a job summary, an unknown
 status, a metrics.jsonl line that is no record of a logged step) is listed as unreadable,
 with its path and the reason; every other job is reported.
+
+A job of a preset also carries its preset variant's name (`ablation.variant`) and the
+preset's claims (`ablation.claims`), read from its saved config (`.hydra/config.yaml`) as
+plain YAML; a job without them (an old run, a sweep without a preset) has none.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from .. import runstore
 
@@ -31,6 +37,8 @@ class Job:
     summary: dict
     curve: list[tuple[int, float]]  # (step, training loss) from metrics.jsonl, in step order
     variant: dict  # config key -> value: what makes this job's variant
+    preset_variant: str | None = None  # its `ablation.variant`: the name claims use
+    claims: list[dict] = field(default_factory=list)  # its preset's `ablation.claims`
 
     @property
     def status(self) -> str:
@@ -105,6 +113,17 @@ def saved_variant(job_dir: Path, summary: dict) -> dict:
         return {"optimizer": summary["variant"]}
 
 
+def saved_ablation(job_dir: Path) -> tuple[str | None, list[dict]]:
+    """A job's `ablation.variant` and `ablation.claims`, from its saved config (none when
+    it has no readable one, or no preset)."""
+    try:
+        config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None, []
+    ablation = (config.get("ablation") if isinstance(config, dict) else None) or {}
+    return ablation.get("variant"), list(ablation.get("claims") or [])
+
+
 class Unreadable(Exception):
     """A job directory the report cannot use; the message says why, naming the file."""
 
@@ -134,7 +153,7 @@ def read_job(job_dir: Path) -> Job:
         raise Unreadable(problem)
     variant = (summary["variant_config"] if "variant_config" in summary
                else saved_variant(job_dir, summary))
-    return Job(job_dir, summary, runstore.curve(job_dir), variant)
+    return Job(job_dir, summary, runstore.curve(job_dir), variant, *saved_ablation(job_dir))
 
 
 def read_jobs(root: Path) -> tuple[list[Job], int, list[tuple[Path, str]]]:

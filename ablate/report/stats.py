@@ -47,6 +47,13 @@ def compare(values: list[float], base: list[float]) -> tuple[float, float, str]:
     return diff, p, "worse" if diff > 0 else "better"
 
 
+def shifted_welch(values: list[float], base: list[float], shift: float, alternative: str) -> float:
+    """p-value of Welch's one-sided t-test of H0 "mean(values) - mean(base) is not
+    `alternative` ("less" or "greater") than `shift`"; NaN with no spread."""
+    return float(stats.ttest_ind([v - shift for v in values], base, equal_var=False,
+                                 alternative=alternative).pvalue)
+
+
 def steps_to_target(curve: list[tuple[int, float]], target: float) -> float:
     """The first logged step whose training loss is <= target (no smoothing); NaN if none."""
     return next((float(step) for step, loss in curve if loss <= target), math.nan)
