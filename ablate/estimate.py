@@ -20,6 +20,13 @@ figures hold for sizes no machine at hand can train. The terms, in bytes:
   all activations, the gradients alive at once) and, without a fused backward, the update
   (weights, state, every gradient; the activations are freed by then).
 
+Sharded (`trainer.sharding=fsdp` on `trainer.processes=N`), the figures are one rank's:
+weights, gradients and state over N, plus the units gathered whole at one time (the
+largest unit, and the decoder block prefetched beside it) and the largest unit's whole
+gradient twice (as autograd made it, and FSDP's flat copy of it that is reduce-scattered);
+the activations are those of the rank's own batch.
+AdaLomo's column statistics (O(n) a matrix) stay replicated and are counted over N too.
+
 `python -m ablate.estimate [--table] [--accounting galore] [overrides]`
 """
 
@@ -44,6 +51,7 @@ from .memory import GB, optimizer_state_bytes
 from .models import build_model, shape
 from .optim.base import Base
 from .optim.build import build_optimizer
+from .sharding import blocks, units
 from .train import weight_dtype
 
 
@@ -75,11 +83,18 @@ def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
     state = optimizer_state_bytes(optimizer)
     accumulating = t.grad_accum_steps > 1
     gradients = gradient_bytes(model, width, not cfg.toggles.fused_backward or accumulating)
+    ranks = t.processes if t.sharding.value == "fsdp" else 1
+    if ranks > 1:
+        largest = max(weight_bytes(unit, width) for unit in units(model))
+        block = max(weight_bytes(unit, width) for unit in blocks(model))
+        params, state = params // ranks + largest + block, state // ranks
+        gradients = gradients // ranks + 2 * largest  # whole, and its reduce-scatter input
     activations = activation_bytes(shape(cfg.model), t.batch_size, t.seq_len, t.precision.value,
                                    t.activation_checkpointing)
     # Accumulated gradients are all alive in every backward but the first; else a backward
-    # starts with only those alive at once (the previous step's were freed).
-    at_backward = activations + (gradients if accumulating
+    # starts with only those alive at once (the previous step's were freed). Sharded, the
+    # output layer's whole gradient and its flat copy come first, beside every activation.
+    at_backward = activations + (gradients if accumulating or ranks > 1
                                  else gradient_bytes(model, width, all_grads=False))
     return Estimate(params, gradients, state, activations,
                     params + state + max(at_backward, gradients))

@@ -10,6 +10,10 @@ Data parallel, a hook hands its gradient to a `distributed.BucketedAllReduce` in
 using it: the update runs when the gradient's bucket has been summed over the ranks, so
 every rank steps on the same gradient, and what a gathering pass sums (the clipping norm,
 AdaLomo's global sums) is taken over the summed gradients: global across ranks too.
+
+Fully sharded (`trainer.sharding=fsdp`), FSDP's reduce-scatter sums each gradient over the
+ranks and fires the hook on this rank's shard: each instance updates its shard, and what
+a gathering pass sums is summed over the ranks once at its end.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import weakref
 from typing import Callable, Iterable
 
 import torch
+
+from .sharding import is_sharded, local, sum_over_shards
 
 
 class OptimizerInBackward:
@@ -35,7 +41,10 @@ class OptimizerInBackward:
         self.clip_coef: torch.Tensor | None = None  # set by a gathering pass, used by the next
         self._gathering: str | None = None  # "norms" or "sums" during a gathering pass
         self._gathered: list[torch.Tensor] = []
+        self._sharded = None  # a sharded parameter: a gathering pass sums over its ranks
         for name, p in named_params:
+            if is_sharded(p):
+                self._sharded = p
             self.optimizers[name] = make_optimizer([(name, p)])
             self._handles.append(p.register_post_accumulate_grad_hook(self._hook(name)))
         self._needing_sums = {name for name, opt in self.optimizers.items()
@@ -59,10 +68,10 @@ class OptimizerInBackward:
     def _use(self, name: str, p: torch.Tensor) -> None:
         """What the present pass does with p's complete gradient, which it then frees."""
         if self._gathering == "norms":
-            self._gathered.append(p.grad.detach().float().pow(2).sum())
+            self._gathered.append(local(p.grad).detach().float().pow(2).sum())
         else:
             if self.clip_coef is not None:
-                p.grad.mul_(self.clip_coef)
+                local(p.grad).mul_(self.clip_coef)
             if self._gathering is None:
                 self.optimizers[name].step()
             elif name in self._needing_sums:
@@ -99,7 +108,7 @@ class OptimizerInBackward:
         self._gathering, self._gathered = what, []
         try:
             self._backward(loss, retain_graph=True)
-            return torch.stack(self._gathered).sum(0)
+            return sum_over_shards(self._sharded, torch.stack(self._gathered).sum(0))
         finally:
             self._gathering, self._gathered = None, []
 

@@ -129,8 +129,17 @@ def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
 
     trainer = Trainer(cfg)
     resumed = resume(trainer, checkpoints)
+
+    def checkpoint() -> None:  # sharded: every rank writes its shards
+        if trainer.sharded_checkpoints:
+            runstore.save_sharded_checkpoint(run_dir, trainer.state_dict(),
+                                             summary["config_hash"], trainer.step)
+        else:
+            runstore.save_checkpoint(run_dir, trainer.state_dict(), summary["config_hash"],
+                                     trainer.step)
+
     if trainer.world.rank:
-        trainer.fit(lambda record: None)
+        trainer.fit(lambda record: None, checkpoint if trainer.sharded_checkpoints else None)
         raise_if_interrupted(trainer, run_dir)
         return None
     if resume_from is not None and resumed is None:
@@ -167,10 +176,6 @@ def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
                 metrics.write(runstore.metrics_line(record))
                 send(record)
 
-            def checkpoint() -> None:
-                runstore.save_checkpoint(run_dir, trainer.state_dict(), summary["config_hash"],
-                                         trainer.step)
-
             summary.update(trainer.fit(log, checkpoint))
             if cfg.trainer.save_model and summary["status"] in ("completed", "stalled"):
                 trainer.save_model(run_dir / "model")
@@ -202,13 +207,15 @@ def raise_if_interrupted(trainer, run_dir: Path) -> None:
 
 def resume(trainer, checkpoints: list[tuple[Path, int]]) -> Path | None:
     """Load the first checkpoint that can be read; one that cannot is named in a warning and
-    set aside (renamed `checkpoint.pt.unreadable`), so that no later re-run trips on it."""
+    set aside (renamed `checkpoint.pt.unreadable`, or `checkpoint.dcp.unreadable`), so that no later re-run trips on it."""
     for run_dir, step in checkpoints:
-        path = run_dir / runstore.CHECKPOINT
+        path = run_dir / (runstore.SHARDED_CHECKPOINT if trainer.sharded_checkpoints
+                          else runstore.CHECKPOINT)
         try:
-            state = torch.load(path, weights_only=False)
+            state = (runstore.load_sharded_checkpoint(path, trainer.state_template())
+                     if trainer.sharded_checkpoints else torch.load(path, weights_only=False))
         except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a bad file
-            aside = path.with_suffix(".pt.unreadable")
+            aside = path.with_name(path.name + ".unreadable")
             with contextlib.suppress(OSError):
                 path.replace(aside)
             warnings.warn(f"resume: cannot read checkpoint {path} ({type(exc).__name__}: "

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from .sharding import local
+
 GB = 1e9
 
 
@@ -51,8 +53,10 @@ def allocated_bytes(device: torch.device) -> int:
 
 
 def tensor_bytes(obj) -> int:
-    """Bytes of every tensor in a (nested) optimizer state; python numbers count nothing."""
-    if isinstance(obj, torch.Tensor):
+    """Bytes of every tensor in a (nested) optimizer state (on this rank); python numbers
+    count nothing."""
+    if isinstance(obj, torch.Tensor):  # of a sharded tensor, this rank's shard
+        obj = local(obj)
         return obj.numel() * obj.element_size()
     if isinstance(obj, dict):
         return sum(tensor_bytes(v) for v in obj.values())

@@ -26,6 +26,7 @@ from pathlib import Path
 
 SUMMARY, METRICS, TRACEBACK = "summary.json", "metrics.jsonl", "traceback.txt"
 CHECKPOINT, CHECKPOINT_META, INDEX = "checkpoint.pt", "checkpoint.json", "index.jsonl"
+SHARDED_CHECKPOINT = "checkpoint.dcp"  # trainer.sharding=fsdp: a folder, a file per rank
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -153,6 +154,35 @@ def save_checkpoint(run_dir: Path, state: dict, config_hash: str, step: int) -> 
     write_json(run_dir / CHECKPOINT_META, {"config_hash": config_hash, "step": step})
 
 
+def save_sharded_checkpoint(run_dir: Path, state: dict, config_hash: str, step: int) -> None:
+    """`checkpoint.dcp/` (torch.distributed.checkpoint), written by every rank at once:
+    each its own shards, so no rank holds the whole model. Written beside the last one and
+    renamed over it by rank 0, which then writes `checkpoint.json`."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    tmp, old = (run_dir / (SHARDED_CHECKPOINT + suffix) for suffix in (".tmp", ".old"))
+    rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    if rank0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    dcp.save(state, checkpoint_id=tmp)  # ends with a collective: every rank has written
+    if rank0:
+        if (run_dir / SHARDED_CHECKPOINT).exists():
+            (run_dir / SHARDED_CHECKPOINT).replace(old)
+        tmp.replace(run_dir / SHARDED_CHECKPOINT)
+        shutil.rmtree(old, ignore_errors=True)
+        write_json(run_dir / CHECKPOINT_META, {"config_hash": config_hash, "step": step})
+
+
+def load_sharded_checkpoint(path: Path, state: dict) -> dict:
+    """A `checkpoint.dcp/` read into `state` (the job's own state dict: its tensors, sharded
+    as this job shards them, are filled in place), on any number of ranks."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(state, checkpoint_id=path)
+    return state
+
+
 def create(run_dir: Path, config_hash: str) -> None:
     """Make the run directory and list it in its folder's index (a new index also lists the
     runs already in the folder, written before indexes existed)."""
@@ -251,7 +281,8 @@ def find_checkpoints(roots: list[Path], config_hash: str) -> list[tuple[Path, in
     for run_dir in runs_by_hash(roots).get(config_hash, []):
         meta = read_json(run_dir / CHECKPOINT_META)
         if (meta and meta.get("config_hash") == config_hash
-                and (run_dir / CHECKPOINT).exists()):
+                and any((run_dir / name).exists() for name in (CHECKPOINT,
+                                                               SHARDED_CHECKPOINT))):
             found[run_dir.resolve()] = meta["step"]
     return sorted(found.items(), key=lambda item: -item[1])
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import distributed, interrupt
+from . import distributed, interrupt, sharding
 from .adapter import apply_adapter, restart, save_adapter
 from .cores import auto_threads
 from .errors import ConfigError
@@ -131,6 +131,10 @@ class Trainer:
             cfg, self.model)
         self.fused = isinstance(self.optimizer, OptimizerInBackward)
         self.ddp = isinstance(self.net, DistributedDataParallel)
+        self.sharded = self.world.size > 1 and self.t.sharding.value == "fsdp"
+        # checkpoints as shards (torch.distributed.checkpoint), readable on any number of
+        # ranks: also on one process, where a sharded job's checkpoint continues
+        self.sharded_checkpoints = self.t.sharding.value == "fsdp"
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                        enabled=self.t.precision.value == "bf16")
         self.params_m = count_params(self.model) / 1e6
@@ -141,9 +145,15 @@ class Trainer:
         self.timed_steps, self.timed_s, self.train_s = 0, 0.0, 0.0
 
     def data_parallel(self, cfg: DictConfig):
-        """The optimizer of one of several ranks. Fused: every rank starts from rank 0's
-        parameters and each hook's gradient is summed over the ranks in buckets before its
-        update. Unfused: DDP (summing too) around the model, and the ordinary optimizer."""
+        """The optimizer of one of several ranks. Sharded: every rank keeps its shards of
+        rank 0's parameters (`sharding.shard`), and the optimizer, fused or not, updates
+        them. Fused: every rank starts from rank 0's parameters and each hook's gradient is
+        summed over the ranks in buckets before its update. Unfused: DDP (summing too)
+        around the model, and the ordinary optimizer."""
+        if self.t.sharding.value == "fsdp":
+            distributed.broadcast_parameters(self.model)
+            sharding.shard(self.model, self.device.type)
+            return build_optimizer(cfg, self.model)
         if cfg.toggles.fused_backward:
             distributed.broadcast_parameters(self.model)
             params = [p for p in self.model.parameters() if p.requires_grad]
@@ -176,6 +186,8 @@ class Trainer:
             last = i == k - 1
             rows = slice(mine + i * b, mine + (i + 1) * b)
             micro = {key: v[rows].to(self.device) for key, v in batch.items()}
+            if self.sharded:  # no reduce-scatter before the last micro-batch
+                self.model.set_requires_gradient_sync(last)
             with self.net.no_sync() if self.ddp and not last else contextlib.nullcontext():
                 with self.autocast:
                     loss = self.task.loss(self.net, micro)[0] / count
@@ -190,7 +202,9 @@ class Trainer:
                 else:
                     loss.backward()
         if not self.fused:
-            if t.clip_grad_norm is not None:
+            if t.clip_grad_norm is not None and self.sharded:
+                sharding.clip_grad_norm_(list(self.model.parameters()), t.clip_grad_norm)
+            elif t.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -243,13 +257,26 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a killed run needs to end as if it had never stopped (the data
         position is the step: batches are a pure function of seed and step)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        optimizer = self.optimizer.state_dict()
+        if self.sharded_checkpoints:
+            optimizer = sharding.string_keys(optimizer)
+        return {"model": self.model.state_dict(), "optimizer": optimizer,
                 "step": self.step, "rng": torch.get_rng_state(),
                 "timing": (self.timed_steps, self.timed_s, self.train_s)}
 
+    def state_template(self) -> dict:
+        """`state_dict()` with every parameter's optimizer state created: what a sharded
+        checkpoint is read into."""
+        for opt in getattr(self.optimizer, "optimizers", {"": self.optimizer}).values():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    opt.init_state(p, group)
+        return self.state_dict()
+
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(sharding.index_keys(state["optimizer"])
+                                       if self.sharded_checkpoints else state["optimizer"])
         self.step = state["step"]
         torch.set_rng_state(state["rng"])
         self.timed_steps, self.timed_s, self.train_s = state["timing"]

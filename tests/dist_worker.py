@@ -17,8 +17,13 @@ def train_all(configs: dict, steps: int) -> dict[str, dict[str, torch.Tensor]]:
     for name, cfg in configs.items():
         trainer = Trainer(cfg)
         losses = [trainer.train_step().item() for _ in range(steps)]
-        out[name] = {"params": {n: p.detach().clone() for n, p in
+        out[name] = {"params": {n: whole(p.detach()).clone() for n, p in
                                 trainer.model.named_parameters()}, "losses": losses}
         if trainer.fused:
             trainer.optimizer.remove_hooks()
     return out
+
+
+def whole(p: torch.Tensor) -> torch.Tensor:
+    """A parameter as one tensor: a sharded one gathered from every rank."""
+    return p.full_tensor() if hasattr(p, "full_tensor") else p

@@ -398,6 +398,23 @@ ROWS = [
     ("ablate", ["optimizer=adamw8bit", "optimizer.min_8bit_size=-1"],
      "min_8bit_size=-1: must be >= 0"),
     ("ablate", ["optimizer=adamw8bit", "optimizer.betas=[0.9,1.0]"], "betas=[0.9, 1.0]"),
+    # -------------------------------------------------- issue 22: trainer.sharding=fsdp
+    ("ablate", ["trainer.sharding=zero3"], "trainer.sharding=zero3"),
+    ("ablate", ["trainer.sharding=fsdp", "optimizer=galore_adamw"],
+     "trainer.sharding=fsdp: optimizer=galore_adamw cannot update a shard of rows exactly "
+     "(allowed: adamw, sgd, lomo, adalomo, or trainer.sharding=none)"),
+    ("ablate", ["trainer.sharding=fsdp", "optimizer=muon"],
+     "trainer.sharding=fsdp: optimizer=muon cannot update a shard of rows exactly"),
+    ("ablate", ["trainer.sharding=fsdp", "trainer.precision=bf16_weights"],
+     "trainer.precision=bf16_weights with trainer.sharding=fsdp: not supported"),
+    ("ablate", ["trainer.sharding=fsdp", "trainer.save_model=true"],
+     "trainer.save_model=true with trainer.sharding=fsdp: not supported"),
+    ("ablate", ["trainer.sharding=fsdp", "trainer.processes=2", "model.hidden_size=1",
+                "model.num_heads=1"],
+     "trainer.processes=2 with trainer.sharding=fsdp: the smallest parameter has 1 rows, too "
+     "few to give each process one (allowed: at most 1 processes)"),
+    ("ablate", ["trainer.sharding=fsdp", "adapter=lora"],
+     "adapter=lora with trainer.sharding=fsdp: not supported"),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],

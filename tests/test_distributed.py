@@ -64,11 +64,12 @@ SETTINGS = {
 STEPS = 5
 
 
-def cases(tiny_cfg, optimizers: dict = OPTIMIZERS):
+def cases(tiny_cfg, optimizers: dict = OPTIMIZERS, *two_process: str):
     """(name, config on 2 processes, config on 1 process): one composition per optimizer
     (Hydra composes slowly), the settings set on copies of it. Accumulation and clipping
     act on the summed gradient before any optimizer sees it: they run on each optimizer's
-    own form (and AdaLomo's global norm), every toggle preset on the plain batch."""
+    own form (and AdaLomo's global norm), every toggle preset on the plain batch.
+    `two_process`: assignments for the 2-process side only."""
     for optimizer, opt_args in optimizers.items():
         base = tiny_cfg(*opt_args, "trainer.seq_len=16", f"trainer.max_steps={STEPS}")
         own_form = optimizer.split()[-1] in ("adamw", "sgd", "lomo", "all", "global_norm",
@@ -81,7 +82,7 @@ def cases(tiny_cfg, optimizers: dict = OPTIMIZERS):
                     continue
                 common = [f"toggles.fused_backward={fused}"]
                 yield (f"{optimizer} fused={fused} {setting}",
-                       with_values(base, *common, *two, "trainer.processes=2"),
+                       with_values(base, *common, *two, "trainer.processes=2", *two_process),
                        with_values(base, *common, *one))
 
 
@@ -93,10 +94,11 @@ def with_values(cfg, *assignments: str):
     return cfg
 
 
-def two_and_one_process(tiny_cfg, optimizers: dict) -> tuple[dict, dict]:
-    """Each case's result on 2 processes and on 1 (one thread, as each worker)."""
+def two_and_one_process(tiny_cfg, optimizers: dict, *two_only: str) -> tuple[dict, dict]:
+    """Each case's result on 2 processes (with `two_only` set) and on 1 (one thread, as
+    each worker)."""
     two_process, one_process = {}, {}
-    for name, two, one in cases(tiny_cfg, optimizers):
+    for name, two, one in cases(tiny_cfg, optimizers, *two_only):
         two_process[name], one_process[name] = two, one
     return (distributed.launch(2, dist_worker.train_all, (two_process, STEPS)),
             dist_worker.train_all(one_process, STEPS))

@@ -145,6 +145,7 @@ def check(cfg: DictConfig) -> None:
     if t.threads is not None and t.threads < 0:
         raise ConfigError(f"trainer.threads={t.threads}: must be >= 0 (0 or null: this job's "
                           "share of the CPU cores)")
+    _check_sharding(cfg)
     _check_optimizer_builds(cfg)
 
 
@@ -186,6 +187,45 @@ def _check_processes(t: DictConfig) -> None:
     if not cuda and t.processes > cores():
         raise ConfigError(f"trainer.processes={t.processes}: more than the {cores()} CPU cores "
                           f"this job may use (allowed: 1 to {cores()})")
+
+
+def _check_sharding(cfg: DictConfig) -> None:
+    """`trainer.sharding=fsdp`: an optimizer whose update is exact on a shard of rows, fp32
+    or autocast weights, a backend for the device, and a row of every parameter on every
+    rank (FSDP gives ceil(rows / N) rows to each rank in turn)."""
+    t = cfg.trainer
+    if t.sharding.value != "fsdp":
+        return
+    if not getattr(optimizer_class(cfg), "shards_exactly", False):
+        raise ConfigError(f"trainer.sharding=fsdp: optimizer={cfg.optimizer.name} cannot update "
+                          "a shard of rows exactly (allowed: adamw, sgd, lomo, adalomo, or "
+                          "trainer.sharding=none)")
+    if t.precision.value == "bf16_weights":
+        raise ConfigError("trainer.precision=bf16_weights with trainer.sharding=fsdp: not "
+                          "supported (allowed: fp32, bf16)")
+    if t.save_model:
+        raise ConfigError("trainer.save_model=true with trainer.sharding=fsdp: not supported "
+                          "(no rank holds the whole model; allowed: false)")
+    if cfg.adapter.name != "none":
+        raise ConfigError(f"adapter={cfg.adapter.name} with trainer.sharding=fsdp: not supported "
+                          "(allowed: adapter=none, or trainer.sharding=none)")
+    cuda = t.device.value == "cuda" or (t.device.value == "auto" and torch.cuda.is_available())
+    backend = "nccl" if cuda else "gloo"
+    if not torch.distributed.is_available() or not torch.distributed.is_backend_available(
+            backend):
+        raise ConfigError(f"trainer.sharding=fsdp on trainer.device={t.device.value}: this "
+                          f"torch has no {backend} backend (allowed: trainer.sharding=none)")
+    ranks = max(t.processes, world_from_env().size)
+    rows = min(p.shape[0] for p in build_model(cfg.model, "meta").parameters())
+    if ranks > 1 and math.ceil(rows / ranks) * (ranks - 1) >= rows:
+        raise ConfigError(f"trainer.processes={ranks} with trainer.sharding=fsdp: the smallest "
+                          f"parameter has {rows} rows, too few to give each process one "
+                          f"(allowed: at most {max_ranks(rows)} processes)")
+
+
+def max_ranks(rows: int) -> int:
+    """The most ranks FSDP's row shards of `rows` rows leave none of empty."""
+    return max(n for n in range(1, rows + 1) if math.ceil(rows / n) * (n - 1) < rows)
 
 
 def _check_optimizer_builds(cfg: DictConfig) -> None:

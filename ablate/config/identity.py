@@ -30,7 +30,11 @@ NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "share_gpus", "logger", "
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Identity of a job: its resolved config minus NOT_IN_HASH, hashed."""
+    """Identity of a job: its resolved config minus NOT_IN_HASH, hashed, as its one-process
+    equivalent: what it trains is its global batch, not how many processes compute it (2
+    processes x batch 4 is 1 x batch 8, the same numbers: tests/test_distributed.py), so a
+    job resumes on another number of processes. `trainer.sharding` (what a checkpoint's
+    layout is) stays in it, except at its default, which configs from before it lack."""
     tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     for key in NOT_IN_HASH:
         *parents, leaf = key.split(".")
@@ -40,6 +44,12 @@ def config_hash(cfg: DictConfig) -> str:
         node.pop(leaf, None)  # also a config saved before the key existed
     if (tree.get("adapter") or {}).get("name") == "none":
         del tree["adapter"]  # so a job without one keeps the hash it had before the group
+    trainer = tree["trainer"]
+    if trainer.get("processes", 1) > 1:
+        trainer["batch_size"], trainer["processes"] = trainer["batch_size"] * trainer[
+            "processes"], 1
+    if trainer.get("sharding") == "none":
+        del trainer["sharding"]
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 

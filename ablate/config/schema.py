@@ -33,6 +33,13 @@ class Device(Enum):
     cuda = "cuda"
 
 
+class Sharding(Enum):
+    """How several processes hold the model (ablate/sharding.py)."""
+
+    none = "none"  # replicated: every rank holds all of it (data parallel)
+    fsdp = "fsdp"  # FSDP2: each rank holds 1/N of the weights, gradients and state
+
+
 class Precision(Enum):
     """How weights are stored and the forward computes (ablate/optim/precision.py)."""
 
@@ -370,6 +377,7 @@ class TrainerConfig:
     # Data parallel: the global batch is processes x batch_size x grad_accum_steps rows.
     processes: int = MISSING  # workers this job launches (1: none; see ablate/distributed.py)
     bucket_mb: float = MISSING  # gradients summed across processes in buckets of this size
+    sharding: Sharding = Sharding.none  # fsdp: weights, gradients and state 1/N per rank
     collective_timeout_s: float = MISSING  # a rank waiting longer on the others fails the job
     # CPU threads of each of the job's processes (torch's intra-op threads); null or 0: the
     # job's share of the cores, with the jobs of a joblib sweep and its processes (ablate/cores.py)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..sharding import is_sharded, like, local, replicated, sum_over_shards
 from .base import Base, check_hyperparameters
 from .lomo import fp32_grads
 from .precision import fp32_update
@@ -55,7 +56,13 @@ class AdaLomo(Base):
     instances is handed to each as `global_totals` before the updating backward. Used on its
     own, `clip_grad_norm` clips by the norm over all of this instance's gradients, and
     "global" is over all of its parameters. `step()` frees each `p.grad` it uses.
+
+    Sharded by rows (`trainer.sharding=fsdp`), each rank updates its rows: the row
+    statistics are its own, the column statistics (n numbers), the mean of r, RMS(p), RMS(u)
+    and the global sums are sums over the ranks (`sharding.sum_over_shards`).
     """
+
+    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
 
     def __init__(self, params, lr: float = 1e-3, eps: tuple[float, float] = (1e-30, 1e-3),
                  clip_threshold: float = 1.0, decay_rate: float = -0.8,
@@ -99,10 +106,11 @@ class AdaLomo(Base):
         if not state:
             state["step"] = 0
             if group["adaptive_lr"] and group["nmf"] and p.dim() >= 2:
-                m = p.shape[0]
-                state["exp_avg_sq_row"] = torch.zeros(m, dtype=torch.float32, device=p.device)
-                state["exp_avg_sq_col"] = torch.zeros(p.numel() // m, dtype=torch.float32,
-                                                      device=p.device)
+                rows, device = local(p).shape[0], local(p).device  # this rank's, if sharded
+                state["exp_avg_sq_row"] = like(p, torch.zeros(rows, dtype=torch.float32,
+                                                              device=device))
+                state["exp_avg_sq_col"] = replicated(p, torch.zeros(
+                    p.numel() // p.shape[0], dtype=torch.float32, device=device))
             elif group["adaptive_lr"]:
                 state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
         return state
@@ -113,20 +121,22 @@ class AdaLomo(Base):
             state = self.init_state(p, group)
             state["step"] += 1
             u = adalomo_direction_(grad, state, state["step"], eps1=group["eps"][0],
-                                   decay_rate=group["decay_rate"], beta2=group["beta2"])
+                                   decay_rate=group["decay_rate"], beta2=group["beta2"],
+                                   whole=p)
             if group["grouped_norm"] == "global":
                 pending.append((p, group, u))
             else:
                 with fp32_update(p, {}) as (p32, _):
-                    adalomo_step_(p32, u, group)
+                    adalomo_step_(p32, u, group, whole=p)
         if pending:
             totals = self.global_totals
             if totals is None:
-                totals = sum(sq_sum_and_count(u) for _, _, u in pending)
+                totals = sum_over_shards(pending[0][0],
+                                         sum(sq_sum_and_count(u) for _, _, u in pending))
             update_rms = (totals[0] / totals[1]).sqrt().float()
             for p, group, u in pending:
                 with fp32_update(p, {}) as (p32, _):
-                    adalomo_step_(p32, u, group, update_rms)
+                    adalomo_step_(p32, u, group, update_rms, whole=p)
 
     @torch.no_grad()
     def global_sums(self) -> Tensor:
@@ -141,40 +151,47 @@ class AdaLomo(Base):
             state = {key: value.clone() if torch.is_tensor(value) else value
                      for key, value in self.init_state(p, group).items()}
             u = adalomo_direction_(grad, state, state["step"] + 1, eps1=group["eps"][0],
-                                   decay_rate=group["decay_rate"], beta2=group["beta2"])
+                                   decay_rate=group["decay_rate"], beta2=group["beta2"],
+                                   whole=p)
             sums = sums + sq_sum_and_count(u).cpu()
         return sums
 
 
 def adalomo_direction_(grad: Tensor, state: dict, step: int, *, eps1: float,
-                       decay_rate: float, beta2: float | None) -> Tensor:
+                       decay_rate: float, beta2: float | None,
+                       whole: Tensor | None = None) -> Tensor:
     """Steps 1-3 on one tensor: updates the second moment in `state` (which one, if any, is
     read off it) and turns `grad` (fp32) into u in place: no full-size temporary on the
-    factored path."""
+    factored path. `whole`: the parameter, when `grad` is this rank's rows of a sharded
+    one (the column means and the mean of r are then sums over the ranks)."""
     if beta2 is None:
         beta2 = 1.0 - step ** decay_rate
     if "exp_avg_sq_row" in state:
         matrix = grad.view(grad.shape[0], -1)  # shares grad's memory
-        row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
+        row, col = local(state["exp_avg_sq_row"]), local(state["exp_avg_sq_col"])
         row_mean_sq, col_mean_sq = mean_sq_rows_cols(matrix)
+        if is_sharded(whole):  # this rank's share of the mean
+            sum_over_shards(whole, col_mean_sq.mul_(matrix.shape[0] / whole.shape[0]))
         row.mul_(beta2).add_(row_mean_sq.add_(eps1), alpha=1.0 - beta2)
         col.mul_(beta2).add_(col_mean_sq.add_(eps1), alpha=1.0 - beta2)
-        matrix.mul_((row / row.mean()).rsqrt_().unsqueeze(-1)).mul_(col.rsqrt())
+        matrix.mul_((row / mean(row, whole)).rsqrt_().unsqueeze(-1)).mul_(col.rsqrt())
     elif "exp_avg_sq" in state:
-        v = state["exp_avg_sq"]
+        v = local(state["exp_avg_sq"])
         v.mul_(beta2).add_(grad.square().add_(eps1), alpha=1.0 - beta2)
         grad.mul_(v.rsqrt())
     return grad
 
 
-def adalomo_step_(p: Tensor, u: Tensor, group: dict, update_rms: Tensor | None = None) -> None:
+def adalomo_step_(p: Tensor, u: Tensor, group: dict, update_rms: Tensor | None = None,
+                  whole: Tensor | None = None) -> None:
     """Steps 4-6 on one fp32 tensor. `update_rms`: the RMS of all parameters' u, for
-    grouped_norm="global"; grouped_norm=True takes this tensor's own."""
+    grouped_norm="global"; grouped_norm=True takes this tensor's own. `whole`: the
+    parameter, when `p` and `u` are this rank's rows of a sharded one (RMS over all rows)."""
     lr = group["lr"]
     if group["grouped_norm"]:
-        lr = lr * rms(p).clamp_(min=group["eps"][1])
+        lr = lr * rms(p, whole).clamp_(min=group["eps"][1])
         if update_rms is None:
-            update_rms = rms(u)
+            update_rms = rms(u, whole)
         step_size = lr / (update_rms / group["clip_threshold"]).clamp_(min=1.0)
     else:
         step_size = torch.tensor(lr)
@@ -190,8 +207,19 @@ def sq_sum_and_count(u: Tensor) -> Tensor:
                         torch.tensor(float(u.numel()), dtype=torch.float64, device=u.device)])
 
 
-def rms(x: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(x) / x.numel() ** 0.5
+def rms(x: Tensor, whole: Tensor | None = None) -> Tensor:
+    """RMS of `x`, or, when `x` is this rank's rows of the sharded `whole`, of all rows."""
+    if not is_sharded(whole):
+        return torch.linalg.vector_norm(x) / x.numel() ** 0.5
+    return (sum_over_shards(whole, x.square().sum()) / whole.numel()).sqrt()
+
+
+def mean(x: Tensor, whole: Tensor | None = None) -> Tensor:
+    """Mean of `x`, or, when `x` is this rank's rows of a vector over the rows of the
+    sharded `whole`, of all rows."""
+    if not is_sharded(whole):
+        return x.mean()
+    return sum_over_shards(whole, x.sum()) / whole.shape[0]
 
 
 def mean_sq_rows_cols(x: Tensor, block_numel: int = 2**22) -> tuple[Tensor, Tensor]:

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import Base, check_hyperparameters
+from ..sharding import local
 from .precision import fp32_update
 
 
@@ -35,6 +36,8 @@ class AdamW(Base):
     back rounded (`precision.fp32_update`).
     """
 
+    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, adaptive_lr: bool = True):
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -58,7 +61,7 @@ class AdamW(Base):
             state = self.init_state(p, group)
             state["step"] += 1
             with fp32_update(p, state) as (p32, state32):
-                adamw_update_(p32, p.grad.float(), state32, lr=group["lr"],
+                adamw_update_(p32, local(p.grad).float(), state32, lr=group["lr"],
                               betas=group["betas"], eps=group["eps"],
                               weight_decay=group["weight_decay"])
 

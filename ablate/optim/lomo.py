@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from ..sharding import local, sum_over_shards
 from .base import Base, check_hyperparameters
 from .precision import fp32_update
 
@@ -25,16 +26,17 @@ def fp32_grads(params: list[tuple[str, Tensor, dict]], clip_grad_norm: float | N
 
     Like LOMO, this consumes the gradients: each `p.grad` is freed as it is handed out, and
     the fp32 gradient handed out (which is `p.grad` itself when that is fp32) may be
-    overwritten by the update.
+    overwritten by the update. A sharded parameter's gradient is this rank's shard, and the
+    norm is summed over the ranks.
     """
     clip_coef = None
     if clip_grad_norm is not None and params:
-        norms = torch.stack([torch.linalg.vector_norm(p.grad, dtype=torch.float32)
+        norms = torch.stack([torch.linalg.vector_norm(local(p.grad), dtype=torch.float32)
                              for _, p, _ in params])
-        total = torch.linalg.vector_norm(norms) / loss_scale
+        total = sum_over_shards(params[0][1], norms.square().sum()).sqrt() / loss_scale
         clip_coef = (clip_grad_norm / (total + 1e-6)).clamp(max=1.0)
     for _, p, group in params:
-        grad = p.grad.float()
+        grad = local(p.grad).float()
         p.grad = None
         if loss_scale != 1.0:
             grad.div_(loss_scale)
@@ -63,6 +65,8 @@ class Lomo(Base):
     clipping is then the trainer's (`trainer.clip_grad_norm`), since one instance sees one
     parameter. `step()` frees each `p.grad` it uses. There is no state.
     """
+
+    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,

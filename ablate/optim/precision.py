@@ -11,6 +11,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from ..sharding import local
+
 
 def is_float(value) -> bool:
     return torch.is_tensor(value) and value.is_floating_point()
@@ -22,15 +24,20 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
     in place: no copy, no cost); any other floating tensor as an fp32 copy, written back
     rounded to its own dtype once the update is done. State the update creates or replaces
     is stored in the dtype it had, or a new tensor in `p`'s dtype (GaLore's projectors, as
-    torch makes a buffer like its parameter); integers and 8-bit codes pass through."""
+    torch makes a buffer like its parameter); integers and 8-bit codes pass through. A
+    sharded parameter and its sharded state are handed out as this rank's shards
+    (`sharding.local`; fp32 only, so updated in place)."""
+    p = local(p)
     p32 = p.float()
-    state32 = {key: value.float() if is_float(value) else value for key, value in state.items()}
+    state32 = {key: local(value).float() if is_float(value) else value
+               for key, value in state.items()}
     yield p32, state32
     if p32 is not p:
         p.copy_(p32)
     for key, value in state32.items():
-        if is_float(value):
-            kept = state.get(key)
-            value = value.to(kept.dtype if is_float(kept) else p.dtype)
-        state[key] = value
+        kept = state.get(key)
+        if not is_float(value):
+            state[key] = value
+        elif value is not local(kept):  # a copy in fp32, or state the update created
+            state[key] = value.to(kept.dtype if is_float(kept) else p.dtype)
 

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import Base, check_hyperparameters
+from ..sharding import local
 from .precision import fp32_update
 
 
@@ -25,6 +26,8 @@ class SGD(Base):
     momentum, takes the parameter's dtype as torch's does.
     """
 
+    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
+
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0,
                  weight_decay: float = 0.0):
         check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -40,7 +43,7 @@ class SGD(Base):
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         for _, p, group in params:
             with fp32_update(p, self.init_state(p, group)) as (p32, state32):
-                sgd_update_(p32, p.grad.float(), state32, lr=group["lr"],
+                sgd_update_(p32, local(p.grad).float(), state32, lr=group["lr"],
                             momentum=group["momentum"], weight_decay=group["weight_decay"])
 
 

@@ -109,14 +109,22 @@ def check_corpus(corpus: Corpus, t: DictConfig) -> None:
         raise ConfigError(f"the train split has {len(corpus.train)} tokens: trainer.seq_len="
                           f"{t.seq_len} needs more than {window} (check task.include or the "
                           "task's data)")
-    needed = t.eval_batches * t.batch_size * window
+    rows = eval_rows(t)
+    needed = t.eval_batches * rows * window
     for split in ("val", "test"):
         tokens = len(getattr(corpus, split))
         if tokens < needed:
             raise ConfigError(f"trainer.eval_batches={t.eval_batches}: the {split} split has "
                               f"{tokens} tokens, fewer than eval_batches x batch_size x "
-                              f"(seq_len+1) = {needed}; allowed here: trainer.eval_batches <= "
-                              f"{tokens // (t.batch_size * window)}")
+                              f"processes x (seq_len+1) = {needed}; allowed here: "
+                              f"trainer.eval_batches <= {tokens // (rows * window)}")
+
+
+def eval_rows(t) -> int:
+    """Rows of an evaluation window batch: the global micro-batch (batch_size x processes),
+    so a job evaluates on the same windows on any number of processes, as its config hash
+    (its one-process equivalent) says it is the same job."""
+    return t.batch_size * t.processes
 
 
 def encode(tokenizer: Tokenizer, texts: list[str], eot: int) -> torch.Tensor:
@@ -213,6 +221,6 @@ class Task:
     def evaluate(self, model: torch.nn.Module, split: str) -> dict:
         """Loss, perplexity and next-token accuracy on the fixed windows of a held-out split."""
         batches = eval_batches(getattr(self.corpus, split), self.t.eval_batches,
-                               self.t.batch_size, self.t.seq_len, split)
+                               eval_rows(self.t), self.t.seq_len, split)
         return evaluate_causal_lm(model, ({"input_ids": x, "targets": y} for x, y in batches),
                                   split)

@@ -1,0 +1,116 @@
+"""Fully sharded data parallel (`trainer.sharding=fsdp`): torch's FSDP2 (`fully_shard`) on
+each decoder layer and at the root, so each rank holds 1/N of every parameter (its rows:
+`Shard(0)`), of its gradient and of its optimizer state.
+
+The optimizers here update the local shard (`local`): elementwise updates need nothing
+else, and what an update sums over a whole tensor (AdaLomo's column statistics and RMS
+values, a clipping norm) is summed over the ranks by `sum_over_shards`. The state of a
+sharded parameter is kept as DTensors like it (`like`, `replicated`), so that a
+checkpoint written by `torch.distributed.checkpoint` loads on any number of processes.
+
+FSDP averages gradients over the ranks; our losses are already divided by the global
+batch's count (ablate/distributed.py), so the divide factor is set to 1: the reduce-scatter
+sums.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.tensor import DTensor, Replicate
+
+
+def shard(model: torch.nn.Module, device_type: str) -> None:
+    """`fully_shard` each unit (`units`), then the root (what is left: the final norm), over
+    all ranks; gradients summed, not averaged."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+    for unit in units(model):
+        fully_shard(unit, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    for module in model.modules():  # each fully_shard's own parameter group
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
+
+
+def units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """What is gathered whole at one time: each decoder block, and the input and output
+    embeddings, each its own unless tied (the root holds a tied one): a 32k-token vocabulary's are the largest
+    matrices, and the root's parameters stay gathered from the forward to the backward."""
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if out is not None and out.weight is inp.weight:
+        return blocks(model)
+    return [inp, *blocks(model), *([out] if out is not None else [])]
+
+
+def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder blocks of a transformers causal LM (LLaMA's `layers`, GPT-2's `h`)."""
+    base = model.base_model
+    return list(getattr(base, "layers", None) or getattr(base, "h"))
+
+
+def is_sharded(t: Tensor) -> bool:
+    return isinstance(t, DTensor)
+
+
+def local(t: Tensor) -> Tensor:
+    """This rank's part of a sharded tensor (its storage: in-place updates reach it), or the
+    tensor itself."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def like(p: Tensor, value: Tensor) -> Tensor:
+    """`value`, a tensor of this rank's rows of `p`, as a DTensor sharded like `p` (shape:
+    `p`'s rows times `value`'s other dims); itself when `p` is not sharded."""
+    if not isinstance(p, DTensor):
+        return value
+    shape = (p.shape[0], *value.shape[1:])
+    stride = torch.empty(shape, device="meta").stride()
+    return DTensor.from_local(value, p.device_mesh, p.placements, shape=shape, stride=stride)
+
+
+def replicated(p: Tensor, value: Tensor) -> Tensor:
+    """`value`, the same on every rank, as a replicated DTensor on `p`'s mesh; itself when
+    `p` is not sharded."""
+    if not isinstance(p, DTensor):
+        return value
+    return DTensor.from_local(value, p.device_mesh, [Replicate()])
+
+
+def sum_over_shards(p: Tensor, value: Tensor) -> Tensor:
+    """`value` (computed from this rank's shard of `p`) summed over the ranks holding the
+    other shards, in place; itself when `p` is not sharded."""
+    if isinstance(p, DTensor):
+        dist.all_reduce(value, group=p.device_mesh.get_group())
+    return value
+
+
+def clip_grad_norm_(params: list[Tensor], max_norm: float) -> None:
+    """`torch.nn.utils.clip_grad_norm_` on sharded gradients: the norm over every rank's
+    shards (one all-reduce of a scalar), each rank scaling its own."""
+    grads = [local(p.grad) for p in params if p.grad is not None]
+    total = sum_over_shards(params[0], torch.stack(
+        [torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]).square().sum())
+    coef = torch.clamp(max_norm / (total.sqrt() + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef)
+
+
+def string_keys(tree):
+    """An optimizer's state dict with its parameters' states keyed by strings (their
+    indices): torch.distributed.checkpoint names every value by its path of keys."""
+    if isinstance(tree, dict):
+        return {str(key): string_keys(value) for key, value in tree.items()}
+    return tree
+
+
+def index_keys(tree):
+    """`string_keys` undone: each `state` mapping keyed by the parameters' indices again."""
+    if isinstance(tree, dict):
+        return {key: {int(i): s for i, s in value.items()} if key == "state"
+                else index_keys(value) for key, value in tree.items()}
+    return tree

@@ -1,0 +1,71 @@
+"""`trainer.sharding=fsdp` on 2 gloo processes equals one process on the same global batch,
+for every optimizer and toggle preset it supports, fused and unfused, with accumulation and
+clipping: all cases in one 2-process launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from ablate.train import Trainer
+from conftest import ablate, losses, run_in_process
+from test_distributed import FAULT, OPTIMIZERS, assert_equal_results, two_and_one_process
+
+SHARDED = {name: args for name, args in OPTIMIZERS.items() if not name.startswith("galore")}
+
+
+@pytest.mark.slow
+def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg):
+    results, reference = two_and_one_process(tiny_cfg, SHARDED, "trainer.sharding=fsdp")
+    assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1
+    assert_equal_results(results, reference)
+
+
+def test_a_device_without_its_backend_is_refused(tmp_path, tiny_args, monkeypatch):
+    monkeypatch.setattr("torch.distributed.is_backend_available", lambda backend: False)
+    code, _, err = run_in_process(tmp_path, *tiny_args, "trainer.sharding=fsdp")
+    assert code == 1 and err.strip() == ("ablate: error: trainer.sharding=fsdp on "
+                                         "trainer.device=cpu: this torch has no gloo backend "
+                                         "(allowed: trainer.sharding=none)"), err
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_sharded_job_killed_mid_run_resumes_on_one_process(tmp_path, tiny_args, tiny_cfg):
+    """Rank 1 of a 2-process AdaLomo job raises at step 4, after the step-3 checkpoint (one
+    file per rank); the job on 1 process, the same global batch, continues from it and ends
+    with the losses of an uninterrupted run."""
+    (tmp_path / "fault").mkdir()
+    (tmp_path / "fault" / "sitecustomize.py").write_text(FAULT)
+    args = [*tiny_args, "optimizer=adalomo", "trainer.sharding=fsdp", "trainer.max_steps=6",
+            "trainer.checkpoint_every=3", "trainer.collective_timeout_s=30"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    failed = ablate(tmp_path, *args, "trainer.processes=2", "trainer.batch_size=2",
+                    f"hydra.run.dir={first}", check=False,
+                    env={"ABLATE_FAULT_STEP": "4",
+                         "PYTHONPATH": os.pathsep.join([str(tmp_path / "fault"), *sys.path])})
+    assert failed.returncode == 1, failed.stderr
+    assert json.loads((first / "checkpoint.json").read_text())["step"] == 3
+    assert sorted(p.name for p in (first / "checkpoint.dcp").glob("*.distcp")) == [
+        "__0_0.distcp", "__1_0.distcp"]
+    code, _, err = run_in_process(tmp_path, *args, "trainer.batch_size=4",
+                                  f"resume_from=[{first}]", f"hydra.run.dir={second}")
+    assert code == 0, err
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["resumed_from"] == {"run_dir": str(first), "step": 3}
+    assert summary["world_size"] == 1 and summary["global_batch_size"] == 4
+    trainer = Trainer(tiny_cfg("optimizer=adalomo", "trainer.max_steps=6"))
+    uninterrupted = [trainer.train_step() for _ in range(6)]
+    assert losses(second) == pytest.approx(uninterrupted, rel=1e-5)
+
+
+def test_a_job_is_its_global_batch_whatever_computes_it(tiny_cfg):
+    from ablate.config.identity import config_hash
+
+    one = config_hash(tiny_cfg("trainer.batch_size=8"))
+    assert config_hash(tiny_cfg("trainer.batch_size=4", "trainer.processes=2")) == one
+    assert config_hash(tiny_cfg("trainer.batch_size=4", "trainer.grad_accum_steps=2")) != one
+    assert config_hash(tiny_cfg("trainer.batch_size=8", "trainer.sharding=fsdp")) != one
