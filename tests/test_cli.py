@@ -61,13 +61,11 @@ def test_multirun_then_rerun_reproduces_losses_exactly(tmp_path, tiny_args):
     assert losses(shorter) == losses(jobs[1])[:2]
 
 
+# The real command in a subprocess, for an error of Hydra's composition and one of our check;
+# every other bad value is a row of tests/test_bad_input.py's table.
 @pytest.mark.parametrize("override, expected", [
-    ("optimizer=nope", "allowed optimizer options: adalomo, adam_mini, adamw, apollo"),
-    ("trainer.lr=abc", "trainer.lr=abc"),
-    ("toggles.fused_backward=maybe", "toggles.fused_backward=maybe"),
+    ("optimizer=nope", "allowed optimizer options: adafactor, adalomo, adam_mini, adamw,"),
     ("trainer.seq_len=-1", "trainer.seq_len=-1: must be > 0"),
-    ("trainer.device=gpu", "expected one of [auto, cpu, cuda]"),
-    ("trainer.nope=1", "trainer.nope: unknown key (allowed under trainer: max_steps"),
 ])
 def test_bad_value_fails_with_one_clear_line(tmp_path, override, expected):
     result = ablate(tmp_path, override, check=False)

@@ -58,7 +58,7 @@ def test_a_sharded_job_killed_mid_run_resumes_on_one_process(tmp_path, tiny_args
     assert summary["resumed_from"] == {"run_dir": str(first), "step": 3}
     assert summary["world_size"] == 1 and summary["global_batch_size"] == 4
     trainer = Trainer(tiny_cfg("optimizer=adalomo", "trainer.max_steps=6"))
-    uninterrupted = [trainer.train_step() for _ in range(6)]
+    uninterrupted = [trainer.train_step().item() for _ in range(6)]
     assert losses(second) == pytest.approx(uninterrupted, rel=1e-5)
 
 
