@@ -176,8 +176,9 @@ class Trainer:
         checked on the host once, before the first update (the fused path updates inside
         the last backward)."""
         t, k, b = self.t, self.t.grad_accum_steps, self.t.batch_size
+        lr = lr_at(self.step, t)  # once: reading trainer.lr resolves an interpolation
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, t)
+            group["lr"] = lr
         batch = self.task.train_batch(self.step, self.global_batch)
         count = self.task.count(batch)
         mine = self.world.rank * b * k  # this rank's first row

@@ -201,10 +201,15 @@ def train_steps(run_dir: Path) -> list[int]:
     return [r["step"] for r in read_metrics(run_dir) if "loss" in r]
 
 
+UNINTERRUPTED: dict[int, list[float]] = {}  # steps: losses, made once per test process
+
+
 def uninterrupted(tiny_cfg, steps: int) -> list[float]:
     """The losses of a run that never stopped (one process, the same global batch of 4)."""
-    trainer = Trainer(tiny_cfg(f"trainer.max_steps={steps}"))
-    return [trainer.train_step().item() for _ in range(steps)]
+    if steps not in UNINTERRUPTED:
+        trainer = Trainer(tiny_cfg(f"trainer.max_steps={steps}"))
+        UNINTERRUPTED[steps] = [trainer.train_step().item() for _ in range(steps)]
+    return UNINTERRUPTED[steps]
 
 
 @pytest.mark.slow

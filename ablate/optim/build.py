@@ -36,10 +36,10 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module, reducer=None):
     `toggles.fused_backward` is on (one instance per parameter; data parallel, on gradients
     summed over the ranks by `reducer`, a `distributed.BucketedAllReduce`) or by `step()`
     otherwise."""
-    cls, kwargs = optimizer_class(cfg), optimizer_kwargs(cfg)
+    cls, kwargs, lr = optimizer_class(cfg), optimizer_kwargs(cfg), peak_lr(cfg.trainer)
 
     def make(named_params: list) -> torch.optim.Optimizer:
-        return cls(named_params, lr=peak_lr(cfg.trainer), **kwargs)
+        return cls(named_params, lr=lr, **kwargs)
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return (OptimizerInBackward(named, make, reducer) if cfg.toggles.fused_backward
