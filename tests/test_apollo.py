@@ -92,11 +92,12 @@ def test_memory_efficient_preset_runs_every_optimizer_with_its_own_state():
     from ablate.config.variants import compose
 
     state = {}
-    for variant in ("adamw", "adalomo", "lomo", "galore_adamw", "apollo", "apollo_mini",
-                    "adam_mini", "muon"):
+    for variant in ("adamw", "adamw8bit", "adafactor", "adalomo", "lomo", "galore_adamw",
+                    "apollo", "apollo_mini", "adam_mini", "muon", "lora"):
         cfg = checked(compose(["+ablation=memory_efficient", f"ablation.variant={variant}",
                                "model=llama_tiny"]))
-        assert cfg.optimizer.name == variant
+        assert (cfg.optimizer.name, cfg.adapter.name) == ((variant, "none") if variant != "lora"
+                                                          else ("adamw", "lora"))
         state[variant] = estimate(cfg).optimizer_state
     # rank 128 -> 1 on 4 layers: per rank, each 256 x 256 attention weight 2 x 256 moment
     # and 256 projector values, each 688 x 256 MLP weight 2 x 688 and 256; 4 bytes each
