@@ -106,3 +106,8 @@ def test_memory_efficient_preset_runs_every_optimizer_with_its_own_state():
     assert state["apollo"] == state["galore_adamw"] + 4 * 7 * 4  # + a limiter norm a weight
     assert (state["lomo"] < state["adalomo"] < state["apollo_mini"] < state["adam_mini"]
             < state["muon"] < state["galore_adamw"] < state["adamw"])
+    # torch's Adafactor keeps AdaLomo's factored moments and a step count a tensor (39);
+    # LoRA: AdamW's two moments of each rank-8 adapter (28 weights) and of the embeddings,
+    # head and norms trained in full, more than 8-bit AdamW's one byte a moment value
+    assert state["adafactor"] == state["adalomo"] + 4 * 39
+    assert state["adamw8bit"] < state["lora"] < state["galore_adamw"]
