@@ -90,7 +90,7 @@ def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
         params, state = params // ranks + largest + block, state // ranks
         gradients = gradients // ranks + 2 * largest  # whole, and its reduce-scatter input
     activations = activation_bytes(shape(cfg.model), t.batch_size, t.seq_len, t.precision.value,
-                                   t.activation_checkpointing)
+                                   t.activation_checkpointing, cfg.adapter)
     # Accumulated gradients are all alive in every backward but the first; else a backward
     # starts with only those alive at once (the previous step's were freed). Sharded, the
     # output layer's whole gradient and its flat copy come first, beside every activation.
@@ -164,25 +164,25 @@ def paper_state_bytes(optimizer) -> int:
 
 
 def activation_bytes(model: DictConfig, batch_size: int, seq_len: int, precision: str,
-                     checkpointing: bool = False) -> int:
+                     checkpointing: bool = False, adapter: DictConfig | None = None) -> int:
     """Saved-for-backward bytes, plus what the backward adds at its peak: the gradients of
     the log-softmax and of the logits (fp32, logits-sized, together at its start), or, with
     activation checkpointing, one layer's recomputed activations if those are larger."""
-    terms = layer_terms(model, seq_len, precision)
+    terms = layer_terms(model, seq_len, precision, adapter)
     tokens = batch_size * seq_len
     recomputed = tokens * terms.per_token + terms.per_layer + terms.in_layers
-    return (saved_activation_bytes(model, batch_size, seq_len, precision, checkpointing)
+    return (saved_activation_bytes(model, batch_size, seq_len, precision, checkpointing, adapter)
             + max(2 * tokens * model.vocab_size * 4, recomputed if checkpointing else 0))
 
 
 def saved_activation_bytes(model: DictConfig, batch_size: int, seq_len: int, precision: str,
-                           checkpointing: bool = False) -> int:
+                           checkpointing: bool = False, adapter: DictConfig | None = None) -> int:
     """What the forward of `transformers`' LLaMA / GPT-2 (SDPA attention) and the fp32
     cross-entropy save for the backward, parameters excluded: the layers' share
-    (`layer_terms`; with activation checkpointing only each layer's input, in the weights'
-    dtype), the final norm, the output layer's input, the log-softmax, input ids and
-    targets."""
-    terms = layer_terms(model, seq_len, precision)
+    (`layer_terms`, with the adapter's, `adapter_terms`; with activation checkpointing only
+    each layer's input, in the weights' dtype), the final norm, the output layer's input,
+    the log-softmax, input ids and targets."""
+    terms = layer_terms(model, seq_len, precision, adapter)
     tokens, h = batch_size * seq_len, model.hidden_size
     if checkpointing:
         layers = model.num_layers * tokens * weight_width(precision) * h
@@ -202,7 +202,8 @@ class LayerTerms:
     head: int  # the output layer's bf16 weight copy
 
 
-def layer_terms(model: DictConfig, seq_len: int, precision: str) -> LayerTerms:
+def layer_terms(model: DictConfig, seq_len: int, precision: str,
+                adapter: DictConfig | None = None) -> LayerTerms:
     """The closed form, per architecture. With bf16 (autocast, or bf16 weights) the matmuls
     save bf16 inputs. Autocast saves one bf16 copy of each linear weight and of each
     linear's input per consumer (LLaMA's q, k, v read three copies of one normed input); its
@@ -224,15 +225,67 @@ def layer_terms(model: DictConfig, seq_len: int, precision: str) -> LayerTerms:
         # q and k after RoPE, v, attention output; log-sum-exp per head; gate, up, silu,
         # product (the down projection's input)
         per_token = 2 * norm + attn_inputs + mlp_inputs + 4 * a * h + 4 * heads + 4 * a * inter
-        return LayerTerms(per_token, 2 * (4 * h * h + 3 * h * inter) if cast else 0,
+        own_token, own_layer = adapter_terms(model, adapter, precision)
+        return LayerTerms(per_token + own_token,
+                          (2 * (4 * h * h + 3 * h * inter) if cast else 0) + own_layer,
                           in_layers=2 * seq_len * (h // heads) * w, outside=0,
                           head_per_token=norm + a * h, head=head_copy)
     norm = w * h + 2 * w  # LayerNorm: input, mean and 1/std
     # c_attn's input, its q/k/v output, log-sum-exp, attention output; c_fc's input,
     # gelu_new's four saved tensors and c_proj's input
     per_token = 2 * norm + 4 * a * h + 4 * heads + a * h + a * h + 5 * a * inter
-    return LayerTerms(per_token, 2 * (4 * h * h + 2 * h * inter) if cast else 0, in_layers=0,
-                      outside=seq_len * 8, head_per_token=norm + a * h, head=head_copy)
+    own_token, own_layer = adapter_terms(model, adapter, precision)
+    return LayerTerms(per_token + own_token,
+                      (2 * (4 * h * h + 2 * h * inter) if cast else 0) + own_layer,
+                      in_layers=0, outside=seq_len * 8, head_per_token=norm + a * h,
+                      head=head_copy)
+
+
+def adapter_targets(model: DictConfig) -> dict[str, tuple[int, int, str]]:
+    """A layer's adaptable projections: name -> (in, out, what its input is): `attention` or
+    `mlp` (one tensor read by each of those projections), `own` (read by this one only),
+    `kept` (also saved by another op: the attention's output, which SDPA saves)."""
+    h, inter = model.hidden_size, model.intermediate_size
+    if model.arch == "llama":
+        return {**{n: (h, h, "attention") for n in ("q_proj", "k_proj", "v_proj")},
+                "o_proj": (h, h, "kept"), "gate_proj": (h, inter, "mlp"),
+                "up_proj": (h, inter, "mlp"), "down_proj": (inter, h, "own")}
+    # GPT-2: attention's and the MLP's c_proj share a name (a target adapts both)
+    return {"c_attn": (h, 3 * h, "own"), "c_proj": (h, h, "kept"), "c_fc": (h, inter, "own"),
+            "c_proj.mlp": (inter, h, "own")}
+
+
+def adapter_terms(model: DictConfig, adapter: DictConfig | None,
+                  precision: str) -> tuple[int, int]:
+    """The bytes a layer's adapter adds to what it saves, per token and per layer (peft's
+    LoRA, as ReLoRA and low-rank use it, with the target weights frozen): B's input, the
+    rank-r intermediate; with autocast, A's and B's bf16 weight copies, and A's own bf16
+    copy of an input another op also keeps (a frozen weight's projection saves none of its
+    input, so A's copy replaces it elsewhere). With dropout: A's input (the dropped copy)
+    and the dropout's mask (the input's dtype: fp32 but with bf16 weights), in place of
+    the frozen projections' inputs. Closed for every projection of a layer targeted and
+    the norms trained (`adapter.full_rank`), as the presets run; a frozen norm or
+    projection saves less (no input kept for its own gradient)."""
+    if adapter is None or adapter.name == "none":
+        return 0, 0
+    a, r, cast = (2 if precision != "fp32" else 4), adapter.rank, precision == "bf16"
+    mask = 2 if precision == "bf16_weights" else 4
+    per_token = per_layer = 0
+    read = set()  # the shared inputs counted
+    for name, (n_in, n_out, kind) in adapter_targets(model).items():
+        if name.split(".")[0] not in adapter.target_modules:
+            continue
+        per_token += a * r
+        per_layer += 2 * r * (n_in + n_out) if cast else 0
+        if adapter.dropout == 0:
+            per_token += 2 * n_in if cast and kind == "kept" else 0
+            continue
+        per_token += (a + mask) * n_in
+        # the input the frozen projection no longer saves (autocast: its own copy of it)
+        if kind == "own" or (kind != "kept" and (cast or kind not in read)):
+            per_token -= a * n_in
+        read.add(kind)
+    return per_token, per_layer
 
 
 # ---------------------------------------------------------------- command line

@@ -36,7 +36,7 @@ def run_pairs(cfg, make_reference, clocks: list[Clock], steps: int) -> dict:
         step = {trainer is reference: clock.step(trainer) for trainer, clock in order}
         for who, record in step.items():
             records[who].append(record)
-        loss_gap = max(loss_gap, abs(step[False]["loss"] - step[True]["loss"]))
+        loss_gap = max(loss_gap, abs(float(step[False]["loss"]) - float(step[True]["loss"])))
     ratios = [ref["cpu"] / own["cpu"] for own, ref in zip(*records)]
     q1, ratio, q3 = quartiles(ratios)
     tokens = cfg.trainer.batch_size * cfg.trainer.seq_len
@@ -81,7 +81,7 @@ def main(doc: str, optimizers: list[str], make_reference, ours: tuple, reference
     parser.add_argument("--threads", type=int, default=1, help="torch compute threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    clocks = [Clock(), Clock()]
+    clocks = [Clock("cpu"), Clock("cpu")]
     clocks[0].patch(*ours, "optimizer")
     clocks[1].patch(*reference, "optimizer")
     results = {}

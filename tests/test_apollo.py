@@ -92,11 +92,12 @@ def test_memory_efficient_preset_runs_every_optimizer_with_its_own_state():
     from ablate.config.variants import compose
 
     state = {}
-    for variant in ("adamw", "adalomo", "lomo", "galore_adamw", "apollo", "apollo_mini",
-                    "adam_mini", "muon"):
+    for variant in ("adamw", "adamw8bit", "adafactor", "adalomo", "lomo", "galore_adamw",
+                    "apollo", "apollo_mini", "adam_mini", "muon", "lora"):
         cfg = checked(compose(["+ablation=memory_efficient", f"ablation.variant={variant}",
                                "model=llama_tiny"]))
-        assert cfg.optimizer.name == variant
+        assert (cfg.optimizer.name, cfg.adapter.name) == ((variant, "none") if variant != "lora"
+                                                          else ("adamw", "lora"))
         state[variant] = estimate(cfg).optimizer_state
     # rank 128 -> 1 on 4 layers: per rank, each 256 x 256 attention weight 2 x 256 moment
     # and 256 projector values, each 688 x 256 MLP weight 2 x 688 and 256; 4 bytes each
@@ -105,3 +106,8 @@ def test_memory_efficient_preset_runs_every_optimizer_with_its_own_state():
     assert state["apollo"] == state["galore_adamw"] + 4 * 7 * 4  # + a limiter norm a weight
     assert (state["lomo"] < state["adalomo"] < state["apollo_mini"] < state["adam_mini"]
             < state["muon"] < state["galore_adamw"] < state["adamw"])
+    # torch's Adafactor keeps AdaLomo's factored moments and a step count a tensor (39);
+    # LoRA: AdamW's two moments of each rank-8 adapter (28 weights) and of the embeddings,
+    # head and norms trained in full, more than 8-bit AdamW's one byte a moment value
+    assert state["adafactor"] == state["adalomo"] + 4 * 39
+    assert state["adamw8bit"] < state["lora"] < state["galore_adamw"]

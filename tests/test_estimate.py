@@ -81,7 +81,34 @@ def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, sha
     each layer's input only; the layer is recomputed in the backward."""
     cfg = tiny_cfg(model, *shape, f"trainer.precision={precision}",
                    f"trainer.activation_checkpointing={checkpointing}")
-    trainer = trainer(cfg)
+    t = cfg.trainer
+    assert saved_bytes(trainer(cfg), cfg) == saved_activation_bytes(
+        cfg.model, t.batch_size, t.seq_len, precision, checkpointing)
+
+
+FULL_RANK = "adapter.full_rank=[embed,norm,lm_head,wte,wpe,ln_]"
+
+
+@pytest.mark.parametrize("model,precision,adapter", [
+    ("model=llama_tiny", "fp32", ["adapter=lora"]),
+    ("model=llama_tiny", "bf16", ["adapter=lora", "adapter.dropout=0.1"]),
+    ("model=gpt2_tiny", "bf16_weights", ["adapter=relora", "adapter.rank=4",
+                                         "adapter.dropout=0.2"]),
+    ("model=gpt2_tiny", "bf16", ["adapter=low_rank", "adapter.rank=4"])], ids=str)
+def test_adapter_activations_are_what_autograd_saves(tiny_cfg, trainer, model, precision,
+                                                     adapter):
+    """An adapter's own saved tensors (its rank-r intermediates; autocast's copies of A, B
+    and an input; with dropout, the dropped inputs and masks in place of the frozen
+    projections' inputs) on every projection, the norms, embeddings and head in full."""
+    cfg = tiny_cfg(model, f"trainer.precision={precision}", *adapter, FULL_RANK)
+    t = cfg.trainer
+    assert saved_bytes(trainer(cfg), cfg) == saved_activation_bytes(
+        cfg.model, t.batch_size, t.seq_len, precision, adapter=cfg.adapter)
+
+
+def saved_bytes(trainer, cfg) -> int:
+    """The bytes of the tensors (parameters excluded) autograd saves in one training step of
+    `trainer` on a random batch, each storage once, as its saved-tensor hooks see them."""
     params = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
     saved = {}
 
@@ -97,8 +124,7 @@ def test_saved_activations_are_what_autograd_saves(tiny_cfg, trainer, model, sha
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), trainer.autocast:
         loss = mean_loss(trainer, {"input_ids": x, "targets": y})
     loss.backward()
-    assert sum(saved.values()) == saved_activation_bytes(cfg.model, t.batch_size, t.seq_len,
-                                                         precision, checkpointing)
+    return sum(saved.values())
 
 
 @pytest.mark.parametrize("precision,width", [("fp32", 4), ("bf16_weights", 2)])

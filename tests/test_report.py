@@ -405,7 +405,7 @@ def preset_job(run_dir: Path, name: str, seed: int, test_loss: float, claims: li
 def test_report_states_each_claim_of_the_saved_config(tmp_path):
     """The Claims section: one line per claim from the jobs' saved configs; a variant with
     no completed job and one not in the sweep are inconclusive, saying why; the
-    loss-against-memory plot is written. (A sweep without saved claims, as the one above,
+    loss-against-memory plot is written, its points named by the preset's variant names. (A sweep without saved claims, as the one above,
     has no Claims section.)"""
     claims = [{"variant": "b", "against": "a", "expect": "worse"},
               {"variant": "baseline", "against": "b", "expect": "equivalent", "margin": 0.05},
@@ -428,3 +428,5 @@ def test_report_states_each_claim_of_the_saved_config(tmp_path):
     assert lines[3] == ("- `d` not worse than `baseline` (margin 0.1) (test_loss): "
                         "**inconclusive**: no job of variant d in this sweep")
     assert (tmp_path / "r" / "loss_vs_memory.png").read_bytes().startswith(PNG)
+    with open(tmp_path / "r" / "report.csv") as f:  # the plot's names: the preset's own
+        assert [row["name"] for row in csv.DictReader(f)] == ["a", "b", "c"]

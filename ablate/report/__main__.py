@@ -65,7 +65,7 @@ def compare_variants(jobs: list[Job], baseline_spec: str | None, loss_target: fl
     for row in rows.values():
         row["task"] = jobs[0].task
         if task is not None:
-            row["label"] = f"{task}: {row['label']}"
+            row["label"], row["name"] = f"{task}: {row['label']}", f"{task}: {row['name']}"
     common = common_parts([variants[key] for key in rows])
     lines = [*(["", f"## Task {task}", ""] if task is not None else []),
              f"- All variants share: `{label(common)}`" if common else "- Variants share nothing",

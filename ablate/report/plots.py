@@ -123,45 +123,69 @@ def frontier(points: list[tuple[float, float]]) -> list[bool]:
             for x, y in points]
 
 
+# Where a point's number goes, in points from the point: right-up first, then around it.
+LABEL_OFFSETS = [(5, 3), (5, -11), (-12, 3), (-12, -11), (5, 12), (-12, 12), (5, -20),
+                 (-12, -20), (14, -4), (-21, -4)]
+
+
+def place_labels(ax, points: list[tuple[float, float]], texts: list[str], size: float) -> None:
+    """Each text beside its point, at the first of LABEL_OFFSETS whose box (`size` points
+    high, 0.6 of that wide a character) overlaps no point's marker and no text already placed
+    (the first offset when every one does): the axes' limits must be final."""
+    px = ax.figure.dpi / 72  # pixels a point
+    centres = ax.transData.transform(points) if points else []
+    taken = [(x - 4 * px, y - 4 * px, x + 4 * px, y + 4 * px) for x, y in centres]
+    for (x, y), text, point in zip(centres, texts, points):
+        width, height = 0.6 * size * len(text) * px, size * px
+        boxes = [(x + dx * px, y + dy * px, x + dx * px + width, y + dy * px + height)
+                 for dx, dy in LABEL_OFFSETS]
+        free = [box for box in boxes if not any(box[0] < t[2] and t[0] < box[2] and
+                                                box[1] < t[3] and t[1] < box[3] for t in taken)]
+        box = (free or boxes)[0]
+        taken.append(box)
+        ax.annotate(text, point, xytext=((box[0] - x) / px, (box[1] - y) / px),
+                    textcoords="offset points", fontsize=size, fontweight="bold")
+
+
 def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
     """Each variant's mean test loss (whiskers: the 95% Student-t interval) against its
     optimizer-state memory and its peak memory (`kind`: how peak memory was measured), log
     axes (ticks at the variants' values, when few and apart), a memory of 0 (a stateless
     optimizer) drawn at a tenth of the panel's smallest other one, its tick "0"; each
-    panel's frontier points ringed and joined. A variant without a number is named in the
+    panel's frontier points ringed and joined. Each point is numbered beside it (placed
+    clear of the others), the legend on the right names each number by the variant's name
+    (a preset's own, else its short label). A variant without a number is named in the
     title."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import NullFormatter
 
     panels = [("optimizer_state_gb_mean", "optimizer state, GB (log)"),
               ("peak_memory_gb_mean", f"peak memory, GB ({kind}; log)")]
-    fig, axes = plt.subplots(1, 2, sharey=True, figsize=(13, 5.5))
-    colors = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
-    skipped = set()
+    fig, axes = plt.subplots(1, 2, sharey=True, figsize=(14, 5.5), layout="constrained")
+    palette = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
+    colors = {id(row): "black" if row["is_baseline"] else palette[i % len(palette)]
+              for i, row in enumerate(rows)}
+    numbers = {id(row): str(i + 1) for i, row in enumerate(rows)}
+    skipped, labels = set(), []
     for ax, (key, xlabel) in zip(axes, panels):
         shown = [row for row in rows if math.isfinite(row[key]) and row[key] >= 0
                  and math.isfinite(row["test_loss_mean"])]
-        skipped |= {row["label"] for row in rows if row not in shown}
+        skipped |= {row["name"] for row in rows if row not in shown}
         points = [(row[key], row["test_loss_mean"]) for row in shown]
         best = frontier(points)
         floor = min([x for x, _ in points if x > 0] or [1e-5]) / 10
-        for i, (row, (x, y), on) in enumerate(zip(shown, points, best)):
+        points = [(x or floor, y) for x, y in points]
+        for row, (x, y), on in zip(shown, points, best):
             low, high = row["test_loss_ci_low"], row["test_loss_ci_high"]
             err = [[y - low], [high - y]] if math.isfinite(low) else None
-            name = row["label"] + (" (baseline)" if row["is_baseline"] else "")
-            ax.errorbar(x or floor, y, yerr=err, fmt="o", capsize=3, markersize=6,
-                        color="black" if row["is_baseline"] else colors[i % len(colors)],
-                        label=wrap(name))
-            ax.annotate(name, (x or floor, y), xytext=(6, 4 if i % 2 else -10),
-                        textcoords="offset points",
-                        fontsize="x-small")
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, markersize=6, color=colors[id(row)])
             if on:
-                ax.plot(x or floor, y, "o", markersize=15, markerfacecolor="none", color="red")
-        edge = sorted((x or floor, y) for (x, y), on in zip(points, best) if on)
-        ax.plot([x for x, _ in edge], [y for _, y in edge], "--", color="red", linewidth=1,
-                label="lower-left frontier")
+                ax.plot(x, y, "o", markersize=15, markerfacecolor="none", color="red")
+        edge = sorted(point for point, on in zip(points, best) if on)
+        ax.plot([x for x, _ in edge], [y for _, y in edge], "--", color="red", linewidth=1)
         ax.set_xscale("log")
-        xs = sorted({x or floor for x, _ in points})
+        xs = sorted({x for x, _ in points})
         # Ticks a fifteenth of the span apart (of a twentieth of a decade at least).
         gap = 10 ** (max(math.log10(xs[-1] / xs[0]) if xs else 0.0, 0.05) / 15)
         ticks = []
@@ -171,13 +195,23 @@ def plot_memory_frontier(path: Path, rows: list[dict], kind: str) -> None:
             ax.set_xticks(ticks, [fmt(x) if x != floor else "0" for x in ticks], rotation=30)
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
-        ax.margins(x=0.15)
+        ax.margins(x=0.15, y=0.1)
         ax.grid(alpha=0.3, which="both")
+        labels.append((ax, points, [numbers[id(row)] for row in shown]))
     axes[0].set_ylabel("test loss (mean, 95% CI)")
-    axes[1].legend(fontsize="small", loc="best")
+    handles = [Line2D([], [], marker="o", linestyle="none", color=colors[id(row)],
+                      label=textwrap.shorten(f"{numbers[id(row)]}  {row['name']}"
+                                             + (" (baseline)" if row["is_baseline"] else ""),
+                                             40, placeholder="...")) for row in rows]
+    handles.append(Line2D([], [], linestyle="--", color="red", marker="o", markersize=12,
+                          markerfacecolor="none", label="lower-left frontier"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle("Test loss against memory, one point per variant; ringed: the lower-left "
                  "frontier" + (f"\nnot plotted (no number): {', '.join(sorted(skipped))}"
                                if skipped else ""))
-    fig.tight_layout()
+    fig.canvas.draw()  # the layout and limits final, so that labels are placed where drawn
+    fig.set_layout_engine("none")
+    for ax, points, texts in labels:
+        place_labels(ax, points, texts, 9)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -55,10 +55,13 @@ def variant_rows(chosen: dict[str, tuple[list[Job], dict]], variants: dict[str, 
     rows = {}
     for key in keys:
         group, choice = chosen[key]
+        short = short_label(variants[key], common)
+        # the preset's name for it, if any (a variant may have no job at its chosen lr)
+        name = next((job.preset_variant for job in group if job.preset_variant), short)
         group = [job for job in group if not tuning_skipped(job)]
         done = [job for job in group if job.status == "completed"]
         lrs = {number(job.summary["peak_lr"]) for job in group if "peak_lr" in job.summary}
-        row = {"variant": label(variants[key]), "label": short_label(variants[key], common),
+        row = {"variant": label(variants[key]), "label": short, "name": name,
                "is_baseline": key == baseline, "n": len(done),
                "tuned": bool(choice), "lr_factor": number((choice or {}).get("chosen")),
                "lr": lrs.pop() if len(lrs) == 1 else math.nan,
