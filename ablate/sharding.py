@@ -81,6 +81,56 @@ def replicated(p: Tensor, value: Tensor) -> Tensor:
     return DTensor.from_local(value, p.device_mesh, [Replicate()])
 
 
+def placed_like(kept, value: Tensor) -> Tensor:
+    """`value`, this rank's part of a new value of the state tensor `kept`, placed as
+    `kept` is (replicated, or sharded by rows); itself when `kept` is not a DTensor."""
+    if not isinstance(kept, DTensor):
+        return value
+    if all(isinstance(placement, Replicate) for placement in kept.placements):
+        return replicated(kept, value)
+    return like(kept, value)
+
+
+def rows(p: Tensor, count: int | None = None) -> slice:
+    """This rank's rows of the sharded `p` (FSDP's `Shard(0)`: `torch.chunk`'s, ceil(rows /
+    N) to each rank in turn), or of `count` rows sharded as `p` is; all of them when `p` is
+    not sharded."""
+    count = p.shape[0] if count is None else count
+    if not isinstance(p, DTensor):
+        return slice(0, count)
+    mesh = p.device_mesh
+    size = -(-count // mesh.size())
+    start = min(mesh.get_local_rank() * size, count)
+    return slice(start, min(start + size, count))
+
+
+def my_rows(p: Tensor, whole: Tensor) -> Tensor:
+    """This rank's rows of `whole`, a tensor with `p`'s rows the same on every rank; `whole`
+    itself when `p` is not sharded."""
+    return whole[rows(p)] if isinstance(p, DTensor) else whole
+
+
+def state_zeros(p: Tensor, shape, dtype: torch.dtype, by_rows: bool) -> Tensor:
+    """Zeros of `shape`, a state tensor of `p`: sharded by its first dimension as `p` is
+    (`by_rows`), or replicated; a plain tensor when `p` is not sharded."""
+    if not isinstance(p, DTensor):
+        return torch.zeros(shape, dtype=dtype, device=p.device)
+    device = local(p).device
+    if not by_rows:
+        return replicated(p, torch.zeros(shape, dtype=dtype, device=device))
+    mine = rows(p, shape[0])
+    value = torch.zeros((mine.stop - mine.start, *shape[1:]), dtype=dtype, device=device)
+    stride = torch.empty(shape, device="meta").stride()
+    return DTensor.from_local(value, p.device_mesh, p.placements, shape=tuple(shape),
+                              stride=stride)
+
+
+def gather(p: Tensor, value: Tensor) -> Tensor:
+    """The whole tensor whose rows of `p` this rank holds in `value` (an all-gather), the
+    same on every rank; `value` itself when `p` is not sharded."""
+    return like(p, value).full_tensor() if isinstance(p, DTensor) else value
+
+
 def sum_over_shards(p: Tensor, value: Tensor) -> Tensor:
     """`value` (computed from this rank's shard of `p`) summed over the ranks holding the
     other shards, in place; itself when `p` is not sharded."""

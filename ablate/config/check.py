@@ -18,7 +18,7 @@ from ..cores import cores
 from ..errors import ConfigError, IncompatibleToggles, unknown_key
 from ..models import build_model, check_weights, shape
 from ..optim.adamw8bit import check_kernels
-from ..optim.build import build_optimizer, optimizer_class
+from ..optim.build import build_optimizer, optimizer_class, optimizer_kwargs
 from ..tasks import check_task_config
 from ..world import world_from_env
 from .claims import check_claims
@@ -145,8 +145,8 @@ def check(cfg: DictConfig) -> None:
     if t.threads is not None and t.threads < 0:
         raise ConfigError(f"trainer.threads={t.threads}: must be >= 0 (0 or null: this job's "
                           "share of the CPU cores)")
-    _check_sharding(cfg)
     _check_optimizer_builds(cfg)
+    _check_sharding(cfg)
 
 
 def check_seeds(seeds: list) -> None:
@@ -216,11 +216,18 @@ def _check_sharding(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.sharding=fsdp on trainer.device={t.device.value}: this "
                           f"torch has no {backend} backend (allowed: trainer.sharding=none)")
     ranks = max(t.processes, world_from_env().size)
-    rows = min(p.shape[0] for p in build_model(cfg.model, "meta").parameters())
+    model = build_model(cfg.model, "meta")
+    rows = min(p.shape[0] for p in model.parameters())
     if ranks > 1 and math.ceil(rows / ranks) * (ranks - 1) >= rows:
         raise ConfigError(f"trainer.processes={ranks} with trainer.sharding=fsdp: the smallest "
                           f"parameter has {rows} rows, too few to give each process one "
                           f"(allowed: at most {max_ranks(rows)} processes)")
+    try:  # what only the optimizer knows: its states' shapes
+        optimizer_class(cfg)(list(model.named_parameters()),
+                             **optimizer_kwargs(cfg)).check_sharding(ranks)
+    except ValueError as exc:
+        raise ConfigError(f"trainer.sharding=fsdp: optimizer={cfg.optimizer.name}: {exc}") \
+            from None
 
 
 def max_ranks(rows: int) -> int:

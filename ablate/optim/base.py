@@ -68,6 +68,10 @@ class Base(Optimizer):
         """The state of `p`, created at its first step: none unless an optimizer keeps some."""
         return self.state[p]
 
+    def check_sharding(self, ranks: int) -> None:
+        """ValueError naming a parameter whose state cannot be sharded by rows over `ranks`
+        (the config check asks before any compute): none, unless an optimizer says."""
+
     def load_state_dict(self, state_dict: dict) -> None:
         """`Optimizer.load_state_dict`, which casts every floating state tensor (and GaLore's
         uint8 codes) to its parameter's dtype, then each state tensor replaced by a copy of
