@@ -190,16 +190,12 @@ def _check_processes(t: DictConfig) -> None:
 
 
 def _check_sharding(cfg: DictConfig) -> None:
-    """`trainer.sharding=fsdp`: an optimizer whose update is exact on a shard of rows, fp32
-    or autocast weights, a backend for the device, and a row of every parameter on every
-    rank (FSDP gives ceil(rows / N) rows to each rank in turn)."""
+    """`trainer.sharding=fsdp`: fp32 or autocast weights, a backend for the device, a row of
+    every parameter on every rank (FSDP gives ceil(rows / N) rows to each rank in turn),
+    and state the optimizer can shard (`check_sharding`: 8-bit states in whole blocks)."""
     t = cfg.trainer
     if t.sharding.value != "fsdp":
         return
-    if not getattr(optimizer_class(cfg), "shards_exactly", False):
-        raise ConfigError(f"trainer.sharding=fsdp: optimizer={cfg.optimizer.name} cannot update "
-                          "a shard of rows exactly (allowed: adamw, sgd, lomo, adalomo, or "
-                          "trainer.sharding=none)")
     if t.precision.value == "bf16_weights":
         raise ConfigError("trainer.precision=bf16_weights with trainer.sharding=fsdp: not "
                           "supported (allowed: fp32, bf16)")
@@ -223,8 +219,9 @@ def _check_sharding(cfg: DictConfig) -> None:
                           f"parameter has {rows} rows, too few to give each process one "
                           f"(allowed: at most {max_ranks(rows)} processes)")
     try:  # what only the optimizer knows: its states' shapes
-        optimizer_class(cfg)(list(model.named_parameters()),
-                             **optimizer_kwargs(cfg)).check_sharding(ranks)
+        if ranks > 1:
+            optimizer_class(cfg)(list(model.named_parameters()),
+                                 **optimizer_kwargs(cfg)).check_sharding(ranks)
     except ValueError as exc:
         raise ConfigError(f"trainer.sharding=fsdp: optimizer={cfg.optimizer.name}: {exc}") \
             from None

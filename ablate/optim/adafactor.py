@@ -51,8 +51,6 @@ class Adafactor(Base):
     RMS(u) are sums over the ranks, c replicated (the same on every rank), as AdaLomo's.
     """
 
-    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
-
     def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
                  weight_decay: float = 0.0, beta2: float | None = None, factored: bool = True,

@@ -62,8 +62,6 @@ class AdamMini(Base):
     is replicated: the same on every rank.
     """
 
-    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
-
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, num_heads: int = 32,
                  partition: str = "head"):

@@ -59,8 +59,6 @@ class AdamW8bit(Base):
     (`check_sharding` refuses other shapes): the codes and absmaxes are sharded with it.
     """
 
-    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
-
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, min_8bit_size: int = 4096):
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

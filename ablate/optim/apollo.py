@@ -73,8 +73,6 @@ class Apollo(Base):
     the limiter's norm of U are scalar sums over the ranks.
     """
 
-    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
-
     def __init__(self, params, lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, rank: int = 256,
                  update_proj_gap: int = 200, scale: float = 1.0, scaling: str = "channel",

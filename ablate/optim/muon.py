@@ -60,8 +60,6 @@ class Muon(Base):
     same way, and keeps its rows of X. The AdamW rest is elementwise: on the shard.
     """
 
-    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
-
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5,
                  ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
