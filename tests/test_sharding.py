@@ -1,6 +1,6 @@
 """`trainer.sharding=fsdp` on 2 gloo processes equals one process on the same global batch,
-for every optimizer and toggle preset it supports, fused and unfused, with accumulation and
-clipping: all cases in one 2-process launch."""
+for every optimizer and toggle preset, fused and unfused, with accumulation and clipping:
+all cases in one 2-process launch."""
 
 from __future__ import annotations
 
@@ -12,15 +12,37 @@ import pytest
 
 from ablate.train import Trainer
 from conftest import ablate, losses, run_in_process
-from test_distributed import FAULT, OPTIMIZERS, assert_equal_results, two_and_one_process
+from test_baselines import BASELINES
+from test_distributed import (FAULT, NEW_OPTIMIZERS, OPTIMIZERS, assert_equal_results,
+                              two_and_one_process)
 
+# Elementwise (or AdaLomo's sums): every case of tests/test_distributed.py.
 SHARDED = {name: args for name, args in OPTIMIZERS.items() if not name.startswith("galore")}
+# What gathers, projects or sums by blocks: each on the plain batch once, fused for every
+# other one (accumulation and clipping act on the summed gradient before any optimizer sees
+# it: they run above). Adam-mini's one head of 64 rows spans both ranks' 32; APOLLO-Mini's
+# svd projector is taken from the gathered gradient. (APOLLO's at rank 4 is not compared:
+# an svd of the tiny query gradients turns its basis on rounding, 2 processes or 1,
+# sharded or not.)
+ONE_FORM = {
+    **{name: args for name, args in OPTIMIZERS.items() if name.startswith("galore")},
+    "apollo": NEW_OPTIMIZERS["apollo"],
+    "apollo_mini svd": ["optimizer=apollo_mini", "optimizer.update_proj_gap=2",
+                        "optimizer.eps=1e-4", "toggles.projection=svd"],
+    "adam_mini head across ranks": ["optimizer=adam_mini", "optimizer.eps=1e-4",
+                                    "optimizer.num_heads=1"],
+    "muon": NEW_OPTIMIZERS["muon"],
+    **{name: BASELINES[name] for name in ("adafactor", "adamw8bit")},
+}
+ONE_CASE = {f"{name} fused={('false', 'true')[i % 2]} batch" for i, name in enumerate(ONE_FORM)}
 
 
 @pytest.mark.slow
 def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg):
-    results, reference = two_and_one_process(tiny_cfg, SHARDED, "trainer.sharding=fsdp")
-    assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1
+    results, reference = two_and_one_process(
+        tiny_cfg, {**SHARDED, **ONE_FORM}, "trainer.sharding=fsdp",
+        keep=lambda name: name.split(" fused=")[0] in SHARDED or name in ONE_CASE)
+    assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1 + len(ONE_FORM)
     assert_equal_results(results, reference)
 
 
