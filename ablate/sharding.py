@@ -3,10 +3,13 @@ each decoder layer and at the root, so each rank holds 1/N of every parameter (i
 `Shard(0)`), of its gradient and of its optimizer state.
 
 The optimizers here update the local shard (`local`): elementwise updates need nothing
-else, and what an update sums over a whole tensor (AdaLomo's column statistics and RMS
-values, a clipping norm) is summed over the ranks by `sum_over_shards`. The state of a
-sharded parameter is kept as DTensors like it (`like`, `replicated`), so that a
-checkpoint written by `torch.distributed.checkpoint` loads on any number of processes.
+else, what an update sums over a whole tensor (AdaLomo's column statistics and RMS
+values, a left projection P^T G, a clipping norm) is summed over the ranks by
+`sum_over_shards`, and what needs the whole matrix (GaLore's svd, Muon's Newton-Schulz)
+is all-gathered by `gather`, computed the same on every rank, and cut to the rank's rows
+(`my_rows`). The state of a sharded parameter is kept as DTensors, sharded by rows or
+replicated (`state_zeros`, `like`, `replicated`, `placed_like`), so that a checkpoint
+written by `torch.distributed.checkpoint` loads on any number of processes.
 
 FSDP averages gradients over the ranks; our losses are already divided by the global
 batch's count (ablate/distributed.py), so the divide factor is set to 1: the reduce-scatter

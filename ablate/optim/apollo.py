@@ -94,7 +94,7 @@ class Apollo(Base):
         if not state:
             state["step"] = 0
             shape = projected_shape(p.shape, group["rank"]) if projected(group) else p.shape
-            by_rows = shape[0] == p.shape[0]  # tall or unprojected: p's rows
+            by_rows = not projected(group) or p.shape[0] >= p.shape[1]  # R has p's rows
             for key in ("exp_avg", "exp_avg_sq"):
                 state[key] = state_zeros(p, shape, torch.float32, by_rows)
             if projected(group):

@@ -26,8 +26,8 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
     is stored in the dtype it had, or a new tensor in `p`'s dtype (GaLore's projectors, as
     torch makes a buffer like its parameter); integers and 8-bit codes pass through. A
     sharded parameter and its sharded state are handed out as this rank's shards
-    (`sharding.local`); state the update replaces keeps
-    the placement it had (`sharding.placed_like`)."""
+    (`sharding.local`); state the update replaces keeps the placement it had
+    (`sharding.placed_like`)."""
     p = local(p)
     p32 = p.float()
     state32 = {key: local(value).float() if is_float(value) else local(value)
