@@ -142,6 +142,16 @@ def sum_over_shards(p: Tensor, value: Tensor) -> Tensor:
     return value
 
 
+def whole_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
+    """The sharded model's state dict gathered whole onto rank 0's CPU, one tensor at a
+    time (torch.distributed.checkpoint's full state dict); empty on the other ranks, which
+    must call it too."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                cpu_offload=True))
+
+
 def clip_grad_norm_(params: list[Tensor], max_norm: float) -> None:
     """`torch.nn.utils.clip_grad_norm_` on sharded gradients: the norm over every rank's
     shards (one all-reduce of a scalar), each rank scaling its own."""

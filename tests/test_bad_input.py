@@ -402,8 +402,6 @@ ROWS = [
     ("ablate", ["trainer.sharding=zero3"], "trainer.sharding=zero3"),
     ("ablate", ["trainer.sharding=fsdp", "trainer.precision=bf16_weights"],
      "trainer.precision=bf16_weights with trainer.sharding=fsdp: not supported"),
-    ("ablate", ["trainer.sharding=fsdp", "trainer.save_model=true"],
-     "trainer.save_model=true with trainer.sharding=fsdp: not supported"),
     ("ablate", ["trainer.sharding=fsdp", "trainer.processes=2", "model.hidden_size=1",
                 "model.num_heads=1"],
      "trainer.processes=2 with trainer.sharding=fsdp: the smallest parameter has 1 rows, too "

@@ -9,6 +9,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 from ablate.train import Trainer
 from conftest import ablate, losses, run_in_process
@@ -82,6 +83,25 @@ def test_a_sharded_job_killed_mid_run_resumes_on_one_process(tmp_path, tiny_args
     trainer = Trainer(tiny_cfg("optimizer=adalomo", "trainer.max_steps=6"))
     uninterrupted = [trainer.train_step().item() for _ in range(6)]
     assert losses(second) == pytest.approx(uninterrupted, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_sharded_job_saves_the_whole_model(tmp_path, tiny_args, tiny_cfg):
+    """2 processes, sharded, `save_model`: rank 0 writes model/ from every rank's shards, and
+    transformers loads it with the weights of one process trained on the same batches."""
+    from transformers import AutoModelForCausalLM
+
+    common = [*tiny_args, "optimizer.eps=1e-4", "trainer.max_steps=2"]
+    ablate(tmp_path, *common, "trainer.sharding=fsdp", "trainer.processes=2",
+           "trainer.batch_size=2", "trainer.save_model=true", f"hydra.run.dir={tmp_path}/run")
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    trainer = Trainer(tiny_cfg("optimizer.eps=1e-4", "trainer.max_steps=2"))
+    for _ in range(2):
+        trainer.train_step()
+    want = dict(trainer.model.named_parameters())
+    assert saved.state_dict().keys() == trainer.model.state_dict().keys()
+    for name, p in saved.named_parameters():
+        assert torch.allclose(p, want[name], rtol=1e-5, atol=1e-6), name
 
 
 def test_a_job_is_its_global_batch_whatever_computes_it(tiny_cfg):

@@ -199,9 +199,6 @@ def _check_sharding(cfg: DictConfig) -> None:
     if t.precision.value == "bf16_weights":
         raise ConfigError("trainer.precision=bf16_weights with trainer.sharding=fsdp: not "
                           "supported (allowed: fp32, bf16)")
-    if t.save_model:
-        raise ConfigError("trainer.save_model=true with trainer.sharding=fsdp: not supported "
-                          "(no rank holds the whole model; allowed: false)")
     if cfg.adapter.name != "none":
         raise ConfigError(f"adapter={cfg.adapter.name} with trainer.sharding=fsdp: not supported "
                           "(allowed: adapter=none, or trainer.sharding=none)")
