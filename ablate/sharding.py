@@ -51,8 +51,9 @@ def units(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The decoder blocks of a transformers causal LM (LLaMA's `layers`, GPT-2's `h`)."""
-    base = model.base_model
+    """The decoder blocks of a transformers causal LM (LLaMA's `layers`, GPT-2's `h`), or of
+    the one a peft adapter wraps."""
+    base = (model.get_base_model() if hasattr(model, "get_base_model") else model).base_model
     return list(getattr(base, "layers", None) or getattr(base, "h"))
 
 

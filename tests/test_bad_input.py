@@ -406,9 +406,11 @@ ROWS = [
                 "model.num_heads=1"],
      "trainer.processes=2 with trainer.sharding=fsdp: the smallest parameter has 1 rows, too "
      "few to give each process one (allowed: at most 1 processes)"),
-    ("ablate", ["trainer.sharding=fsdp", "adapter=lora"],
-     "adapter=lora with trainer.sharding=fsdp: not supported"),
-    # issue 22 (h-shard): every optimizer shards; 8-bit states only in whole blocks
+    # issue 22 (h-shard): every optimizer shards; 8-bit states only in whole blocks; LoRA
+    ("ablate", ["trainer.sharding=fsdp", "adapter=relora"],
+     "adapter=relora with trainer.sharding=fsdp: not supported (its restarts merge"),
+    ("ablate", ["trainer.sharding=fsdp", "adapter=lora", "trainer.save_model=true"],
+     "trainer.save_model=true with adapter=lora and trainer.sharding=fsdp: not supported"),
     ("ablate", ["trainer.sharding=fsdp", "trainer.processes=2", "optimizer=adamw8bit",
                 "optimizer.min_8bit_size=0"],
      "trainer.sharding=fsdp: optimizer=adamw8bit: model.layers.0.input_layernorm.weight: its "

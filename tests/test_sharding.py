@@ -22,7 +22,8 @@ SHARDED = {name: args for name, args in OPTIMIZERS.items() if not name.startswit
 # What gathers, projects or sums by blocks: each on the plain batch once, fused for every
 # other one (accumulation and clipping act on the summed gradient before any optimizer sees
 # it: they run above). Adam-mini's one head of 64 rows spans both ranks' 32; APOLLO-Mini's
-# svd projector is taken from the gathered gradient. (APOLLO's at rank 4 is not compared:
+# svd projector is taken from the gathered gradient; LoRA's factors are sharded by rows
+# beside their frozen weights. (APOLLO's at rank 4 is not compared:
 # an svd of the tiny query gradients turns its basis on rounding, 2 processes or 1,
 # sharded or not.)
 ONE_FORM = {
@@ -33,7 +34,8 @@ ONE_FORM = {
     "adam_mini head across ranks": ["optimizer=adam_mini", "optimizer.eps=1e-4",
                                     "optimizer.num_heads=1"],
     "muon": NEW_OPTIMIZERS["muon"],
-    **{name: BASELINES[name] for name in ("adafactor", "adamw8bit")},
+    **{name: BASELINES[name] for name in ("adafactor", "adamw8bit", "lora")},
+    "low_rank": ["adapter=low_rank", "optimizer.eps=1e-4", "trainer.lr=1e-2"],
 }
 ONE_CASE = {f"{name} fused={('false', 'true')[i % 2]} batch" for i, name in enumerate(ONE_FORM)}
 

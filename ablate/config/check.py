@@ -190,18 +190,25 @@ def _check_processes(t: DictConfig) -> None:
 
 
 def _check_sharding(cfg: DictConfig) -> None:
-    """`trainer.sharding=fsdp`: fp32 or autocast weights, a backend for the device, a row of
-    every parameter on every rank (FSDP gives ceil(rows / N) rows to each rank in turn),
-    and state the optimizer can shard (`check_sharding`: 8-bit states in whole blocks)."""
+    """`trainer.sharding=fsdp`: fp32 or autocast weights, no ReLoRA and no saved adapter, a
+    backend for the device, a row of every parameter on every rank (FSDP gives ceil(rows /
+    N) rows to each rank in turn), and state the optimizer can shard (`check_sharding`:
+    8-bit states in whole blocks)."""
     t = cfg.trainer
     if t.sharding.value != "fsdp":
         return
     if t.precision.value == "bf16_weights":
         raise ConfigError("trainer.precision=bf16_weights with trainer.sharding=fsdp: not "
-                          "supported (allowed: fp32, bf16)")
-    if cfg.adapter.name != "none":
-        raise ConfigError(f"adapter={cfg.adapter.name} with trainer.sharding=fsdp: not supported "
-                          "(allowed: adapter=none, or trainer.sharding=none)")
+                          "supported (each rank's bf16 gradient would be rounded before the "
+                          "sum; allowed: fp32, bf16)")
+    if cfg.adapter.name == "relora":
+        raise ConfigError("adapter=relora with trainer.sharding=fsdp: not supported (its "
+                          "restarts merge and redraw the factors on whole tensors; allowed: "
+                          "adapter=none, lora, low_rank, or trainer.sharding=none)")
+    if cfg.adapter.name != "none" and t.save_model:
+        raise ConfigError(f"trainer.save_model=true with adapter={cfg.adapter.name} and "
+                          "trainer.sharding=fsdp: not supported (peft saves from whole "
+                          "tensors; allowed: trainer.save_model=false, or adapter=none)")
     cuda = t.device.value == "cuda" or (t.device.value == "auto" and torch.cuda.is_available())
     backend = "nccl" if cuda else "gloo"
     if not torch.distributed.is_available() or not torch.distributed.is_backend_available(
