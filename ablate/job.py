@@ -120,6 +120,11 @@ def train_on_processes(cfg: DictConfig, run_dir: Path, summary: dict,
                                     run_dir, bool(cfg.trainer.checkpoint_every)) from None
 
 
+def saves_model(cfg: DictConfig, outcome: dict) -> bool:
+    """Whether a job ends by saving its model: asked for, and trained to its end."""
+    return cfg.trainer.save_model and outcome["status"] in ("completed", "stalled")
+
+
 def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
               checkpoints: list[tuple[Path, int]], resume_from: list[Path] | None) -> dict | None:
     """Train (from the first readable checkpoint) and record. Of several ranks, rank 0
@@ -139,7 +144,10 @@ def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
                                      trainer.step)
 
     if trainer.world.rank:
-        trainer.fit(lambda record: None, checkpoint if trainer.sharded_checkpoints else None)
+        outcome = trainer.fit(lambda record: None,
+                              checkpoint if trainer.sharded_checkpoints else None)
+        if trainer.sharded and saves_model(cfg, outcome):  # its shards, to rank 0
+            trainer.save_model(None)
         raise_if_interrupted(trainer, run_dir)
         return None
     if resume_from is not None and resumed is None:
@@ -177,7 +185,7 @@ def train_job(cfg: DictConfig, run_dir: Path, summary: dict,
                 send(record)
 
             summary.update(trainer.fit(log, checkpoint))
-            if cfg.trainer.save_model and summary["status"] in ("completed", "stalled"):
+            if saves_model(cfg, summary):
                 trainer.save_model(run_dir / "model")
                 summary["model_dir"] = str((run_dir / "model").resolve())  # a reuse points here
     except Exception as exc:

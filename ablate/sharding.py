@@ -3,10 +3,13 @@ each decoder layer and at the root, so each rank holds 1/N of every parameter (i
 `Shard(0)`), of its gradient and of its optimizer state.
 
 The optimizers here update the local shard (`local`): elementwise updates need nothing
-else, and what an update sums over a whole tensor (AdaLomo's column statistics and RMS
-values, a clipping norm) is summed over the ranks by `sum_over_shards`. The state of a
-sharded parameter is kept as DTensors like it (`like`, `replicated`), so that a
-checkpoint written by `torch.distributed.checkpoint` loads on any number of processes.
+else, what an update sums over a whole tensor (AdaLomo's column statistics and RMS
+values, a left projection P^T G, a clipping norm) is summed over the ranks by
+`sum_over_shards`, and what needs the whole matrix (GaLore's svd, Muon's Newton-Schulz)
+is all-gathered by `gather`, computed the same on every rank, and cut to the rank's rows
+(`my_rows`). The state of a sharded parameter is kept as DTensors, sharded by rows or
+replicated (`state_zeros`, `like`, `replicated`, `placed_like`), so that a checkpoint
+written by `torch.distributed.checkpoint` loads on any number of processes.
 
 FSDP averages gradients over the ranks; our losses are already divided by the global
 batch's count (ablate/distributed.py), so the divide factor is set to 1: the reduce-scatter
@@ -48,8 +51,9 @@ def units(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The decoder blocks of a transformers causal LM (LLaMA's `layers`, GPT-2's `h`)."""
-    base = model.base_model
+    """The decoder blocks of a transformers causal LM (LLaMA's `layers`, GPT-2's `h`), or of
+    the one a peft adapter wraps."""
+    base = (model.get_base_model() if hasattr(model, "get_base_model") else model).base_model
     return list(getattr(base, "layers", None) or getattr(base, "h"))
 
 
@@ -81,12 +85,72 @@ def replicated(p: Tensor, value: Tensor) -> Tensor:
     return DTensor.from_local(value, p.device_mesh, [Replicate()])
 
 
+def placed_like(kept, value: Tensor) -> Tensor:
+    """`value`, this rank's part of a new value of the state tensor `kept`, placed as
+    `kept` is (replicated, or sharded by rows); itself when `kept` is not a DTensor."""
+    if not isinstance(kept, DTensor):
+        return value
+    if all(isinstance(placement, Replicate) for placement in kept.placements):
+        return replicated(kept, value)
+    return like(kept, value)
+
+
+def rows(p: Tensor, count: int | None = None) -> slice:
+    """This rank's rows of the sharded `p` (FSDP's `Shard(0)`: `torch.chunk`'s, ceil(rows /
+    N) to each rank in turn), or of `count` rows sharded as `p` is; all of them when `p` is
+    not sharded."""
+    count = p.shape[0] if count is None else count
+    if not isinstance(p, DTensor):
+        return slice(0, count)
+    mesh = p.device_mesh
+    size = -(-count // mesh.size())
+    start = min(mesh.get_local_rank() * size, count)
+    return slice(start, min(start + size, count))
+
+
+def my_rows(p: Tensor, whole: Tensor) -> Tensor:
+    """This rank's rows of `whole`, a tensor with `p`'s rows the same on every rank; `whole`
+    itself when `p` is not sharded."""
+    return whole[rows(p)] if isinstance(p, DTensor) else whole
+
+
+def state_zeros(p: Tensor, shape, dtype: torch.dtype, by_rows: bool) -> Tensor:
+    """Zeros of `shape`, a state tensor of `p`: sharded by its first dimension as `p` is
+    (`by_rows`), or replicated; a plain tensor when `p` is not sharded."""
+    if not isinstance(p, DTensor):
+        return torch.zeros(shape, dtype=dtype, device=p.device)
+    device = local(p).device
+    if not by_rows:
+        return replicated(p, torch.zeros(shape, dtype=dtype, device=device))
+    mine = rows(p, shape[0])
+    value = torch.zeros((mine.stop - mine.start, *shape[1:]), dtype=dtype, device=device)
+    stride = torch.empty(shape, device="meta").stride()
+    return DTensor.from_local(value, p.device_mesh, p.placements, shape=tuple(shape),
+                              stride=stride)
+
+
+def gather(p: Tensor, value: Tensor) -> Tensor:
+    """The whole tensor whose rows of `p` this rank holds in `value` (an all-gather), the
+    same on every rank; `value` itself when `p` is not sharded."""
+    return like(p, value).full_tensor() if isinstance(p, DTensor) else value
+
+
 def sum_over_shards(p: Tensor, value: Tensor) -> Tensor:
     """`value` (computed from this rank's shard of `p`) summed over the ranks holding the
     other shards, in place; itself when `p` is not sharded."""
     if isinstance(p, DTensor):
         dist.all_reduce(value, group=p.device_mesh.get_group())
     return value
+
+
+def whole_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
+    """The sharded model's state dict gathered whole onto rank 0's CPU, one tensor at a
+    time (torch.distributed.checkpoint's full state dict); empty on the other ranks, which
+    must call it too."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                cpu_offload=True))
 
 
 def clip_grad_norm_(params: list[Tensor], max_norm: float) -> None:

@@ -225,10 +225,15 @@ class Trainer:
         self.model.train()
         return metrics
 
-    def save_model(self, folder: Path) -> None:
+    def save_model(self, folder: Path | None) -> None:
         """The model and the task's tokenizer in transformers' format (`save_pretrained`), so
         `model.pretrained=FOLDER` starts a job from them, offline; with an adapter, the
-        adapter in peft's format (and the merged model on request: `adapter.save_merged`)."""
+        adapter in peft's format (and the merged model on request: `adapter.save_merged`).
+        Sharded, every rank calls it (the others with no folder): the shards are gathered
+        whole onto rank 0, which writes them."""
+        whole = sharding.whole_state_dict(self.model) if self.sharded else None
+        if folder is None:
+            return
         tokenizer = self.task.tokenizer
         for config in (self.model.config, self.model.generation_config):
             if config is not None:
@@ -236,7 +241,7 @@ class Trainer:
                 config.pad_token_id = tokenizer.pad_token_id
         folder.mkdir(parents=True, exist_ok=True)  # a file in the way raises here, not later
         if self.adapter.name == "none":
-            self.model.save_pretrained(folder)
+            self.model.save_pretrained(folder, state_dict=whole)
         else:
             save_adapter(self.model, self.adapter, folder)
         tokenizer.save_pretrained(folder)

@@ -94,12 +94,14 @@ def with_values(cfg, *assignments: str):
     return cfg
 
 
-def two_and_one_process(tiny_cfg, optimizers: dict, *two_only: str) -> tuple[dict, dict]:
-    """Each case's result on 2 processes (with `two_only` set) and on 1 (one thread, as
-    each worker)."""
+def two_and_one_process(tiny_cfg, optimizers: dict, *two_only: str,
+                        keep=lambda name: True) -> tuple[dict, dict]:
+    """Each case (those whose name `keep` keeps) on 2 processes (with `two_only` set) and
+    on 1 (one thread, as each worker)."""
     two_process, one_process = {}, {}
     for name, two, one in cases(tiny_cfg, optimizers, *two_only):
-        two_process[name], one_process[name] = two, one
+        if keep(name):
+            two_process[name], one_process[name] = two, one
     return (distributed.launch(2, dist_worker.train_all, (two_process, STEPS)),
             dist_worker.train_all(one_process, STEPS))
 

@@ -1,6 +1,6 @@
 """`trainer.sharding=fsdp` on 2 gloo processes equals one process on the same global batch,
-for every optimizer and toggle preset it supports, fused and unfused, with accumulation and
-clipping: all cases in one 2-process launch."""
+for every optimizer and toggle preset, fused and unfused, with accumulation and clipping:
+all cases in one 2-process launch."""
 
 from __future__ import annotations
 
@@ -9,18 +9,43 @@ import os
 import sys
 
 import pytest
+import torch
 
 from ablate.train import Trainer
 from conftest import ablate, losses, run_in_process
-from test_distributed import FAULT, OPTIMIZERS, assert_equal_results, two_and_one_process
+from test_baselines import BASELINES
+from test_distributed import (FAULT, NEW_OPTIMIZERS, OPTIMIZERS, assert_equal_results,
+                              two_and_one_process)
 
+# Elementwise (or AdaLomo's sums): every case of tests/test_distributed.py.
 SHARDED = {name: args for name, args in OPTIMIZERS.items() if not name.startswith("galore")}
+# What gathers, projects or sums by blocks: each on the plain batch once, fused for every
+# other one (accumulation and clipping act on the summed gradient before any optimizer sees
+# it: they run above). Adam-mini's one head of 64 rows spans both ranks' 32; APOLLO-Mini's
+# svd projector is taken from the gathered gradient; LoRA's factors are sharded by rows
+# beside their frozen weights. (APOLLO's at rank 4 is not compared:
+# an svd of the tiny query gradients turns its basis on rounding, 2 processes or 1,
+# sharded or not.)
+ONE_FORM = {
+    **{name: args for name, args in OPTIMIZERS.items() if name.startswith("galore")},
+    "apollo": NEW_OPTIMIZERS["apollo"],
+    "apollo_mini svd": ["optimizer=apollo_mini", "optimizer.update_proj_gap=2",
+                        "optimizer.eps=1e-4", "toggles.projection=svd"],
+    "adam_mini head across ranks": ["optimizer=adam_mini", "optimizer.eps=1e-4",
+                                    "optimizer.num_heads=1"],
+    "muon": NEW_OPTIMIZERS["muon"],
+    **{name: BASELINES[name] for name in ("adafactor", "adamw8bit", "lora")},
+    "low_rank": ["adapter=low_rank", "optimizer.eps=1e-4", "trainer.lr=1e-2"],
+}
+ONE_CASE = {f"{name} fused={('false', 'true')[i % 2]} batch" for i, name in enumerate(ONE_FORM)}
 
 
 @pytest.mark.slow
 def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg):
-    results, reference = two_and_one_process(tiny_cfg, SHARDED, "trainer.sharding=fsdp")
-    assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1
+    results, reference = two_and_one_process(
+        tiny_cfg, {**SHARDED, **ONE_FORM}, "trainer.sharding=fsdp",
+        keep=lambda name: name.split(" fused=")[0] in SHARDED or name in ONE_CASE)
+    assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1 + len(ONE_FORM)
     assert_equal_results(results, reference)
 
 
@@ -60,6 +85,25 @@ def test_a_sharded_job_killed_mid_run_resumes_on_one_process(tmp_path, tiny_args
     trainer = Trainer(tiny_cfg("optimizer=adalomo", "trainer.max_steps=6"))
     uninterrupted = [trainer.train_step().item() for _ in range(6)]
     assert losses(second) == pytest.approx(uninterrupted, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_sharded_job_saves_the_whole_model(tmp_path, tiny_args, tiny_cfg):
+    """2 processes, sharded, `save_model`: rank 0 writes model/ from every rank's shards, and
+    transformers loads it with the weights of one process trained on the same batches."""
+    from transformers import AutoModelForCausalLM
+
+    common = [*tiny_args, "optimizer.eps=1e-4", "trainer.max_steps=2"]
+    ablate(tmp_path, *common, "trainer.sharding=fsdp", "trainer.processes=2",
+           "trainer.batch_size=2", "trainer.save_model=true", f"hydra.run.dir={tmp_path}/run")
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    trainer = Trainer(tiny_cfg("optimizer.eps=1e-4", "trainer.max_steps=2"))
+    for _ in range(2):
+        trainer.train_step()
+    want = dict(trainer.model.named_parameters())
+    assert saved.state_dict().keys() == trainer.model.state_dict().keys()
+    for name, p in saved.named_parameters():
+        assert torch.allclose(p, want[name], rtol=1e-5, atol=1e-6), name
 
 
 def test_a_job_is_its_global_batch_whatever_computes_it(tiny_cfg):

@@ -18,7 +18,7 @@ from ..cores import cores
 from ..errors import ConfigError, IncompatibleToggles, unknown_key
 from ..models import build_model, check_weights, shape
 from ..optim.adamw8bit import check_kernels
-from ..optim.build import build_optimizer, optimizer_class
+from ..optim.build import build_optimizer, optimizer_class, optimizer_kwargs
 from ..tasks import check_task_config
 from ..world import world_from_env
 from .claims import check_claims
@@ -145,8 +145,8 @@ def check(cfg: DictConfig) -> None:
     if t.threads is not None and t.threads < 0:
         raise ConfigError(f"trainer.threads={t.threads}: must be >= 0 (0 or null: this job's "
                           "share of the CPU cores)")
-    _check_sharding(cfg)
     _check_optimizer_builds(cfg)
+    _check_sharding(cfg)
 
 
 def check_seeds(seeds: list) -> None:
@@ -190,25 +190,25 @@ def _check_processes(t: DictConfig) -> None:
 
 
 def _check_sharding(cfg: DictConfig) -> None:
-    """`trainer.sharding=fsdp`: an optimizer whose update is exact on a shard of rows, fp32
-    or autocast weights, a backend for the device, and a row of every parameter on every
-    rank (FSDP gives ceil(rows / N) rows to each rank in turn)."""
+    """`trainer.sharding=fsdp`: fp32 or autocast weights, no ReLoRA and no saved adapter, a
+    backend for the device, a row of every parameter on every rank (FSDP gives ceil(rows /
+    N) rows to each rank in turn), and state the optimizer can shard (`check_sharding`:
+    8-bit states in whole blocks)."""
     t = cfg.trainer
     if t.sharding.value != "fsdp":
         return
-    if not getattr(optimizer_class(cfg), "shards_exactly", False):
-        raise ConfigError(f"trainer.sharding=fsdp: optimizer={cfg.optimizer.name} cannot update "
-                          "a shard of rows exactly (allowed: adamw, sgd, lomo, adalomo, or "
-                          "trainer.sharding=none)")
     if t.precision.value == "bf16_weights":
         raise ConfigError("trainer.precision=bf16_weights with trainer.sharding=fsdp: not "
-                          "supported (allowed: fp32, bf16)")
-    if t.save_model:
-        raise ConfigError("trainer.save_model=true with trainer.sharding=fsdp: not supported "
-                          "(no rank holds the whole model; allowed: false)")
-    if cfg.adapter.name != "none":
-        raise ConfigError(f"adapter={cfg.adapter.name} with trainer.sharding=fsdp: not supported "
-                          "(allowed: adapter=none, or trainer.sharding=none)")
+                          "supported (each rank's bf16 gradient would be rounded before the "
+                          "sum; allowed: fp32, bf16)")
+    if cfg.adapter.name == "relora":
+        raise ConfigError("adapter=relora with trainer.sharding=fsdp: not supported (its "
+                          "restarts merge and redraw the factors on whole tensors; allowed: "
+                          "adapter=none, lora, low_rank, or trainer.sharding=none)")
+    if cfg.adapter.name != "none" and t.save_model:
+        raise ConfigError(f"trainer.save_model=true with adapter={cfg.adapter.name} and "
+                          "trainer.sharding=fsdp: not supported (peft saves from whole "
+                          "tensors; allowed: trainer.save_model=false, or adapter=none)")
     cuda = t.device.value == "cuda" or (t.device.value == "auto" and torch.cuda.is_available())
     backend = "nccl" if cuda else "gloo"
     if not torch.distributed.is_available() or not torch.distributed.is_backend_available(
@@ -216,11 +216,19 @@ def _check_sharding(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.sharding=fsdp on trainer.device={t.device.value}: this "
                           f"torch has no {backend} backend (allowed: trainer.sharding=none)")
     ranks = max(t.processes, world_from_env().size)
-    rows = min(p.shape[0] for p in build_model(cfg.model, "meta").parameters())
+    model = build_model(cfg.model, "meta")
+    rows = min(p.shape[0] for p in model.parameters())
     if ranks > 1 and math.ceil(rows / ranks) * (ranks - 1) >= rows:
         raise ConfigError(f"trainer.processes={ranks} with trainer.sharding=fsdp: the smallest "
                           f"parameter has {rows} rows, too few to give each process one "
                           f"(allowed: at most {max_ranks(rows)} processes)")
+    try:  # what only the optimizer knows: its states' shapes
+        if ranks > 1:
+            optimizer_class(cfg)(list(model.named_parameters()),
+                                 **optimizer_kwargs(cfg)).check_sharding(ranks)
+    except ValueError as exc:
+        raise ConfigError(f"trainer.sharding=fsdp: optimizer={cfg.optimizer.name}: {exc}") \
+            from None
 
 
 def max_ranks(rows: int) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..sharding import is_sharded, local, state_zeros, sum_over_shards
 from .base import Base, check_hyperparameters
 from .precision import fp32_update
 
@@ -44,6 +45,10 @@ class Adafactor(Base):
     this with its own lr, eps1 added to g^2 and its grouped normalization. The state takes
     the parameter's dtype (as torch's); a bf16 parameter's update runs in fp32
     (`precision.fp32_update`), so eps1 None is float32's epsilon there.
+
+    Sharded by rows (`trainer.sharding=fsdp`), each rank updates its rows: the row means r
+    and the full v are its own; the column means c (n numbers), the mean of r, RMS(p) and
+    RMS(u) are sums over the ranks, c replicated (the same on every rank), as AdaLomo's.
     """
 
     def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8,
@@ -74,9 +79,10 @@ class Adafactor(Base):
         state = self.state[p]
         if not state:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
-            if group["factored"] and p.dim() > 1:
-                state["row_var"] = p.new_zeros(p.shape[:-1]).unsqueeze(-1)
-                state["col_var"] = p.new_zeros(p.shape[:-2] + p.shape[-1:]).unsqueeze(-2)
+            if group["factored"] and p.dim() > 1:  # a matrix's columns span the ranks
+                state["row_var"] = state_zeros(p, (*p.shape[:-1], 1), p.dtype, by_rows=True)
+                state["col_var"] = state_zeros(p, (*p.shape[:-2], 1, p.shape[-1]), p.dtype,
+                                               by_rows=p.dim() > 2)
             else:
                 state["variance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
@@ -86,11 +92,13 @@ class Adafactor(Base):
             state = self.init_state(p, group)
             state["step"] += 1
             with fp32_update(p, state) as (p32, state32):
-                adafactor_update_(p32, p.grad.float(), state32, group)
+                adafactor_update_(p32, local(p.grad).float(), state32, group, whole=p)
 
 
-def adafactor_update_(p: Tensor, grad: Tensor, state: dict, group: dict) -> None:
-    """Steps 1-6 on one fp32 tensor; factored or not is read off `state`."""
+def adafactor_update_(p: Tensor, grad: Tensor, state: dict, group: dict,
+                      whole: Tensor | None = None) -> None:
+    """Steps 1-6 on one fp32 tensor; factored or not is read off `state`. `whole`: the
+    parameter, when `p`, `grad` and the state are this rank's rows of a sharded one."""
     step = state["step"].item()
     lr, (eps1, eps2) = group["lr"], group["eps"]
     if eps1 is None:
@@ -98,7 +106,8 @@ def adafactor_update_(p: Tensor, grad: Tensor, state: dict, group: dict) -> None
     one_minus_beta2 = step ** group["beta2_decay"] if group["beta2"] is None else (
         1.0 - group["beta2"])
     if group["relative_step"]:
-        alpha = max(eps2, p.norm(2).item() / (p.numel() ** 0.5)) * min(lr, 1 / (step ** 0.5))
+        norm, numel = norm_and_numel(p, whole)
+        alpha = max(eps2, norm / (numel ** 0.5)) * min(lr, 1 / (step ** 0.5))
     else:
         alpha = lr
     if group["weight_decay"] != 0:
@@ -107,13 +116,29 @@ def adafactor_update_(p: Tensor, grad: Tensor, state: dict, group: dict) -> None
         row_var, col_var = state["row_var"], state["col_var"]
         row_var.lerp_(torch.norm(grad, dim=-1, keepdim=True).square_().div_(grad.size(-1)),
                       one_minus_beta2)
-        col_var.lerp_(torch.norm(grad, dim=-2, keepdim=True).square_().div_(grad.size(-2)),
-                      one_minus_beta2)
+        by_rows = is_sharded(whole) and whole.dim() == 2  # the columns' rows on every rank
+        if by_rows:
+            col_mean = sum_over_shards(whole, grad.square().sum(-2, keepdim=True)).div_(
+                whole.shape[-2])
+            row_mean = sum_over_shards(whole, row_var.sum(-2, keepdim=True)) / whole.shape[-2]
+        else:
+            col_mean = torch.norm(grad, dim=-2, keepdim=True).square_().div_(grad.size(-2))
+            row_mean = row_var.mean(dim=-2, keepdim=True)
+        col_var.lerp_(col_mean, one_minus_beta2)
         var_estimate = row_var @ col_var
-        var_estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+        var_estimate.div_(row_mean.clamp_(min=eps1))
     else:
         state["variance"].lerp_(grad * grad, one_minus_beta2)
         var_estimate = state["variance"].clone()
     update = var_estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad)
-    denom = max(1.0, update.norm(2).item() / ((update.numel() ** 0.5) * group["d"]))
+    norm, numel = norm_and_numel(update, whole)
+    denom = max(1.0, norm / ((numel ** 0.5) * group["d"]))
     p.add_(update, alpha=-alpha / denom)
+
+
+def norm_and_numel(x: Tensor, whole: Tensor | None) -> tuple[float, int]:
+    """The 2-norm and the size of `x` or, when `x` is this rank's rows of the sharded
+    `whole`, of all rows (for an RMS, as torch's Adafactor takes it)."""
+    if not is_sharded(whole):
+        return x.norm(2).item(), x.numel()
+    return sum_over_shards(whole, x.square().sum()).sqrt().item(), whole.numel()

@@ -62,8 +62,6 @@ class AdaLomo(Base):
     and the global sums are sums over the ranks (`sharding.sum_over_shards`).
     """
 
-    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
-
     def __init__(self, params, lr: float = 1e-3, eps: tuple[float, float] = (1e-30, 1e-3),
                  clip_threshold: float = 1.0, decay_rate: float = -0.8,
                  beta2: float | None = None, weight_decay: float = 0.0,

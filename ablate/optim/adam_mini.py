@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..sharding import is_sharded, local, rows, state_zeros, sum_over_shards
 from .base import Base, check_hyperparameters, named
 from .precision import fp32_update
 
@@ -53,6 +54,12 @@ class AdamMini(Base):
 
     A parameter stored in bf16 keeps m and v in bf16 (as the reference, like the
     parameter); the update runs on fp32 copies (`precision.fp32_update`).
+
+    Sharded by rows (`trainer.sharding=fsdp`), each rank updates its rows: m, Adam's v and
+    the per-row blocks' v are its own; a tensor block's mean of g^2 is a scalar sum over the
+    ranks. A head may span two ranks' rows, so each head's sum of g^2 is taken from every
+    rank's row sums (an all-reduce of one number per row) and its v, one number per head,
+    is replicated: the same on every rank.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -84,10 +91,12 @@ class AdamMini(Base):
             if kind == "adam":
                 state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             elif kind == "tensor":
-                state["vmean"] = p.new_zeros(())
+                state["vmean"] = state_zeros(p, (), p.dtype, by_rows=False)
+            elif kind == "head":
+                heads = p.numel() // head_size(p, group)
+                state["vmean"] = state_zeros(p, (heads, 1), p.dtype, by_rows=False)
             else:
-                rows = p.numel() // head_size(p, group) if kind == "head" else p.shape[0]
-                state["vmean"] = p.new_zeros(rows, 1)
+                state["vmean"] = state_zeros(p, (p.shape[0], 1), p.dtype, by_rows=True)
         return state
 
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
@@ -96,10 +105,10 @@ class AdamMini(Base):
             decay = 0.0 if any(n in name.lower() for n in NO_DECAY_NAMES) \
                 else group["weight_decay"]
             with fp32_update(p, self.init_state(p, group)) as (p32, state32):
-                adam_mini(p32, p.grad.float(), state32, kind=block(name, p, group),
+                adam_mini(p32, local(p.grad).float(), state32, kind=block(name, p, group),
                           lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                           weight_decay=decay,
-                          head_size=head_size(p, group) if p.dim() == 2 else 0)
+                          head_size=head_size(p, group) if p.dim() == 2 else 0, whole=p)
 
 
 def name_of(p: Tensor, group: dict) -> str:
@@ -129,9 +138,10 @@ def head_size(p: Tensor, group: dict) -> int:
 
 def adam_mini(param: Tensor, grad: Tensor, state: dict, *, kind: str, lr: float,
               beta1: float, beta2: float, eps: float, weight_decay: float,
-              head_size: int) -> None:
+              head_size: int, whole: Tensor | None = None) -> None:
     """Steps 1-4 of the class docstring for one parameter, in place, op for op as the
-    reference's branch for its kind of block."""
+    reference's branch for its kind of block. `whole`: the parameter, when `param`, `grad`
+    and the state are this rank's rows of a sharded one (class docstring)."""
     if weight_decay > 0.0:
         param.mul_(1 - lr * weight_decay)
     state["step"] = step = state["step"] + 1
@@ -146,15 +156,25 @@ def adam_mini(param: Tensor, grad: Tensor, state: dict, *, kind: str, lr: float,
         param.addcdiv_(m, h, value=-lr / bias_correction1)
         return
     vmean = state["vmean"]
+    sharded = is_sharded(whole)
     if kind == "tensor":
-        vmean.mul_(beta2).add_(torch.sum(grad * grad) / grad.numel(), alpha=1 - beta2)
+        numel = whole.numel() if sharded else grad.numel()
+        vmean.mul_(beta2).add_(sum_over_shards(whole, torch.sum(grad * grad)) / numel,
+                               alpha=1 - beta2)
         blocks = m
+    elif kind == "head" and sharded:  # one row's sum per number: the rows of all ranks
+        sums = grad.new_zeros(whole.shape[0])
+        sums[rows(whole)] = torch.sum(grad * grad, dim=1)
+        heads = sum_over_shards(whole, sums).view(vmean.shape[0], -1).sum(1, keepdim=True)
+        vmean.mul_(beta2).add_(heads / head_size, alpha=1 - beta2)
+        blocks = m  # by rows: each row takes its head's h
     else:
-        rows = vmean.shape[0]
-        blocks = m.view(rows, -1)
-        grad = grad.view(rows, -1)
+        blocks = m.view(vmean.shape[0], -1)
+        grad = grad.view(vmean.shape[0], -1)
         vmean.mul_(beta2).add_(torch.mean(grad * grad, dim=1, keepdim=True), alpha=1 - beta2)
     h = (vmean.sqrt() / bias_correction2_sqrt).add_(eps)
+    if kind == "head" and sharded:
+        h = h.repeat_interleave(whole.shape[0] // vmean.shape[0], dim=0)[rows(whole)]
     update = (blocks * ((1 / bias_correction1) / h)).view(param.shape)
     update.mul_(lr)
     param.sub_(update)  # the reference adds -update: the same numbers, one temporary less

@@ -36,8 +36,6 @@ class AdamW(Base):
     back rounded (`precision.fp32_update`).
     """
 
-    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
-
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, adaptive_lr: bool = True):
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Base, check_hyperparameters
-from .galore import quantization_code
+from ..sharding import local, state_zeros
+from .base import Base, check_hyperparameters, named
+from .galore import check_blocks, quantization_code
 from .precision import fp32_update
 
 BLOCK = 256  # values per absmax block of bitsandbytes' blockwise 8-bit states
@@ -51,6 +52,11 @@ class AdamW8bit(Base):
     every tensor (bitsandbytes puts a reference to them in each state; they are not state
     here, so `optimizer_state_gb` counts codes, absmax and the fp32 moments only). A bf16
     parameter's update runs on an fp32 copy (`precision.fp32_update`), rounded back.
+
+    Sharded by rows (`trainer.sharding=fsdp`), the update is elementwise on each rank's
+    rows; a shard of rows is a contiguous run of the flattened tensor, so its blocks are
+    one process's blocks when every rank holds the same whole number of 256-value blocks
+    (`check_sharding` refuses other shapes): the codes and absmaxes are sharded with it.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -77,8 +83,16 @@ class AdamW8bit(Base):
                 for key in ("state1", "state2"):
                     state[key] = torch.zeros_like(p, dtype=torch.uint8)
                 for key in ("absmax1", "absmax2"):
-                    state[key] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
+                    state[key] = state_zeros(p, (blocks,), torch.float32, by_rows=True)
         return state
+
+    def check_sharding(self, ranks: int) -> None:
+        """ValueError for a parameter whose 8-bit states, sharded by rows over `ranks`,
+        would not split into whole 256-value blocks, the same number on every rank."""
+        for group in self.param_groups:
+            for name, p in named(group):
+                if p.numel() >= group["min_8bit_size"]:
+                    check_blocks(name, p.shape, ranks)
 
     def codes(self, device: torch.device) -> tuple[Tensor, Tensor]:
         if device not in self._codes:
@@ -94,7 +108,7 @@ class AdamW8bit(Base):
             state["step"] += 1
             beta1, beta2 = group["betas"]
             with fp32_update(p, state) as (p32, s):
-                grad = p.grad.float().contiguous()
+                grad = local(p.grad).float().contiguous()
                 if s["state1"].dtype == torch.uint8:
                     code1, code2 = self.codes(p.device)
                     F.optimizer_update_8bit_blockwise(

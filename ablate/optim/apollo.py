@@ -10,6 +10,7 @@ import zlib
 import torch
 from torch import Tensor
 
+from ..sharding import gather, is_sharded, local, my_rows, state_zeros, sum_over_shards
 from .base import Base, check_hyperparameters, named
 from .galore import (DEFAULT_TARGET_MODULES, check_projected, galore_adamw, projectors,
                      split_by_target)
@@ -62,6 +63,14 @@ class Apollo(Base):
 
     A parameter stored in bf16 keeps fp32 moments and limiter norm and a bf16 projector;
     the update runs on fp32 copies (`precision.fp32_update`).
+
+    Sharded by rows (`trainer.sharding=fsdp`), each rank holds its rows of G and of p; the
+    projector is replicated (random: drawn from the shared seed on every rank; svd: from
+    the whole G, all-gathered at a refresh). Tall weights (G Q^T): R, m, v and the channel
+    factors are the rank's rows, no communication; wide ones (P^T G): the rank's rows of P
+    times its rows of G are summed over the ranks (an all-reduce of r x cols), so R, m, v
+    and the factors are replicated. The tensor-wise norms of a tall weight's N and R and
+    the limiter's norm of U are scalar sums over the ranks.
     """
 
     def __init__(self, params, lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
@@ -85,15 +94,16 @@ class Apollo(Base):
         if not state:
             state["step"] = 0
             shape = projected_shape(p.shape, group["rank"]) if projected(group) else p.shape
-            state["exp_avg"] = torch.zeros(shape, dtype=torch.float32, device=p.device)
-            state["exp_avg_sq"] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+            by_rows = not projected(group) or p.shape[0] >= p.shape[1]  # R has p's rows
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[key] = state_zeros(p, shape, torch.float32, by_rows)
             if projected(group):
                 rows, cols = p.shape
-                state["projector"] = (p.new_zeros(group["rank"], cols) if rows >= cols
-                                      else p.new_zeros(rows, group["rank"]))
+                state["projector"] = state_zeros(
+                    p, (group["rank"], cols) if rows >= cols else (rows, group["rank"]),
+                    p.dtype, by_rows=False)
                 if group["limiter"]:
-                    state["limiter_norm"] = torch.zeros((), dtype=torch.float32,
-                                                        device=p.device)
+                    state["limiter_norm"] = state_zeros(p, (), torch.float32, by_rows=False)
                 if group["projection"] == "random":
                     name = next(n for n, q in named(group) if q is p)
                     state["seed"] = zlib.crc32(f"{group['seed']}/{name}".encode())
@@ -105,14 +115,14 @@ class Apollo(Base):
             state = self.init_state(p, group)
             with fp32_update(p, state) as (p32, state32):
                 if projected(group):
-                    apollo(p32, p.grad.float(), state32, lr=group["lr"], beta1=beta1,
+                    apollo(p32, local(p.grad).float(), state32, lr=group["lr"], beta1=beta1,
                            beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
                            rank=group["rank"], update_proj_gap=group["update_proj_gap"],
                            scale=group["scale"], scaling=group["scaling"],
-                           projection=group["projection"], limiter=group["limiter"])
+                           projection=group["projection"], limiter=group["limiter"], whole=p)
                 else:  # GaLore's unprojected AdamW (the reference shares it); with
                     # sides=None its projection arguments are not read
-                    galore_adamw(p32, p.grad.float(), state32, name="", lr=group["lr"],
+                    galore_adamw(p32, local(p.grad).float(), state32, name="", lr=group["lr"],
                                  beta1=beta1, beta2=beta2, eps=group["eps"],
                                  weight_decay=group["weight_decay"], sides=None, rank=0,
                                  update_proj_gap=1, scale=1.0, projection="none", seed=0)
@@ -160,19 +170,26 @@ def random_projector(shape: tuple[int, int], rank: int, seed: int,
 
 def apollo(param: Tensor, grad: Tensor, state: dict, *, lr: float, beta1: float,
            beta2: float, eps: float, weight_decay: float, rank: int, update_proj_gap: int,
-           scale: float, scaling: str, projection: str, limiter: bool) -> None:
-    """Steps 1-8 of the class docstring for one projected parameter, in place."""
-    tall = grad.shape[0] >= grad.shape[1]
+           scale: float, scaling: str, projection: str, limiter: bool,
+           whole: Tensor | None = None) -> None:
+    """Steps 1-8 of the class docstring for one projected parameter, in place. `whole`: the
+    parameter, when `param` and `grad` are this rank's rows of a sharded one."""
+    rows, cols = grad.shape if whole is None else whole.shape
+    tall = rows >= cols
     if state["step"] % update_proj_gap == 0:
         shape = state["projector"].shape
         if projection == "random":
             state["projector"] = random_projector(shape, rank, state["seed"], grad.device)
             state["seed"] = next_seed(state["seed"])
         else:
-            P, Q = projectors(grad, rank, not tall, tall, "svd", 0)
+            P, Q = projectors(gather(whole, grad), rank, not tall, tall, "svd", 0)
             state["projector"] = Q if tall else P
     projector = state["projector"]
-    low = grad @ projector.t() if tall else projector.t() @ grad
+    if tall:
+        low = grad @ projector.t()
+    else:
+        low = sum_over_shards(whole, my_rows(whole, projector).t() @ grad)
+    by_rows = tall and is_sharded(whole)  # low, N: this rank's rows (else replicated)
     state["step"] = step = state["step"] + 1
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
     exp_avg.mul_(beta1).add_(low, alpha=1.0 - beta1)
@@ -184,17 +201,25 @@ def apollo(param: Tensor, grad: Tensor, state: dict, *, lr: float, beta1: float,
         if tall:
             factor = factor.unsqueeze(1)
     else:
-        factor = torch.norm(normed) / (torch.norm(low) + TINY)
+        factor = norm(normed, whole, by_rows) / (norm(low, whole, by_rows) + TINY)
     update = grad * factor
     if limiter:
-        norm = torch.norm(update)
+        norm_u = norm(update, whole, is_sharded(whole))
         if step > 1:
-            limit = torch.clamp(norm / (state["limiter_norm"] + TINY), min=LIMIT) / LIMIT
+            limit = torch.clamp(norm_u / (state["limiter_norm"] + TINY), min=LIMIT) / LIMIT
             update = update / limit
-            norm = norm / limit
-        state["limiter_norm"] = norm
+            norm_u = norm_u / limit
+        state["limiter_norm"] = norm_u
     update *= math.sqrt(scale)
     step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
     param.add_(update, alpha=-step_size)
     if weight_decay > 0.0:
         param.add_(param, alpha=-lr * weight_decay)
+
+
+def norm(x: Tensor, whole: Tensor | None, by_rows: bool) -> Tensor:
+    """The 2-norm of `x` or, when `x` is this rank's rows of a tensor sharded as `whole`
+    (`by_rows`), of all rows."""
+    if not by_rows:
+        return torch.norm(x)
+    return sum_over_shards(whole, x.square().sum()).sqrt()

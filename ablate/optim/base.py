@@ -45,10 +45,8 @@ class Base(Optimizer):
     have a gradient, which `step()` calls after the closure; one that keeps state creates a
     parameter's state at its first step in `init_state(p, group)`, which its update calls and
     which the memory estimator calls on the meta device to count the tensors it creates.
-    One whose update of a parameter's shard of rows is exact says so with `shards_exactly`
-    (`trainer.sharding=fsdp` refuses the others)."""
-
-    shards_exactly = False
+    Each updates a parameter's shard of rows exactly (`trainer.sharding=fsdp`); what it
+    computes there and communicates, its docstring says."""
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -67,6 +65,10 @@ class Base(Optimizer):
     def init_state(self, p: Tensor, group: dict) -> dict:
         """The state of `p`, created at its first step: none unless an optimizer keeps some."""
         return self.state[p]
+
+    def check_sharding(self, ranks: int) -> None:
+        """ValueError naming a parameter whose state cannot be sharded by rows over `ranks`
+        (the config check asks before any compute): none, unless an optimizer says."""
 
     def load_state_dict(self, state_dict: dict) -> None:
         """`Optimizer.load_state_dict`, which casts every floating state tensor (and GaLore's

@@ -11,6 +11,7 @@ import zlib
 import torch
 from torch import Tensor
 
+from ..sharding import gather, is_sharded, local, my_rows, state_zeros, sum_over_shards
 from .base import Base, check_hyperparameters, named
 from .precision import fp32_update
 
@@ -73,6 +74,18 @@ class GaLoreAdamW(Base):
 
     The random projector of refresh k is drawn from a generator seeded by (seed, parameter
     name, k): a pure function of what the state holds, so a checkpoint resumes exactly.
+
+    Sharded by rows (`trainer.sharding=fsdp`), each rank holds its rows of G and of p. At a
+    refresh, svd and pca all-gather the whole G and every rank computes the same projectors
+    (random draws them from the shared seed: no communication); P and Q are replicated.
+    The left projection P^T G is each rank's rows of P times its rows of G, summed over the
+    ranks (an all-reduce of r x cols); G Q^T is row by row (none). So the moments of a
+    left-projected weight are replicated (the same numbers on every rank), those of a
+    right-projected or unprojected one are sharded by rows, and each rank back-projects to
+    its own rows. 8-bit moments are quantised where they live: replicated ones identically
+    on every rank; sharded ones in the blocks one process would use, which needs each
+    rank's rows to be a whole number of 256-value blocks, the same number on every rank
+    (`check_sharding` refuses other shapes).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -96,34 +109,63 @@ class GaLoreAdamW(Base):
         state = self.state[p]
         if not state:
             state["step"] = 0
-            shape = projected_shape(p.shape, group) if projected(group) else p.shape
+            shape, by_rows = moment_shape(p, group)
             numel = math.prod(shape)
             for key in ("exp_avg", "exp_avg_sq"):
                 if group["eight_bit"] and numel >= MIN_8BIT_SIZE:
-                    state[key] = torch.zeros(shape, dtype=torch.uint8, device=p.device)
-                    state[f"{key}_absmax"] = torch.zeros(-(numel // -BLOCKSIZE),
-                                                         dtype=torch.float32, device=p.device)
+                    state[key] = state_zeros(p, shape, torch.uint8, by_rows)
+                    state[f"{key}_absmax"] = state_zeros(p, (-(numel // -BLOCKSIZE),),
+                                                         torch.float32, by_rows)
                 else:
-                    state[key] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+                    state[key] = state_zeros(p, shape, torch.float32, by_rows)
             if projected(group):
                 left, right = sides(p.shape, group)
                 if left:  # rows x rank
-                    state["proj_left"] = p.new_zeros(p.shape[0], shape[0])
+                    state["proj_left"] = state_zeros(p, (p.shape[0], shape[0]), p.dtype, False)
                 if right:  # rank x cols
-                    state["proj_right"] = p.new_zeros(shape[1], p.shape[1])
+                    state["proj_right"] = state_zeros(p, (shape[1], p.shape[1]), p.dtype,
+                                                      False)
         return state
+
+    def check_sharding(self, ranks: int) -> None:
+        """ValueError for a parameter whose 8-bit moments, sharded by rows over `ranks`,
+        would not split into whole 256-value blocks, the same number on every rank."""
+        for group in self.param_groups:
+            for name, p in named(group) if group["eight_bit"] else ():
+                shape, by_rows = moment_shape(p, group)
+                if by_rows and math.prod(shape) >= MIN_8BIT_SIZE:
+                    check_blocks(name, shape, ranks)
 
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         for name, p, group in params:
             beta1, beta2 = group["betas"]
             with fp32_update(p, self.init_state(p, group)) as (p32, state32):
-                galore_adamw(p32, p.grad.float(), state32, name=name, lr=group["lr"],
+                galore_adamw(p32, local(p.grad).float(), state32, name=name, lr=group["lr"],
                              beta1=beta1, beta2=beta2, eps=group["eps"],
                              weight_decay=group["weight_decay"],
                              sides=sides(p.shape, group) if projected(group) else None,
                              rank=group["rank"], update_proj_gap=group["update_proj_gap"],
                              scale=group["scale"], projection=group["projection"],
-                             seed=group["seed"])
+                             seed=group["seed"], whole=p)
+
+
+def moment_shape(p: Tensor, group: dict) -> tuple[tuple[int, ...], bool]:
+    """The moments' shape for `p`, and whether they are sharded by rows as `p` (not
+    left-projected: their rows are `p`'s) or replicated."""
+    if not projected(group):
+        return tuple(p.shape), True
+    return projected_shape(p.shape, group), not sides(p.shape, group)[0]
+
+
+def check_blocks(name: str, shape, ranks: int) -> None:
+    """ValueError unless `shape`'s rows split over `ranks` evenly into whole 256-value
+    blocks (8-bit states sharded by rows)."""
+    row_numel = math.prod(shape[1:])
+    if shape[0] % ranks or shape[0] // ranks * row_numel % BLOCKSIZE:
+        raise ValueError(f"{name}: its 8-bit states of shape {tuple(shape)} do not split "
+                         f"over {ranks} processes into whole {BLOCKSIZE}-value blocks, the "
+                         "same number on each (allowed: another number of processes, or "
+                         "trainer.sharding=none)")
 
 
 # ---------------------------------------------------------------- parameter selection
@@ -242,20 +284,26 @@ def projectors(grad: Tensor, rank: int, left: bool, right: bool, projection: str
 def galore_adamw(param: Tensor, grad: Tensor, state: dict, *, name: str, lr: float,
                  beta1: float, beta2: float, eps: float, weight_decay: float,
                  sides: tuple[bool, bool] | None, rank: int, update_proj_gap: int, scale: float,
-                 projection: str, seed: int) -> None:
+                 projection: str, seed: int, whole: Tensor | None = None) -> None:
     """One step of the class docstring's algorithm for one parameter, in place; `sides`
-    (left, right) says which sides are projected, None that the parameter is not."""
+    (left, right) says which sides are projected, None that the parameter is not. `whole`:
+    the parameter, when `param` and `grad` are this rank's rows of a sharded one."""
     step = state["step"]
     if sides is not None:
         if step % update_proj_gap == 0:
             key = f"{seed}/{name}/{step // update_proj_gap}"
-            P, Q = projectors(grad, rank, *sides, projection, zlib.crc32(key.encode()))
+            matrix = grad
+            if is_sharded(whole):  # random: the shape alone
+                matrix = (grad.new_zeros(()).expand(whole.shape) if projection == "random"
+                          else gather(whole, grad))
+            P, Q = projectors(matrix, rank, *sides, projection, zlib.crc32(key.encode()))
             for side, matrix in (("proj_left", P), ("proj_right", Q)):
                 if matrix is not None:
                     state[side] = matrix
         P, Q = state.get("proj_left"), state.get("proj_right")
         if P is not None:
-            grad = P.t() @ grad
+            P = my_rows(whole, P)
+            grad = sum_over_shards(whole, P.t() @ grad)
         if Q is not None:
             grad = grad @ Q.t()
     state["step"] = step = step + 1

@@ -66,8 +66,6 @@ class Lomo(Base):
     parameter. `step()` frees each `p.grad` it uses. There is no state.
     """
 
-    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
-
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
                  loss_scale: float = 1.0):

@@ -9,6 +9,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..sharding import gather, local, my_rows
 from .adamw import adamw_update_
 from .base import Base, check_hyperparameters, named
 from .galore import DEFAULT_TARGET_MODULES, split_by_target
@@ -52,6 +53,11 @@ class Muon(Base):
 
     A parameter stored in bf16 keeps its momentum (and AdamW's moments) in bf16, like the
     parameter, as torch's; the update runs on fp32 copies (`precision.fp32_update`).
+
+    Sharded by rows (`trainer.sharding=fsdp`), each rank keeps its rows of the momentum
+    and updates its rows of p; Newton-Schulz needs the whole matrix, so each step
+    all-gathers U (step 2, the size of p), every rank orthogonalizes the same matrix the
+    same way, and keeps its rows of X. The AdamW rest is elementwise: on the shard.
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.95,
@@ -111,14 +117,14 @@ class Muon(Base):
                 state["step"] += 1
             with fp32_update(p, state) as (p32, state32):
                 if group["muon"]:
-                    muon_update_(p32, p.grad.float(), state32["momentum_buffer"],
+                    muon_update_(p32, local(p.grad).float(), state32["momentum_buffer"],
                                  lr=group["lr"], momentum=group["momentum"],
                                  nesterov=group["nesterov"], ns_steps=group["ns_steps"],
                                  ns_coefficients=group["ns_coefficients"], eps=group["eps"],
                                  weight_decay=group["weight_decay"],
-                                 adjust_lr_fn=group["adjust_lr_fn"])
+                                 adjust_lr_fn=group["adjust_lr_fn"], whole=p)
                 else:
-                    adamw_update_(p32, p.grad.float(), state32,
+                    adamw_update_(p32, local(p.grad).float(), state32,
                                   lr=group["lr"] * group["adamw_lr_ratio"],
                                   betas=group["adamw_betas"], eps=group["adamw_eps"],
                                   weight_decay=group["adamw_weight_decay"])
@@ -148,10 +154,13 @@ def adjusted_lr(lr: float, adjust_lr_fn: str, shape) -> float:
 
 def muon_update_(param: Tensor, grad: Tensor, buf: Tensor, *, lr: float, momentum: float,
                  nesterov: bool, ns_steps: int, ns_coefficients: tuple[float, float, float],
-                 eps: float, weight_decay: float, adjust_lr_fn: str) -> None:
-    """Steps 1-6 on one matrix, in place."""
+                 eps: float, weight_decay: float, adjust_lr_fn: str,
+                 whole: Tensor | None = None) -> None:
+    """Steps 1-6 on one matrix, in place. `whole`: the parameter, when `param`, `grad` and
+    `buf` are this rank's rows of a sharded one (U is then gathered whole)."""
     buf.lerp_(grad, 1 - momentum)
     update = grad.lerp(buf, momentum) if nesterov else buf
-    update = orthogonalize(update, ns_coefficients, ns_steps, eps)
+    update = my_rows(whole, orthogonalize(gather(whole, update), ns_coefficients, ns_steps, eps))
     param.mul_(1 - lr * weight_decay)
-    param.add_(update, alpha=-adjusted_lr(lr, adjust_lr_fn, param.shape))
+    shape = param.shape if whole is None else whole.shape
+    param.add_(update, alpha=-adjusted_lr(lr, adjust_lr_fn, shape))

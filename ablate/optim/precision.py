@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from ..sharding import local
+from ..sharding import local, placed_like
 
 
 def is_float(value) -> bool:
@@ -26,18 +26,20 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
     is stored in the dtype it had, or a new tensor in `p`'s dtype (GaLore's projectors, as
     torch makes a buffer like its parameter); integers and 8-bit codes pass through. A
     sharded parameter and its sharded state are handed out as this rank's shards
-    (`sharding.local`; fp32 only, so updated in place)."""
+    (`sharding.local`); state the update replaces keeps the placement it had
+    (`sharding.placed_like`)."""
     p = local(p)
     p32 = p.float()
-    state32 = {key: local(value).float() if is_float(value) else value
+    state32 = {key: local(value).float() if is_float(value) else local(value)
                for key, value in state.items()}
     yield p32, state32
     if p32 is not p:
         p.copy_(p32)
     for key, value in state32.items():
         kept = state.get(key)
-        if not is_float(value):
-            state[key] = value
-        elif value is not local(kept):  # a copy in fp32, or state the update created
-            state[key] = value.to(kept.dtype if is_float(kept) else p.dtype)
+        if value is local(kept):  # updated in place
+            continue
+        if is_float(value):  # a copy in fp32, or state the update created
+            value = value.to(kept.dtype if is_float(kept) else p.dtype)
+        state[key] = placed_like(kept, value)
 

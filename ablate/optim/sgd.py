@@ -26,8 +26,6 @@ class SGD(Base):
     momentum, takes the parameter's dtype as torch's does.
     """
 
-    shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
-
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0,
                  weight_decay: float = 0.0):
         check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay)
