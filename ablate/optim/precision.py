@@ -5,7 +5,7 @@ keeps them: `base.Base.load_state_dict`)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 import torch
@@ -41,3 +41,14 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
         elif value is not local(kept):  # a copy in fp32, or state the update created
             state[key] = value.to(kept.dtype if is_float(kept) else p.dtype)
 
+
+
+
+@contextmanager
+def fp32_updates(params: list[Tensor], states: list[dict]
+                 ) -> Iterator[tuple[list[Tensor], list[dict]]]:
+    """`fp32_update` of each parameter and its state, for a multi-tensor update: lists of
+    fp32 parameters and states, written back at the end."""
+    with ExitStack() as stack:
+        pairs = [stack.enter_context(fp32_update(p, state)) for p, state in zip(params, states)]
+        yield [p32 for p32, _ in pairs], [state32 for _, state32 in pairs]
