@@ -12,6 +12,7 @@ its hooks fires, in one multi-tensor call (`Base.update_many`, over the instance
 parameters and states), their gradients then freed at once. Every parameter outside the
 numbered layers (the embedding, the final norm, the head) is a group of its own. So at
 most one group's gradients (one layer's) are kept beyond those of the per-parameter update.
+A group some of whose parameters got no gradient is updated at the end of `backward()`.
 A class without `update_many` steps each instance from its own hook, as without `foreach`.
 
 Data parallel, a hook hands its gradient to a `distributed.BucketedAllReduce` instead of
@@ -105,6 +106,7 @@ class OptimizerInBackward:
         if len(complete) == self._group_size[group]:
             self._update_group(self._complete.pop(group))
 
+    @torch.no_grad()
     def _update_group(self, names: list[str]) -> None:
         """One multi-tensor update of `names`' parameters, their gradients then freed."""
         optimizers = [self.optimizers[name] for name in names]

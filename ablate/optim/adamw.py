@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .base import Base, by_group, check_hyperparameters
 from ..sharding import local
-from .precision import fp32_update, fp32_updates
+from .precision import fp32, fp32_update, fp32_updates
 
 
 class AdamW(Base):
@@ -70,7 +70,7 @@ class AdamW(Base):
         for bucket in by_group(entries, "step"):
             params, groups, states = zip(*bucket)
             with fp32_updates(params, states) as (p32s, states32):
-                adamw_update_many_(p32s, [local(p.grad).float() for p in params], states32,
+                adamw_update_many_(p32s, [fp32(local(p.grad)) for p in params], states32,
                                    lr=groups[0]["lr"], betas=groups[0]["betas"],
                                    eps=groups[0]["eps"], weight_decay=groups[0]["weight_decay"])
 

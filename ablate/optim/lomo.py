@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..sharding import local, sum_over_shards
 from .base import Base, by_group, check_hyperparameters
-from .precision import fp32_update, fp32_updates
+from .precision import fp32, fp32_update, fp32_updates
 
 
 def fp32_grads(params: list[tuple[str, Tensor, dict]], clip_grad_norm: float | None,
@@ -36,7 +36,7 @@ def fp32_grads(params: list[tuple[str, Tensor, dict]], clip_grad_norm: float | N
         total = sum_over_shards(params[0][1], norms.square().sum()).sqrt() / loss_scale
         clip_coef = (clip_grad_norm / (total + 1e-6)).clamp(max=1.0)
     for _, p, group in params:
-        grad = local(p.grad).float()
+        grad = fp32(local(p.grad))
         p.grad = None
         if loss_scale != 1.0:
             grad.div_(loss_scale)

@@ -18,6 +18,11 @@ def is_float(value) -> bool:
     return torch.is_tensor(value) and value.is_floating_point()
 
 
+def fp32(x: Tensor) -> Tensor:
+    """`x.float()` without a call when `x` is fp32 already (it is then `x` itself)."""
+    return x if x.dtype == torch.float32 else x.float()
+
+
 @contextmanager
 def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
     """`p` and its state as fp32 for one update. An fp32 tensor is handed out itself (updated
@@ -28,8 +33,8 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
     sharded parameter and its sharded state are handed out as this rank's shards
     (`sharding.local`; fp32 only, so updated in place)."""
     p = local(p)
-    p32 = p.float()
-    state32 = {key: local(value).float() if is_float(value) else value
+    p32 = fp32(p)
+    state32 = {key: fp32(local(value)) if is_float(value) else value
                for key, value in state.items()}
     yield p32, state32
     if p32 is not p:

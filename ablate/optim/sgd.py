@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .base import Base, by_group, check_hyperparameters
 from ..sharding import local
-from .precision import fp32_update, fp32_updates
+from .precision import fp32, fp32_update, fp32_updates
 
 
 class SGD(Base):
@@ -50,7 +50,7 @@ class SGD(Base):
         for bucket in by_group(entries):
             params, groups, states = zip(*bucket)
             with fp32_updates(params, states) as (p32s, states32):
-                sgd_update_many_(p32s, [local(p.grad).float() for p in params], states32,
+                sgd_update_many_(p32s, [fp32(local(p.grad)) for p in params], states32,
                                  lr=groups[0]["lr"], momentum=groups[0]["momentum"],
                                  weight_decay=groups[0]["weight_decay"])
 
