@@ -6,14 +6,14 @@ freed, so no full set of gradients ever exists. The instances run the same updat
 optimizer's `step()`; from outside they look like one optimizer (one `state_dict`, one list
 of param groups), as in torchtune's `optimizer_in_bwd`.
 
-With `foreach` (`trainer.foreach`, on by default), the parameters whose gradients complete
-together are updated together: one decoder layer's (`model.layers.3.*`) when the last of
+With multi-tensor updates (`Base.multi_tensor`: `trainer.foreach`, on by default), the
+parameters whose gradients complete together are updated together: one decoder layer's (`model.layers.3.*`) when the last of
 its hooks fires, in one multi-tensor call (`Base.update_many`, over the instances'
 parameters and states), their gradients then freed at once. Every parameter outside the
 numbered layers (the embedding, the final norm, the head) is a group of its own. So at
 most one group's gradients (one layer's) are kept beyond those of the per-parameter update.
 A group some of whose parameters got no gradient is updated at the end of `backward()`.
-A class without `update_many` steps each instance from its own hook, as without `foreach`.
+A class without them steps each instance from its own hook, as with `foreach` off.
 
 Data parallel, a hook hands its gradient to a `distributed.BucketedAllReduce` instead of
 using it: the update runs when the gradient's bucket has been summed over the ranks, so
@@ -42,8 +42,7 @@ class OptimizerInBackward:
     and reads the sum over all instances from its `global_totals` when it steps."""
 
     def __init__(self, named_params: Iterable[tuple[str, torch.nn.Parameter]],
-                 make_optimizer: Callable[[list], torch.optim.Optimizer], reducer=None,
-                 foreach: bool = True):
+                 make_optimizer: Callable[[list], torch.optim.Optimizer], reducer=None):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._group_size: dict[str, int] = {}  # parameters per group (see the module's doc)
         self._complete: dict[str, list[str]] = {}  # per group: the names with a gradient
@@ -63,8 +62,9 @@ class OptimizerInBackward:
             self._handles.append(p.register_post_accumulate_grad_hook(self._hook(name)))
         self._needing_sums = {name for name, opt in self.optimizers.items()
                               if getattr(opt, "needs_global_sums", False)}
-        self.grouped = foreach and all(getattr(opt, "update_many", None) is not None
-                                       for opt in self.optimizers.values())
+        self.grouped = all(hasattr(opt, "multi_tensor") and opt.multi_tensor(
+            [p for group in opt.param_groups for p in group["params"]])
+            for opt in self.optimizers.values())
 
     def _hook(self, name: str):
         # The hook lives on the tensor, which autograd's garbage collector cannot see into:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ablate.fused import OptimizerInBackward, layer_of
-from ablate.optim import AdaLomo, AdamW, Lomo, SGD
+from ablate.optim import Adafactor, AdaLomo, AdamW, Lomo, SGD
 
 SHAPES = [(6, 5), (5,), (3, 4, 2), (7, 3)]
 OPTIMIZERS = [
@@ -23,6 +23,8 @@ OPTIMIZERS = [
     (AdaLomo, dict(lr=0.1, grouped_norm="global", clip_grad_norm=1.0)),
     (AdaLomo, dict(lr=0.1, grouped_norm=False, weight_decay=0.1, nmf=False)),
     (AdaLomo, dict(lr=0.1, adaptive_lr=False)),
+    (Adafactor, dict(lr=0.1, weight_decay=0.1)),
+    (Adafactor, dict(lr=0.1, factored=False, relative_step=False, beta2=0.9)),
 ]
 
 
@@ -77,6 +79,11 @@ def test_fused_groups_equal_the_per_parameter_update_and_free_the_gradients(cls,
     """Grouped (foreach) against one update per parameter, fused, and the unfused step():
     the same parameters bit for bit after three steps; each group's update is one call."""
     options = {k: v for k, v in options.items() if k != "clip_grad_norm"}
+
+    def make(params, foreach: bool):
+        opt = cls(params, **options)
+        opt.foreach = foreach
+        return opt
     results, calls = {}, []
     many = cls.update_many
     for path in ("grouped", "per parameter", "unfused"):
@@ -86,9 +93,8 @@ def test_fused_groups_equal_the_per_parameter_update_and_free_the_gradients(cls,
         if path == "unfused":
             opt = cls(model.parameters(), **options)
         else:
-            opt = OptimizerInBackward(model.named_parameters(),
-                                      lambda params: cls(params, **options),
-                                      foreach=path == "grouped")
+            opt = OptimizerInBackward(model.named_parameters(), lambda params: make(
+                params, path == "grouped"))
             assert opt.grouped == (path == "grouped")
         if path == "grouped":
             cls.update_many = lambda self, entries: calls.append(len(entries)) or many(

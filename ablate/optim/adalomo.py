@@ -63,6 +63,7 @@ class AdaLomo(Base):
     """
 
     shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
+    foreach_shards = True  # update_many too
 
     def __init__(self, params, lr: float = 1e-3, eps: tuple[float, float] = (1e-30, 1e-3),
                  clip_threshold: float = 1.0, decay_rate: float = -0.8,

@@ -37,6 +37,7 @@ class AdamW(Base):
     """
 
     shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
+    foreach_shards = True  # update_many too
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, adaptive_lr: bool = True):

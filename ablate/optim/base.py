@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ..sharding import is_sharded
+
 
 def check_hyperparameters(*, lr: float, weight_decay: float, eps: float | None = None,
                           betas: tuple[float, float] | None = None,
@@ -53,11 +55,13 @@ class Base(Optimizer):
     of (parameter, group, state) entries that may come from several instances of its class
     (the fused backward's groups), so it reads no `self.state`; `step()` uses it over all
     parameters while `foreach` (`trainer.foreach`) is on. The per-tensor `_update` stays
-    the reference, and what `foreach=False` runs."""
+    the reference, and what `foreach=False` runs; and for a class whose `update_many` does
+    not update shards as `_update` does (`foreach_shards`), what sharded parameters take."""
 
     shards_exactly = False
     update_many = None  # or the multi-tensor update (see above)
-    foreach = True  # step() with update_many, when there is one
+    foreach_shards = False  # whether update_many's update of a shard equals _update's
+    foreach = True  # step() with update_many, when there is one (trainer.foreach)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -66,11 +70,16 @@ class Base(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         params = self.params_with_grads()
-        if self.foreach and self.update_many is not None:
+        if self.multi_tensor([p for _, p, _ in params]):
             self.update_many(self.entries(params))
         else:
             self._update(params)
         return loss
+
+    def multi_tensor(self, params: list[Tensor]) -> bool:
+        """Whether `update_many` updates `params` (see above)."""
+        return self.foreach and self.update_many is not None and (
+            self.foreach_shards or not any(is_sharded(p) for p in params))
 
     def entries(self, params: list[tuple[str, Tensor, dict]]) -> list[tuple[Tensor, dict, dict]]:
         """(parameter, group, state) of `params`, each state created if it is the first step:

@@ -47,5 +47,5 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module, reducer=None):
         return optimizer
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return (OptimizerInBackward(named, make, reducer, cfg.trainer.foreach)
-            if cfg.toggles.fused_backward else make(named))
+    return (OptimizerInBackward(named, make, reducer) if cfg.toggles.fused_backward
+            else make(named))

@@ -67,6 +67,7 @@ class Lomo(Base):
     """
 
     shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
+    foreach_shards = True  # update_many too
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,

@@ -27,6 +27,7 @@ class SGD(Base):
     """
 
     shards_exactly = True  # its update of a shard of rows is exact (ablate/sharding.py)
+    foreach_shards = True  # update_many too
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0,
                  weight_decay: float = 0.0):
