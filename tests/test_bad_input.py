@@ -415,6 +415,9 @@ ROWS = [
      "few to give each process one (allowed: at most 1 processes)"),
     ("ablate", ["trainer.sharding=fsdp", "adapter=lora"],
      "adapter=lora with trainer.sharding=fsdp: not supported"),
+    # -------------------------------------------------- issue 24: multi-tensor updates
+    ("ablate", ["trainer.foreach=maybe"], "trainer.foreach=maybe: must be true or false"),
+    ("ablate", ["-m", "trainer.foreach=true,2"], "trainer.foreach=2: must be true or false"),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],
