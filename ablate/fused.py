@@ -7,13 +7,14 @@ optimizer's `step()`; from outside they look like one optimizer (one `state_dict
 of param groups), as in torchtune's `optimizer_in_bwd`.
 
 With multi-tensor updates (`Base.multi_tensor`: `trainer.foreach`, on by default), the
-parameters whose gradients complete together are updated together: one decoder layer's (`model.layers.3.*`) when the last of
-its hooks fires, in one multi-tensor call (`Base.update_many`, over the instances'
-parameters and states), their gradients then freed at once. Every parameter outside the
-numbered layers (the embedding, the final norm, the head) is a group of its own. So at
-most one group's gradients (one layer's) are kept beyond those of the per-parameter update.
-A group some of whose parameters got no gradient is updated at the end of `backward()`.
-A class without them steps each instance from its own hook, as with `foreach` off.
+parameters whose gradients complete together are updated together: one decoder layer's
+(`model.layers.3.*`) when the last of its hooks fires, in one multi-tensor call
+(`Base.update_many`, over the instances' parameters and states), their gradients then
+freed at once. Every parameter outside the numbered layers (the embedding, the final norm,
+the head) is a group of its own. So at most one group's gradients (one layer's) are kept
+beyond those of the per-parameter update. A group some of whose parameters got no gradient
+is updated at the end of `backward()`. A class without multi-tensor updates steps each
+instance from its own hook, as with `foreach` off.
 
 Data parallel, a hook hands its gradient to a `distributed.BucketedAllReduce` instead of
 using it: the update runs when the gradient's bucket has been summed over the ranks, so
