@@ -22,10 +22,11 @@ the larger models, after one untimed step (state allocation). The paths:
 
 ops: aten operators per step called from Python (`torch.profiler`, events with no aten
 parent; on a GPU each is about one kernel launch; on CPU a foreach op runs its per-tensor
-ops inside it, which this leaves out); all: every aten event, nested ones too. peak: the rise of the process's peak RSS over a step
-above the RSS before it (blocks of 1 MB or more mapped on their own, so freed memory leaves
-the RSS: as scripts/bench_sharded.py), the median over the timed steps: gradients,
-activations and temporaries, which is where fused and unfused differ.
+ops inside it, which this leaves out); all: every aten event, nested ones too. peak: the
+rise of the process's peak RSS over a step above the RSS before it (blocks of 1 MB or more
+mapped on their own, so freed memory leaves the RSS: as scripts/bench_sharded.py), the
+median over the timed steps: gradients, activations and temporaries, which is where fused
+and unfused differ.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def main() -> None:
     results = []
     print("fu: fused, un: unfused (multi-tensor); fu1, un1: per tensor (foreach off); "
           "tor: torch's foreach optimizer; time ratios are medians over turns; ops: aten ops "
-          "per step (all: nested too); pk: MB peak RSS rise in a step; un_s: unfused seconds per step")
+          "per step (all: nested too); pk: MB peak RSS rise in a step; un_s: unfused seconds "
+          "per step")
     print(" ".join(title.rjust(width) for title, _, _, width in COLUMNS))
     with mock.patch("ablate.tasks.pretrain.load_corpus", lambda task, pretrained=None: corpus):
         for model in args.models.split(","):
