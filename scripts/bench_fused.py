@@ -3,14 +3,16 @@ aten ops per step and the peak memory of a step; and our unfused AdamW and Adafa
 against torch's own with `foreach=True`.
 
     python scripts/bench_fused.py [--models llama_tiny,llama_60m]
-        [--optimizers adamw,sgd,lomo,adalomo,adafactor,galore_adamw] [--threads 1,2]
-        [--steps 12] [--big-steps 3] [--batch-size 4] [--seq-len 128] [--out FILE.json]
+        [--optimizers adamw,sgd,lomo,adalomo,adafactor,galore_adamw]
+        [--big-optimizers adamw,adalomo] [--threads 1,2] [--steps 6] [--big-steps 2]
+        [--batch-size 4] [--seq-len 128] [--out FILE.json]
 
 For each model, thread count and optimizer, the paths are built from one seed (the same
 init) and step in turns, step by step, the order rotated each step, so that other load on
 the machine slows all alike; each ratio is the median over steps of one path's wall time
-over the other's in the same turn. `--steps` timed steps on llama_tiny, `--big-steps` on
-the larger models, after one untimed step (state allocation). The paths:
+over the other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps;
+on the larger models: `--big-optimizers`, `--big-steps` (the defaults take about 4 minutes
+on an idle 2-core CPU); each after one untimed step (state allocation). The paths:
 
 - fused: `toggles.fused_backward=true`, a layer's parameters updated at once
   (`trainer.foreach=true`); fused/1: the same, each parameter on its own (foreach off, the
@@ -149,9 +151,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="llama_tiny,llama_60m")
     parser.add_argument("--optimizers", default="adamw,sgd,lomo,adalomo,adafactor,galore_adamw")
+    parser.add_argument("--big-optimizers", default="adamw,adalomo",
+                        help="the optimizers on models other than llama_tiny")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--steps", type=int, default=12, help="timed steps on llama_tiny")
-    parser.add_argument("--big-steps", type=int, default=3, help="timed steps on other models")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps on llama_tiny")
+    parser.add_argument("--big-steps", type=int, default=2, help="timed steps on other models")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--out", help="also write the results here, as JSON")
@@ -166,9 +170,10 @@ def main() -> None:
     print(" ".join(title.rjust(width) for title, _, _, width in COLUMNS))
     with mock.patch("ablate.tasks.pretrain.load_corpus", lambda task, pretrained=None: corpus):
         for model in args.models.split(","):
-            steps = args.steps if model == "llama_tiny" else args.big_steps
+            tiny = model == "llama_tiny"
+            steps = args.steps if tiny else args.big_steps
             for threads in (int(t) for t in args.threads.split(",")):
-                for optimizer in args.optimizers.split(","):
+                for optimizer in (args.optimizers if tiny else args.big_optimizers).split(","):
                     results.append(bench(model, optimizer, threads, steps, args))
                     print(row(results[-1]), flush=True)
                     gc.collect()
