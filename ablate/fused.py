@@ -111,10 +111,10 @@ class OptimizerInBackward:
     def _update_group(self, names: list[str]) -> None:
         """One multi-tensor update of `names`' parameters, their gradients then freed."""
         optimizers = [self.optimizers[name] for name in names]
-        optimizers[0].update_many([entry for opt in optimizers
-                                   for entry in opt.entries(opt.params_with_grads())])
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
+        entries = [entry for opt in optimizers for entry in opt.entries(opt.params_with_grads())]
+        optimizers[0].update_many(entries)
+        for p, _, _ in entries:
+            p.grad = None
 
     def backward(self, loss: torch.Tensor, clip_grad_norm: float | None) -> None:
         """`loss.backward()` that updates every parameter (after any gathering passes), or
