@@ -183,8 +183,9 @@ class BucketedAllReduce:
     gradient of the next bucket is filed, the bucket is flattened (its gradients freed) and
     its all-reduce launched asynchronously. Buckets launch in one fixed order, the same on
     every rank. Each `ready` then hands out the buckets whose all-reduce has finished:
-    `p.grad` becomes the summed gradient and `use()` runs (the update, which frees it), while
-    backward goes on computing and later buckets are on the wire. `finish()` after backward
+    `p.grad` becomes the summed gradient and `use()` runs (the update, or the fused
+    backward files it for its group's update; either frees it), while backward goes on
+    computing and later buckets are on the wire. `finish()` after backward
     launches what is left and waits for everything. Parameters are bucketed in reverse
     order, the order backward completes a transformer's gradients in.
     """
@@ -236,5 +237,4 @@ class BucketedAllReduce:
             for p, chunk in zip(params, flat.split([p.numel() for p in params])):
                 if p in filed:
                     p.grad = chunk.view_as(p)
-                    filed[p]()
-                    p.grad = None
+                    filed[p]()  # which frees it, now or with its group's update

@@ -7,8 +7,9 @@ figures hold for sizes no machine at hand can train. The terms, in bytes:
   `bf16_weights`, else 4);
 - gradients: of the trained parameters (with an adapter, `ablate/adapter.py`, its own):
   all of them without a fused backward (and with gradient accumulation); with
-  one, those alive at once: the largest single gradient, plus a tied embedding's, which
-  autograd holds from the output layer's backward until the input embedding's;
+  one, those alive at once: the largest single gradient (with multi-tensor updates, the
+  largest layer's gradients: `ablate/fused.py`), plus a tied embedding's, which autograd
+  holds from the output layer's backward until the input embedding's;
 - optimizer state: the tensors each optimizer creates for a parameter at its first step,
   made by the optimizer's own `init_state` on the meta device and counted as
   `optimizer_state_gb` counts them after training;
@@ -46,7 +47,7 @@ from .config.check import checked
 from .config.overrides import check_overrides
 from .config.variants import compose, expand
 from .errors import ConfigError, IncompatibleToggles, error_line
-from .fused import OptimizerInBackward
+from .fused import OptimizerInBackward, layer_of
 from .memory import GB, optimizer_state_bytes
 from .models import build_model, shape
 from .optim.base import Base
@@ -82,7 +83,9 @@ def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
     params = weight_bytes(model, width)
     state = optimizer_state_bytes(optimizer)
     accumulating = t.grad_accum_steps > 1
-    gradients = gradient_bytes(model, width, not cfg.toggles.fused_backward or accumulating)
+    grouped = isinstance(optimizer, OptimizerInBackward) and optimizer.grouped
+    gradients = gradient_bytes(model, width, not cfg.toggles.fused_backward or accumulating,
+                               grouped)
     ranks = t.processes if t.sharding.value == "fsdp" else 1
     if ranks > 1:
         largest = max(weight_bytes(unit, width) for unit in units(model))
@@ -95,7 +98,7 @@ def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
     # starts with only those alive at once (the previous step's were freed). Sharded, the
     # output layer's whole gradient and its flat copy come first, beside every activation.
     at_backward = activations + (gradients if accumulating or ranks > 1
-                                 else gradient_bytes(model, width, all_grads=False))
+                                 else gradient_bytes(model, width, False, grouped))
     return Estimate(params, gradients, state, activations,
                     params + state + max(at_backward, gradients))
 
@@ -125,18 +128,24 @@ def tied_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [inp.weight] if out is not None and out.weight is inp.weight else []
 
 
-def gradient_bytes(model: torch.nn.Module, width: int, all_grads: bool) -> int:
+def gradient_bytes(model: torch.nn.Module, width: int, all_grads: bool,
+                   grouped: bool = False) -> int:
     """Gradients of the trained parameters (with an adapter, its own and the full-rank
     ones). With a fused backward each gradient is freed by its own hook, so one is alive at
-    a time; a tied parameter's gradient lives in autograd's buffer from its first use in the
-    backward to its last, beside each of the others."""
-    trained = [p for p in model.parameters() if p.requires_grad]
+    a time, or, `grouped` (multi-tensor updates, `ablate/fused.py`), by its group's update,
+    so one layer's are; a tied parameter's gradient lives in autograd's buffer from its
+    first use in the backward to its last, beside each of the others."""
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if all_grads:
-        return sum(p.numel() for p in trained) * width
+        return sum(p.numel() for _, p in trained) * width
     tied = [p for p in tied_params(model) if p.requires_grad]
     held = sum(p.numel() for p in tied)
-    rest = [p.numel() for p in trained if all(p is not q for q in tied)]
-    return (held + max(rest, default=0)) * width
+    rest: dict[str, int] = {}  # per group (a parameter on its own unless grouped)
+    for name, p in trained:
+        if all(p is not q for q in tied):
+            key = layer_of(name) if grouped else name
+            rest[key] = rest.get(key, 0) + p.numel()
+    return (held + max(rest.values(), default=0)) * width
 
 
 def init_states(optimizer) -> None:

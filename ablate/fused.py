@@ -1,10 +1,20 @@
 """Optimizer step inside backward, for any `torch.optim.Optimizer`.
 
 Each parameter gets its own optimizer instance (of the configured class), stepped from the
-parameter's post-accumulate-grad hook as soon as its gradient is complete; the gradient is
-freed at once, so no full set of gradients ever exists. The instances run the same
-per-tensor update as one optimizer's `step()`; from outside they look like one optimizer
-(one `state_dict`, one list of param groups), as in torchtune's `optimizer_in_bwd`.
+parameter's post-accumulate-grad hook once its gradient is complete; the gradient is then
+freed, so no full set of gradients ever exists. The instances run the same update as one
+optimizer's `step()`; from outside they look like one optimizer (one `state_dict`, one list
+of param groups), as in torchtune's `optimizer_in_bwd`.
+
+With multi-tensor updates (`Base.multi_tensor`: `trainer.foreach`, on by default), the
+parameters whose gradients complete together are updated together: one decoder layer's
+(`model.layers.3.*`) when the last of its hooks fires, in one multi-tensor call
+(`Base.update_many`, over the instances' parameters and states), their gradients then
+freed at once. Every parameter outside the numbered layers (the embedding, the final norm,
+the head) is a group of its own. So at most one group's gradients (one layer's) are kept
+beyond those of the per-parameter update. A group some of whose parameters got no gradient
+is updated at the end of `backward()`. A class without multi-tensor updates steps each
+instance from its own hook, as with `foreach` off.
 
 Data parallel, a hook hands its gradient to a `distributed.BucketedAllReduce` instead of
 using it: the update runs when the gradient's bucket has been summed over the ranks, so
@@ -35,6 +45,8 @@ class OptimizerInBackward:
     def __init__(self, named_params: Iterable[tuple[str, torch.nn.Parameter]],
                  make_optimizer: Callable[[list], torch.optim.Optimizer], reducer=None):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._group_size: dict[str, int] = {}  # parameters per group (see the module's doc)
+        self._complete: dict[str, list[str]] = {}  # per group: the names with a gradient
         self.reducer = reducer  # a BucketedAllReduce across ranks, or None
         self._handles = []
         self.accumulating = False  # True on micro-batches that only accumulate gradients
@@ -46,9 +58,14 @@ class OptimizerInBackward:
             if is_sharded(p):
                 self._sharded = p
             self.optimizers[name] = make_optimizer([(name, p)])
+            group = layer_of(name)
+            self._group_size[group] = self._group_size.get(group, 0) + 1
             self._handles.append(p.register_post_accumulate_grad_hook(self._hook(name)))
         self._needing_sums = {name for name, opt in self.optimizers.items()
                               if getattr(opt, "needs_global_sums", False)}
+        self.grouped = all(hasattr(opt, "multi_tensor") and opt.multi_tensor(
+            [p for group in opt.param_groups for p in group["params"]])
+            for opt in self.optimizers.values())
 
     def _hook(self, name: str):
         # The hook lives on the tensor, which autograd's garbage collector cannot see into:
@@ -72,11 +89,32 @@ class OptimizerInBackward:
         else:
             if self.clip_coef is not None:
                 local(p.grad).mul_(self.clip_coef)
+            if self._gathering is None and self.grouped:
+                self._ready(name)
+                return  # its gradient is freed with its group's
             if self._gathering is None:
                 self.optimizers[name].step()
             elif name in self._needing_sums:
                 self._gathered.append(self.optimizers[name].global_sums())
         p.grad = None
+
+    def _ready(self, name: str) -> None:
+        """Notes that `name`'s gradient is complete; its group's update runs when the last
+        of the group's gradients is."""
+        group = layer_of(name)
+        complete = self._complete.setdefault(group, [])
+        complete.append(name)
+        if len(complete) == self._group_size[group]:
+            self._update_group(self._complete.pop(group))
+
+    @torch.no_grad()
+    def _update_group(self, names: list[str]) -> None:
+        """One multi-tensor update of `names`' parameters, their gradients then freed."""
+        optimizers = [self.optimizers[name] for name in names]
+        entries = [entry for opt in optimizers for entry in opt.entries(opt.params_with_grads())]
+        optimizers[0].update_many(entries)
+        for p, _, _ in entries:
+            p.grad = None
 
     def backward(self, loss: torch.Tensor, clip_grad_norm: float | None) -> None:
         """`loss.backward()` that updates every parameter (after any gathering passes), or
@@ -89,6 +127,8 @@ class OptimizerInBackward:
         loss.backward(retain_graph=retain_graph)
         if self.reducer is not None and not self.accumulating:
             self.reducer.finish()
+        for group in list(self._complete):  # groups some of whose parameters had no gradient
+            self._update_group(self._complete.pop(group))
 
     def gather(self, loss: torch.Tensor, clip_grad_norm: float | None) -> None:
         """What every update needs before any update, each from a backward that only
@@ -130,3 +170,11 @@ class OptimizerInBackward:
     def remove_hooks(self) -> None:
         for handle in self._handles:
             handle.remove()
+
+
+def layer_of(name: str) -> str:
+    """A parameter's group: its name up to its first number (one decoder layer:
+    `model.layers.3`), or, with no number in it, the parameter itself."""
+    parts = name.split(".")
+    numbered = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+    return name if numbered is None else ".".join(parts[:numbered + 1])

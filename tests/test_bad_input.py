@@ -419,6 +419,9 @@ ROWS = [
                 "optimizer.rank=40", "toggles.eight_bit=true", "model.intermediate_size=120"],
      "model.layers.0.mlp.gate_proj.weight: its 8-bit states of shape (120, 40) do not split "
      "over 2 processes"),
+    # -------------------------------------------------- issue 24: multi-tensor updates
+    ("ablate", ["trainer.foreach=maybe"], "trainer.foreach=maybe: must be true or false"),
+    ("ablate", ["-m", "trainer.foreach=true,2"], "trainer.foreach=2: must be true or false"),
 ]
 if shutil.which("sbatch") is None:
     ROWS.append(("ablate", ["-m", "hydra/launcher=submitit_slurm"],

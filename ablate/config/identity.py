@@ -22,11 +22,13 @@ from .variants import parse_assignment
 # the model as it was; batches are a function of the seed and the step). Also the tuning
 # grid and a preset's seed list: they choose which jobs run, not what one job trains, so a
 # grid job is found again by a sweep with another grid or more seeds. A preset's claims are
-# what its report checks, not what is trained.
+# what its report checks, not what is trained. `trainer.threads` and `trainer.foreach` say
+# how the same numbers are computed (the multi-tensor updates equal the per-tensor ones).
 NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "share_gpus", "logger", "task.cache_dir",
                "trainer.progress", "trainer.log_interval", "trainer.eval_interval",
                "trainer.checkpoint_every", "trainer.bucket_mb", "trainer.collective_timeout_s",
-               "trainer.threads", "tune", "ablation.seeds", "ablation.claims")
+               "trainer.threads", "trainer.foreach", "tune", "ablation.seeds",
+               "ablation.claims")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -382,6 +382,9 @@ class TrainerConfig:
     # CPU threads of each of the job's processes (torch's intra-op threads); null or 0: the
     # job's share of the cores, with the jobs of a joblib sweep and its processes (ablate/cores.py)
     threads: Optional[int] = None
+    # multi-tensor optimizer updates: unfused, all parameters at once; fused, one decoder
+    # layer at a time (ablate/fused.py); false: every tensor on its own (the reference)
+    foreach: bool = True
 
 
 @dataclass

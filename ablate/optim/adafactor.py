@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from ..sharding import is_sharded, local, state_zeros, sum_over_shards
-from .base import Base, check_hyperparameters
-from .precision import fp32_update
+from .base import Base, by_group, check_hyperparameters
+from .precision import fp32_update, fp32_updates
 
 
 # The smallest eps1 whose square float32 holds: below it the floor eps1^2 on v rounds to 0,
@@ -94,6 +94,18 @@ class Adafactor(Base):
             with fp32_update(p, state) as (p32, state32):
                 adafactor_update_(p32, local(p.grad).float(), state32, group, whole=p)
 
+    def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
+        torch._foreach_add_([state["step"] for _, _, state in entries], 1)
+        for bucket in by_group(entries, "step"):
+            for factored in (True, False):
+                part = [entry for entry in bucket if ("row_var" in entry[2]) == factored]
+                if not part:
+                    continue
+                params, groups, states = zip(*part)
+                with fp32_updates(params, states) as (p32s, states32):
+                    adafactor_update_many_(p32s, [p.grad.float() for p in params], states32,
+                                           groups[0])
+
 
 def adafactor_update_(p: Tensor, grad: Tensor, state: dict, group: dict,
                       whole: Tensor | None = None) -> None:
@@ -142,3 +154,48 @@ def norm_and_numel(x: Tensor, whole: Tensor | None) -> tuple[float, int]:
     if not is_sharded(whole):
         return x.norm(2).item(), x.numel()
     return sum_over_shards(whole, x.square().sum()).sqrt().item(), whole.numel()
+
+
+def adafactor_update_many_(params: list[Tensor], grads: list[Tensor], states: list[dict],
+                           group: dict) -> None:
+    """`adafactor_update_` on lists of fp32 tensors with one step count, all factored or
+    none, op for op: the elementwise steps in foreach ops; the row and column norms, the
+    outer products and the last step per tensor (its scale is per tensor, and `add_` with
+    it rounds once where a foreach multiply and add would round twice)."""
+    step = states[0]["step"].item()
+    lr, (eps1, eps2) = group["lr"], group["eps"]
+    if eps1 is None:
+        eps1 = torch.finfo(params[0].dtype).eps
+    one_minus_beta2 = step ** group["beta2_decay"] if group["beta2"] is None else (
+        1.0 - group["beta2"])
+    if group["relative_step"]:
+        alphas = [max(eps2, p.norm(2).item() / (p.numel() ** 0.5)) * min(lr, 1 / (step ** 0.5))
+                  for p in params]
+    else:
+        alphas = [lr] * len(params)
+    if group["weight_decay"] != 0:
+        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+    if "row_var" in states[0]:
+        row_vars = [state["row_var"] for state in states]
+        row_means = [torch.norm(grad, dim=-1, keepdim=True) for grad in grads]
+        torch._foreach_mul_(row_means, row_means)
+        torch._foreach_div_(row_means, [grad.size(-1) for grad in grads])
+        torch._foreach_lerp_(row_vars, row_means, one_minus_beta2)
+        col_means = [torch.norm(grad, dim=-2, keepdim=True) for grad in grads]
+        torch._foreach_mul_(col_means, col_means)
+        torch._foreach_div_(col_means, [grad.size(-2) for grad in grads])
+        torch._foreach_lerp_([state["col_var"] for state in states], col_means, one_minus_beta2)
+        var_estimates = [state["row_var"] @ state["col_var"] for state in states]
+        row_var_means = [row_var.mean(dim=-2, keepdim=True) for row_var in row_vars]
+        torch._foreach_clamp_min_(row_var_means, eps1)
+        torch._foreach_div_(var_estimates, row_var_means)
+    else:
+        variances = [state["variance"] for state in states]
+        torch._foreach_lerp_(variances, torch._foreach_mul(grads, grads), one_minus_beta2)
+        var_estimates = [variance.clone() for variance in variances]
+    torch._foreach_clamp_min_(var_estimates, eps1 * eps1)
+    torch._foreach_rsqrt_(var_estimates)
+    torch._foreach_mul_(var_estimates, grads)
+    for p, update, alpha in zip(params, var_estimates, alphas):
+        denom = max(1.0, update.norm(2).item() / ((update.numel() ** 0.5) * group["d"]))
+        p.add_(update, alpha=-alpha / denom)

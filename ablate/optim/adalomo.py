@@ -7,9 +7,9 @@ import torch
 from torch import Tensor
 
 from ..sharding import is_sharded, like, local, replicated, sum_over_shards
-from .base import Base, check_hyperparameters
+from .base import Base, by_group, check_hyperparameters
 from .lomo import fp32_grads
-from .precision import fp32_update
+from .precision import fp32_update, fp32_updates
 
 
 class AdaLomo(Base):
@@ -61,6 +61,8 @@ class AdaLomo(Base):
     statistics are its own, the column statistics (n numbers), the mean of r, RMS(p), RMS(u)
     and the global sums are sums over the ranks (`sharding.sum_over_shards`).
     """
+
+    foreach_shards = True  # update_many updates a shard of rows as _update does
 
     def __init__(self, params, lr: float = 1e-3, eps: tuple[float, float] = (1e-30, 1e-3),
                  clip_threshold: float = 1.0, decay_rate: float = -0.8,
@@ -136,6 +138,38 @@ class AdaLomo(Base):
                 with fp32_update(p, {}) as (p32, _):
                     adalomo_step_(p32, u, group, update_rms, whole=p)
 
+    def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
+        """Steps 1-3 per tensor (row and column statistics are reductions), then steps 4-6
+        for all of a group's tensors in foreach ops; a sharded parameter's steps 4-6 stay per
+        tensor (their RMS are sums over the ranks)."""
+        directions = []
+        prepared = fp32_grads([("", p, group) for p, group, _ in entries], self.clip_grad_norm,
+                              self.loss_scale)
+        for (p, group, grad), (_, _, state) in zip(prepared, entries):
+            state["step"] += 1
+            directions.append((p, group, state, adalomo_direction_(
+                grad, state, state["step"], eps1=group["eps"][0],
+                decay_rate=group["decay_rate"], beta2=group["beta2"], whole=p)))
+        update_rms = None
+        pending = [entry for entry in directions if entry[1]["grouped_norm"] == "global"]
+        if pending:
+            totals = self.global_totals
+            if totals is None:
+                totals = sum_over_shards(pending[0][0],
+                                         sum(sq_sum_and_count(u) for *_, u in pending))
+            update_rms = (totals[0] / totals[1]).sqrt().float()
+        for bucket in by_group(directions):
+            params, groups, _, us = zip(*bucket)
+            group = groups[0]
+            shared = update_rms if group["grouped_norm"] == "global" else None
+            if any(is_sharded(p) for p in params):
+                for p, u in zip(params, us):
+                    with fp32_update(p, {}) as (p32, _):
+                        adalomo_step_(p32, u, group, shared, whole=p)
+            else:
+                with fp32_updates(params, [{} for _ in params]) as (p32s, _):
+                    adalomo_step_many_(p32s, list(us), group, shared)
+
     @torch.no_grad()
     def global_sums(self) -> Tensor:
         """[sum of u^2, number of elements] over this instance's parameters whose group has
@@ -196,6 +230,36 @@ def adalomo_step_(p: Tensor, u: Tensor, group: dict, update_rms: Tensor | None =
     if group["weight_decay"]:
         p.mul_(1.0 - lr * group["weight_decay"])
     p.addcmul_(u, step_size, value=-1.0)
+
+
+def adalomo_step_many_(params: list[Tensor], us: list[Tensor], group: dict,
+                       update_rms: Tensor | None = None) -> None:
+    """`adalomo_step_` on lists of fp32 tensors (not sharded), op for op in foreach ops."""
+    lr = group["lr"]
+    if group["grouped_norm"]:
+        lrs = rms_many(params)
+        torch._foreach_clamp_min_(lrs, group["eps"][1])
+        torch._foreach_mul_(lrs, lr)
+        update_rmss = rms_many(us) if update_rms is None else [update_rms] * len(us)
+        denoms = torch._foreach_div(update_rmss, group["clip_threshold"])
+        torch._foreach_clamp_min_(denoms, 1.0)
+        step_sizes = torch._foreach_div(lrs, denoms)
+        if group["weight_decay"]:  # p * (1 - lr' wd), as 1 + lr' (-wd): the same number
+            decays = torch._foreach_mul(lrs, -group["weight_decay"])
+            torch._foreach_add_(decays, 1.0)
+            torch._foreach_mul_(params, decays)
+    else:
+        step_sizes = [torch.tensor(lr)] * len(us)
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+    torch._foreach_addcmul_(params, us, step_sizes, value=-1.0)
+
+
+def rms_many(xs: list[Tensor]) -> list[Tensor]:
+    """`rms` of each of `xs` (not sharded), in foreach ops."""
+    norms = torch._foreach_norm(xs)
+    torch._foreach_div_(norms, [x.numel() ** 0.5 for x in xs])
+    return norms
 
 
 def sq_sum_and_count(u: Tensor) -> Tensor:

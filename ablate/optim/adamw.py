@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Base, check_hyperparameters
+from .base import Base, by_group, check_hyperparameters
 from ..sharding import local
-from .precision import fp32_update
+from .precision import fp32, fp32_update, fp32_updates
 
 
 class AdamW(Base):
@@ -36,6 +36,8 @@ class AdamW(Base):
     back rounded (`precision.fp32_update`).
     """
 
+    foreach_shards = True  # update_many updates a shard of rows as _update does
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, adaptive_lr: bool = True):
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -62,6 +64,38 @@ class AdamW(Base):
                 adamw_update_(p32, local(p.grad).float(), state32, lr=group["lr"],
                               betas=group["betas"], eps=group["eps"],
                               weight_decay=group["weight_decay"])
+
+    def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
+        torch._foreach_add_([state["step"] for _, _, state in entries], 1)
+        for bucket in by_group(entries, "step"):
+            params, groups, states = zip(*bucket)
+            with fp32_updates(params, states) as (p32s, states32):
+                adamw_update_many_(p32s, [fp32(local(p.grad)) for p in params], states32,
+                                   lr=groups[0]["lr"], betas=groups[0]["betas"],
+                                   eps=groups[0]["eps"], weight_decay=groups[0]["weight_decay"])
+
+
+def adamw_update_many_(params: list[Tensor], grads: list[Tensor], states: list[dict], *,
+                       lr: float, betas: tuple[float, float], eps: float,
+                       weight_decay: float) -> None:
+    """`adamw_update_` on lists of tensors with one step count, op for op in foreach ops."""
+    beta1, beta2 = betas
+    step = states[0]["step"].item()
+    if weight_decay:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    exp_avgs = [state["exp_avg"] for state in states]
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    step_size = lr / (1 - beta1 ** step)
+    if "exp_avg_sq" in states[0]:
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denoms = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denoms, (1 - beta2 ** step) ** 0.5)
+        torch._foreach_add_(denoms, eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denoms, value=-step_size)
+    else:
+        torch._foreach_add_(params, exp_avgs, alpha=-step_size)
 
 
 def adamw_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float,

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ..sharding import is_sharded
+
 
 def check_hyperparameters(*, lr: float, weight_decay: float, eps: float | None = None,
                           betas: tuple[float, float] | None = None,
@@ -46,7 +48,19 @@ class Base(Optimizer):
     parameter's state at its first step in `init_state(p, group)`, which its update calls and
     which the memory estimator calls on the meta device to count the tensors it creates.
     Each updates a parameter's shard of rows exactly (`trainer.sharding=fsdp`); what it
-    computes there and communicates, its docstring says."""
+    computes there and communicates, its docstring says.
+
+    One with a multi-tensor form of its math (torch's `foreach` ops over lists of tensors,
+    as `torch.optim.AdamW(foreach=True)`) implements `update_many(entries)`, the same update
+    of (parameter, group, state) entries that may come from several instances of its class
+    (the fused backward's groups), so it reads no `self.state`; `step()` uses it over all
+    parameters while `foreach` (`trainer.foreach`) is on. The per-tensor `_update` stays
+    the reference, and what `foreach=False` runs; and for a class whose `update_many` does
+    not update shards as `_update` does (`foreach_shards`), what sharded parameters take."""
+
+    update_many = None  # or the multi-tensor update (see above)
+    foreach_shards = False  # whether update_many's update of a shard equals _update's
+    foreach = True  # step() with update_many, when there is one (trainer.foreach)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -54,8 +68,22 @@ class Base(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._update(self.params_with_grads())
+        params = self.params_with_grads()
+        if self.multi_tensor([p for _, p, _ in params]):
+            self.update_many(self.entries(params))
+        else:
+            self._update(params)
         return loss
+
+    def multi_tensor(self, params: list[Tensor]) -> bool:
+        """Whether `update_many` updates `params` (see above)."""
+        return self.foreach and self.update_many is not None and (
+            self.foreach_shards or not any(is_sharded(p) for p in params))
+
+    def entries(self, params: list[tuple[str, Tensor, dict]]) -> list[tuple[Tensor, dict, dict]]:
+        """(parameter, group, state) of `params`, each state created if it is the first step:
+        what `update_many` takes."""
+        return [(p, group, self.init_state(p, group)) for _, p, group in params]
 
     def params_with_grads(self) -> list[tuple[str, Tensor, dict]]:
         """(name, parameter, group) for each parameter that has a gradient, in group order."""
@@ -83,3 +111,18 @@ class Base(Optimizer):
             for key, value in saved.items():
                 if torch.is_tensor(value):
                     state[key] = value.to(state[key].device, copy=True)
+
+
+def by_group(entries: list[tuple], *state_keys: str) -> list[list[tuple]]:
+    """Entries (parameter, group, state, ...) split by their groups' hyperparameters and
+    the values of `state_keys` (a step count), in their order: one multi-tensor call per
+    bucket, whose scalars are then the same for all its tensors. Instances of one class
+    built alike share their hyperparameters: a fused group is one bucket."""
+    buckets: dict[tuple, list] = {}
+    for entry in entries:
+        group, state = entry[1], entry[2]
+        key = (tuple((k, repr(v)) for k, v in sorted(group.items())
+                     if k not in ("params", "param_names")),
+               tuple(float(state[k]) for k in state_keys))
+        buckets.setdefault(key, []).append(entry)
+    return list(buckets.values())

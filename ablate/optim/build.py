@@ -8,6 +8,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from ..fused import OptimizerInBackward
+from .base import Base
 
 
 def optimizer_class(cfg: DictConfig) -> type:
@@ -33,13 +34,18 @@ def peak_lr(t: DictConfig) -> float:
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module, reducer=None):
     """The configured optimizer over all trainable parameters, stepped in backward when
-    `toggles.fused_backward` is on (one instance per parameter; data parallel, on gradients
-    summed over the ranks by `reducer`, a `distributed.BucketedAllReduce`) or by `step()`
-    otherwise."""
+    `toggles.fused_backward` is on (one instance per parameter, updated a layer at a time
+    with `trainer.foreach`; data parallel, on gradients summed over the ranks by `reducer`,
+    a `distributed.BucketedAllReduce`) or by `step()` otherwise (multi-tensor with
+    `trainer.foreach`)."""
     cls, kwargs, lr = optimizer_class(cfg), optimizer_kwargs(cfg), peak_lr(cfg.trainer)
+    foreach = cfg.trainer.foreach
 
     def make(named_params: list) -> torch.optim.Optimizer:
-        return cls(named_params, lr=lr, **kwargs)
+        optimizer = cls(named_params, lr=lr, **kwargs)
+        if isinstance(optimizer, Base):
+            optimizer.foreach = foreach
+        return optimizer
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return (OptimizerInBackward(named, make, reducer) if cfg.toggles.fused_backward

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from ..sharding import local, sum_over_shards
-from .base import Base, check_hyperparameters
-from .precision import fp32_update
+from .base import Base, by_group, check_hyperparameters
+from .precision import fp32, fp32_update, fp32_updates
 
 
 def fp32_grads(params: list[tuple[str, Tensor, dict]], clip_grad_norm: float | None,
@@ -36,7 +36,7 @@ def fp32_grads(params: list[tuple[str, Tensor, dict]], clip_grad_norm: float | N
         total = sum_over_shards(params[0][1], norms.square().sum()).sqrt() / loss_scale
         clip_coef = (clip_grad_norm / (total + 1e-6)).clamp(max=1.0)
     for _, p, group in params:
-        grad = local(p.grad).float()
+        grad = fp32(local(p.grad))
         p.grad = None
         if loss_scale != 1.0:
             grad.div_(loss_scale)
@@ -66,6 +66,8 @@ class Lomo(Base):
     parameter. `step()` frees each `p.grad` it uses. There is no state.
     """
 
+    foreach_shards = True  # update_many updates a shard of rows as _update does
+
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
                  loss_scale: float = 1.0):
@@ -81,9 +83,26 @@ class Lomo(Base):
             with fp32_update(p, {}) as (p32, _):
                 lomo_update_(p32, grad, lr=group["lr"], weight_decay=group["weight_decay"])
 
+    def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
+        prepared = fp32_grads([("", p, group) for p, group, _ in entries], self.clip_grad_norm,
+                              self.loss_scale)
+        for bucket in by_group([(p, group, {}, grad) for p, group, grad in prepared]):
+            params, groups, states, grads = zip(*bucket)
+            with fp32_updates(params, states) as (p32s, _):
+                lomo_update_many_(p32s, list(grads), lr=groups[0]["lr"],
+                                  weight_decay=groups[0]["weight_decay"])
+
 
 def lomo_update_(p: Tensor, grad: Tensor, *, lr: float, weight_decay: float) -> None:
     """Steps 4-5 on one fp32 tensor."""
     if weight_decay:
         p.mul_(1.0 - lr * weight_decay)
     p.add_(grad, alpha=-lr)
+
+
+def lomo_update_many_(params: list[Tensor], grads: list[Tensor], *, lr: float,
+                      weight_decay: float) -> None:
+    """`lomo_update_` on lists of fp32 tensors, op for op in foreach ops."""
+    if weight_decay:
+        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
+    torch._foreach_add_(params, grads, alpha=-lr)

@@ -5,7 +5,7 @@ keeps them: `base.Base.load_state_dict`)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 import torch
@@ -16,6 +16,11 @@ from ..sharding import local, placed_like
 
 def is_float(value) -> bool:
     return torch.is_tensor(value) and value.is_floating_point()
+
+
+def fp32(x: Tensor) -> Tensor:
+    """`x.float()` without a call when `x` is fp32 already (it is then `x` itself)."""
+    return x if x.dtype == torch.float32 else x.float()
 
 
 @contextmanager
@@ -29,8 +34,8 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
     (`sharding.local`); state the update replaces keeps the placement it had
     (`sharding.placed_like`)."""
     p = local(p)
-    p32 = p.float()
-    state32 = {key: local(value).float() if is_float(value) else local(value)
+    p32 = fp32(p)
+    state32 = {key: fp32(local(value)) if is_float(value) else local(value)
                for key, value in state.items()}
     yield p32, state32
     if p32 is not p:
@@ -43,3 +48,12 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
             value = value.to(kept.dtype if is_float(kept) else p.dtype)
         state[key] = placed_like(kept, value)
 
+
+@contextmanager
+def fp32_updates(params: list[Tensor], states: list[dict]
+                 ) -> Iterator[tuple[list[Tensor], list[dict]]]:
+    """`fp32_update` of each parameter and its state, for a multi-tensor update: lists of
+    fp32 parameters and states, written back at the end."""
+    with ExitStack() as stack:
+        pairs = [stack.enter_context(fp32_update(p, state)) for p, state in zip(params, states)]
+        yield [p32 for p32, _ in pairs], [state32 for _, state32 in pairs]

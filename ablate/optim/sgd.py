@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Base, check_hyperparameters
+from .base import Base, by_group, check_hyperparameters
 from ..sharding import local
-from .precision import fp32_update
+from .precision import fp32, fp32_update, fp32_updates
 
 
 class SGD(Base):
@@ -25,6 +25,8 @@ class SGD(Base):
     `torch.optim.SGD` op for op (tested equal); the momentum buffer, kept only with
     momentum, takes the parameter's dtype as torch's does.
     """
+
+    foreach_shards = True  # update_many updates a shard of rows as _update does
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0,
                  weight_decay: float = 0.0):
@@ -43,6 +45,27 @@ class SGD(Base):
             with fp32_update(p, self.init_state(p, group)) as (p32, state32):
                 sgd_update_(p32, local(p.grad).float(), state32, lr=group["lr"],
                             momentum=group["momentum"], weight_decay=group["weight_decay"])
+
+    def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
+        for bucket in by_group(entries):
+            params, groups, states = zip(*bucket)
+            with fp32_updates(params, states) as (p32s, states32):
+                sgd_update_many_(p32s, [fp32(local(p.grad)) for p in params], states32,
+                                 lr=groups[0]["lr"], momentum=groups[0]["momentum"],
+                                 weight_decay=groups[0]["weight_decay"])
+
+
+def sgd_update_many_(params: list[Tensor], grads: list[Tensor], states: list[dict], *,
+                     lr: float, momentum: float, weight_decay: float) -> None:
+    """`sgd_update_` on lists of fp32 tensors, op for op in foreach ops."""
+    if weight_decay:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    if "momentum_buffer" in states[0]:
+        buffers = [state["momentum_buffer"] for state in states]
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, grads)
+        grads = buffers
+    torch._foreach_add_(params, grads, alpha=-lr)
 
 
 def sgd_update_(p: Tensor, grad: Tensor, state: dict, *, lr: float, momentum: float,

@@ -1,0 +1,186 @@
+"""The fused backward against the unfused path, per optimizer, in one process: step time,
+aten ops per step and the peak memory of a step; and our unfused AdamW and Adafactor
+against torch's own with `foreach=True`.
+
+    python scripts/bench_fused.py [--models llama_tiny,llama_60m]
+        [--optimizers adamw,sgd,lomo,adalomo,adafactor,galore_adamw]
+        [--big-optimizers adamw,adalomo] [--threads 1,2] [--steps 6] [--big-steps 2]
+        [--batch-size 4] [--seq-len 128] [--out FILE.json]
+
+For each model, thread count and optimizer, the paths are built from one seed (the same
+init) and step in turns, step by step, the order rotated each step, so that other load on
+the machine slows all alike; each ratio is the median over steps of one path's wall time
+over the other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps;
+on the larger models: `--big-optimizers`, `--big-steps` (the defaults take about 4 minutes
+on an idle 2-core CPU); each after one untimed step (state allocation). The paths:
+
+- fused: `toggles.fused_backward=true`, a layer's parameters updated at once
+  (`trainer.foreach=true`); fused/1: the same, each parameter on its own (foreach off, the
+  code before the multi-tensor forms)
+- unfused: `step()` after backward, all parameters in one multi-tensor update; unfused/1:
+  per tensor
+- torch: the unfused trainer with `torch.optim.AdamW` / `torch.optim.Adafactor`
+  (`foreach=True`), for adamw and adafactor
+
+ops: aten operators per step called from Python (`torch.profiler`, events with no aten
+parent; on a GPU each is about one kernel launch; on CPU a foreach op runs its per-tensor
+ops inside it, which this leaves out); all: every aten event, nested ones too. peak: the
+rise of the process's peak RSS over a step above the RSS before it (blocks of 1 MB or more
+mapped on their own, so freed memory leaves the RSS: as scripts/bench_sharded.py), the
+median over the timed steps: gradients, activations and temporaries, which is where fused
+and unfused differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import statistics
+import time
+from unittest import mock
+
+import torch
+
+from ablate.config.variants import compose
+from ablate.memory import allocated_bytes, peak_bytes, reset_peak
+from ablate.tasks.pretrain import load_corpus
+from ablate.train import Trainer
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+PATHS = {"fused": ("true", "true"), "fused/1": ("true", "false"),
+         "unfused": ("false", "true"), "unfused/1": ("false", "false")}
+TORCH = {"adamw": lambda params, o, lr: torch.optim.AdamW(
+             params, lr=lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
+             foreach=True),
+         "adafactor": lambda params, o, lr: torch.optim.Adafactor(
+             params, lr=lr, beta2_decay=o.beta2_decay, eps=tuple(o.eps), d=o.d,
+             weight_decay=o.weight_decay, foreach=True)}
+RATIOS = (("fused", "unfused"), ("fused/1", "unfused/1"), ("unfused", "unfused/1"),
+          ("unfused", "torch"))
+
+
+def trainers(model: str, optimizer: str, threads: int, args) -> dict[str, Trainer]:
+    """Every path of one optimizer, each a trainer from the same seed."""
+    def cfg(fused: str, foreach: str):
+        return compose([f"model={model}", f"optimizer={optimizer}", "trainer.device=cpu",
+                        f"toggles.fused_backward={fused}", f"trainer.foreach={foreach}",
+                        f"trainer.threads={threads}", f"trainer.batch_size={args.batch_size}",
+                        f"trainer.seq_len={args.seq_len}", "trainer.warmup_steps=0",
+                        "logger.wandb.mode=disabled"])
+    built = {name: Trainer(cfg(*flags)) for name, flags in PATHS.items()}
+    if optimizer in TORCH:
+        reference = built["torch"] = Trainer(cfg("false", "true"))
+        reference.optimizer = TORCH[optimizer](reference.model.parameters(),
+                                               reference.cfg.optimizer, reference.t.lr)
+    return built
+
+
+def aten_ops(trainer: Trainer) -> tuple[int, int]:
+    """Aten operators in one training step: those called from Python (none inside another),
+    and all (the count the issue's figures give)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        trainer.train_step()
+
+    def nested(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith("aten::"):
+                return True
+            parent = parent.cpu_parent
+        return False
+    aten = [e for e in prof.events() if e.name.startswith("aten::")]
+    return sum(1 for e in aten if not nested(e)), len(aten)
+
+
+def step_rise(trainer: Trainer) -> tuple[float, int]:
+    """One training step: its wall seconds, and its peak RSS rise over the RSS before it."""
+    cpu = torch.device("cpu")
+    reset_peak(cpu)
+    before = allocated_bytes(cpu)
+    began = time.perf_counter()
+    trainer.train_step()
+    return time.perf_counter() - began, peak_bytes(cpu) - before
+
+
+def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
+    paths = trainers(model, optimizer, threads, args)
+    names = list(paths)
+    for trainer in paths.values():
+        trainer.train_step()  # the state allocated
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    rises: dict[str, list[int]] = {name: [] for name in names}
+    for i in range(steps):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            took, rise = step_rise(paths[name])
+            seconds[name].append(took)
+            rises[name].append(rise)
+    result = {"model": model, "optimizer": optimizer, "threads": threads, "steps": steps}
+    for name in names:
+        result[f"{name}_s"] = statistics.median(seconds[name])
+        result[f"{name}_peak_mb"] = statistics.median(rises[name]) / 2**20
+        result[f"{name}_ops"], result[f"{name}_all_ops"] = aten_ops(paths[name])
+    for a, b in RATIOS:
+        if a in seconds and b in seconds:
+            result[f"{a}:{b}"] = statistics.median(x / y for x, y in zip(seconds[a], seconds[b]))
+    for trainer in paths.values():
+        if trainer.fused:
+            trainer.optimizer.remove_hooks()
+    return result
+
+
+COLUMNS = (("model", "model", "{}", 10), ("optimizer", "optimizer", "{}", 12),
+           ("thr", "threads", "{}", 3), ("fu:un", "fused:unfused", "{:.3f}", 6),
+           ("fu1:un1", "fused/1:unfused/1", "{:.3f}", 7),
+           ("un:un1", "unfused:unfused/1", "{:.3f}", 6),
+           ("un:tor", "unfused:torch", "{:.3f}", 6), ("ops_fu", "fused_ops", "{}", 6),
+           ("ops_un", "unfused_ops", "{}", 6), ("ops_fu1", "fused/1_ops", "{}", 7),
+           ("ops_un1", "unfused/1_ops", "{}", 7), ("ops_tor", "torch_ops", "{}", 7),
+           ("all_fu", "fused_all_ops", "{}", 6), ("all_fu1", "fused/1_all_ops", "{}", 7),
+           ("pk_fu", "fused_peak_mb", "{:.1f}", 6), ("pk_fu1", "fused/1_peak_mb", "{:.1f}", 6),
+           ("pk_un", "unfused_peak_mb", "{:.1f}", 6), ("un_s", "unfused_s", "{:.3f}", 6))
+
+
+def row(cells: dict) -> str:
+    return " ".join((fmt.format(cells[key]) if key in cells else "-").rjust(width)
+                    for _, key, fmt, width in COLUMNS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="llama_tiny,llama_60m")
+    parser.add_argument("--optimizers", default="adamw,sgd,lomo,adalomo,adafactor,galore_adamw")
+    parser.add_argument("--big-optimizers", default="adamw,adalomo",
+                        help="the optimizers on models other than llama_tiny")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps on llama_tiny")
+    parser.add_argument("--big-steps", type=int, default=2, help="timed steps on other models")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--out", help="also write the results here, as JSON")
+    args = parser.parse_args()
+    ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    corpus = load_corpus(compose(["logger.wandb.mode=disabled"]).task)  # loaded once
+    results = []
+    print("fu: fused, un: unfused (multi-tensor); fu1, un1: per tensor (foreach off); "
+          "tor: torch's foreach optimizer; time ratios are medians over turns; ops: aten ops "
+          "per step (all: nested too); pk: MB peak RSS rise in a step; un_s: unfused seconds "
+          "per step")
+    print(" ".join(title.rjust(width) for title, _, _, width in COLUMNS))
+    with mock.patch("ablate.tasks.pretrain.load_corpus", lambda task, pretrained=None: corpus):
+        for model in args.models.split(","):
+            tiny = model == "llama_tiny"
+            steps = args.steps if tiny else args.big_steps
+            for threads in (int(t) for t in args.threads.split(",")):
+                for optimizer in (args.optimizers if tiny else args.big_optimizers).split(","):
+                    results.append(bench(model, optimizer, threads, steps, args))
+                    print(row(results[-1]), flush=True)
+                    gc.collect()
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
