@@ -3,11 +3,16 @@ the launcher's spawned workers import it by name)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
-def train_all(configs: dict, steps: int) -> dict[str, dict[str, torch.Tensor]]:
-    """Each config trained `steps` steps on this rank; its parameters and losses."""
+def train_all(configs: dict, steps: int, save: tuple[str, str] | None = None
+              ) -> dict[str, dict[str, torch.Tensor]]:
+    """Each config trained `steps` steps on this rank; its parameters and losses. `save`:
+    (a config's name, a folder): that model is then saved there as a job saves it (sharded,
+    every rank gives its shards and rank 0 writes)."""
     import gc
 
     from ablate.train import Trainer
@@ -19,6 +24,8 @@ def train_all(configs: dict, steps: int) -> dict[str, dict[str, torch.Tensor]]:
         losses = [trainer.train_step().item() for _ in range(steps)]
         out[name] = {"params": {n: whole(p.detach()).clone() for n, p in
                                 trainer.model.named_parameters()}, "losses": losses}
+        if save is not None and save[0] == name:
+            trainer.save_model(None if trainer.world.rank else Path(save[1]))
         if trainer.fused:
             trainer.optimizer.remove_hooks()
     return out

@@ -11,17 +11,24 @@ from ablate.train import Trainer
 
 
 def counted(run: Trainer) -> dict:
-    """Updates per parameter: each fused instance's `step()` (or the one optimizer's) wrapped
-    to count the parameters it changes."""
+    """Updates per parameter: each optimizer instance's per-tensor `_update` and multi-tensor
+    `update_many` (a fused group's, over several instances' parameters) wrapped to count the
+    parameters they change."""
     counts = {p: 0 for p in run.model.parameters()}
     optimizers = getattr(run.optimizer, "optimizers", {"all": run.optimizer}).values()
     for optimizer in optimizers:
-        def step(step=optimizer.step, optimizer=optimizer):
-            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            step()
-            for p in params:
+        def update(params, update=optimizer._update):
+            update(params)
+            for _, p, _ in params:
                 counts[p] += 1
-        optimizer.step = step
+
+        def update_many(entries, update_many=optimizer.update_many):
+            update_many(entries)
+            for p, _, _ in entries:
+                counts[p] += 1
+        optimizer._update = update
+        if optimizer.update_many is not None:
+            optimizer.update_many = update_many
     return counts
 
 

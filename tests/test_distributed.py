@@ -95,14 +95,14 @@ def with_values(cfg, *assignments: str):
 
 
 def two_and_one_process(tiny_cfg, optimizers: dict, *two_only: str,
-                        keep=lambda name: True) -> tuple[dict, dict]:
+                        keep=lambda name: True, save=None) -> tuple[dict, dict]:
     """Each case (those whose name `keep` keeps) on 2 processes (with `two_only` set) and
-    on 1 (one thread, as each worker)."""
+    on 1 (one thread, as each worker); `save`: `dist_worker.train_all`'s, on 2 processes."""
     two_process, one_process = {}, {}
     for name, two, one in cases(tiny_cfg, optimizers, *two_only):
         if keep(name):
             two_process[name], one_process[name] = two, one
-    return (distributed.launch(2, dist_worker.train_all, (two_process, STEPS)),
+    return (distributed.launch(2, dist_worker.train_all, (two_process, STEPS, save)),
             dist_worker.train_all(one_process, STEPS))
 
 

@@ -213,8 +213,7 @@ def uninterrupted(tiny_cfg, steps: int) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, processes", [("SIGTERM", 1), ("SIGINT", 1), ("SIGTERM", 2),
-                                             ("SIGINT", 2)])
+@pytest.mark.parametrize("name, processes", [("SIGTERM", 1), ("SIGTERM", 2), ("SIGINT", 2)])
 def test_a_signal_is_recorded_and_the_same_command_resumes(tmp_path, tiny_args, tiny_cfg, name,
                                                            processes):
     """SIGTERM to the command's process (as `kill` or SLURM sends it), SIGINT to its whole

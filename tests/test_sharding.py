@@ -41,12 +41,23 @@ ONE_CASE = {f"{name} fused={('false', 'true')[i % 2]} batch" for i, name in enum
 
 
 @pytest.mark.slow
-def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg):
+def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg, tmp_path):
+    """Also `trainer.save_model` sharded: rank 0 writes model/ from every rank's shards, and
+    transformers loads it with the weights of one process trained on the same batches."""
+    from transformers import AutoModelForCausalLM
+
+    saved = "adamw fused=true batch"
     results, reference = two_and_one_process(
         tiny_cfg, {**SHARDED, **ONE_FORM}, "trainer.sharding=fsdp",
-        keep=lambda name: name.split(" fused=")[0] in SHARDED or name in ONE_CASE)
+        keep=lambda name: name.split(" fused=")[0] in SHARDED or name in ONE_CASE,
+        save=(saved, str(tmp_path / "model")))
     assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1 + len(ONE_FORM)
     assert_equal_results(results, reference)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    want = reference[saved]["params"]
+    assert {name for name, _ in model.named_parameters()} == set(want)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p, want[name], rtol=1e-5, atol=1e-6), name
 
 
 def test_a_device_without_its_backend_is_refused(tmp_path, tiny_args, monkeypatch):
@@ -85,25 +96,6 @@ def test_a_sharded_job_killed_mid_run_resumes_on_one_process(tmp_path, tiny_args
     trainer = Trainer(tiny_cfg("optimizer=adalomo", "trainer.max_steps=6"))
     uninterrupted = [trainer.train_step().item() for _ in range(6)]
     assert losses(second) == pytest.approx(uninterrupted, rel=1e-5)
-
-
-@pytest.mark.slow
-def test_a_sharded_job_saves_the_whole_model(tmp_path, tiny_args, tiny_cfg):
-    """2 processes, sharded, `save_model`: rank 0 writes model/ from every rank's shards, and
-    transformers loads it with the weights of one process trained on the same batches."""
-    from transformers import AutoModelForCausalLM
-
-    common = [*tiny_args, "optimizer.eps=1e-4", "trainer.max_steps=2"]
-    ablate(tmp_path, *common, "trainer.sharding=fsdp", "trainer.processes=2",
-           "trainer.batch_size=2", "trainer.save_model=true", f"hydra.run.dir={tmp_path}/run")
-    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
-    trainer = Trainer(tiny_cfg("optimizer.eps=1e-4", "trainer.max_steps=2"))
-    for _ in range(2):
-        trainer.train_step()
-    want = dict(trainer.model.named_parameters())
-    assert saved.state_dict().keys() == trainer.model.state_dict().keys()
-    for name, p in saved.named_parameters():
-        assert torch.allclose(p, want[name], rtol=1e-5, atol=1e-6), name
 
 
 def test_a_job_is_its_global_batch_whatever_computes_it(tiny_cfg):
