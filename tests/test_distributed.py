@@ -122,15 +122,9 @@ def assert_equal_results(results: dict, reference: dict) -> None:
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_cfg):
-    results, reference = two_and_one_process(tiny_cfg, OPTIMIZERS)
-    assert len(results) == len(reference) == 13 * 2 + 6 * 2 * 2 - 1
-    assert_equal_results(results, reference)
-
-
-@pytest.mark.slow
-def test_apollo_adam_mini_and_muon_on_two_processes_equal_one_process(tiny_cfg):
-    results, reference = two_and_one_process(tiny_cfg, NEW_OPTIMIZERS)
-    assert len(results) == len(reference) == 3 * 2 * 3
+    """Every optimizer and toggle preset, and issue 23's optimizers, in one launch."""
+    results, reference = two_and_one_process(tiny_cfg, {**OPTIMIZERS, **NEW_OPTIMIZERS})
+    assert len(results) == len(reference) == 13 * 2 + 6 * 2 * 2 - 1 + 3 * 2 * 3
     assert_equal_results(results, reference)
 
 
