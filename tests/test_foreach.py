@@ -9,9 +9,14 @@ import pytest
 import torch
 
 from ablate.fused import OptimizerInBackward, layer_of
-from ablate.optim import Adafactor, AdaLomo, AdamW, Lomo, SGD
+from ablate.optim import Adafactor, AdaLomo, AdamW, Apollo, GaLoreAdamW, Lomo, SGD
 
-SHAPES = [(6, 5), (5,), (3, 4, 2), (7, 3)]
+# GaLore and APOLLO project the 2-D `*_proj` weights (tall and wide), at rank 2 or 1, the
+# projectors made anew every 2 steps; the 4096-value moments of k_proj (projected) and of
+# embed are 8-bit with eight_bit.
+PARAMS = [("q_proj", (6, 5)), ("norm", (5,)), ("conv", (3, 4, 2)), ("up_proj", (3, 7)),
+          ("k_proj", (2048, 2)), ("embed", (64, 64))]
+PROJECTED = dict(lr=0.1, weight_decay=0.1, rank=2, update_proj_gap=2)
 OPTIMIZERS = [
     (AdamW, dict(lr=0.1, weight_decay=0.1)),
     (AdamW, dict(lr=0.1, adaptive_lr=False)),
@@ -25,17 +30,25 @@ OPTIMIZERS = [
     (AdaLomo, dict(lr=0.1, adaptive_lr=False)),
     (Adafactor, dict(lr=0.1, weight_decay=0.1)),
     (Adafactor, dict(lr=0.1, factored=False, relative_step=False, beta2=0.9)),
+    (GaLoreAdamW, PROJECTED),  # svd, one-sided (std)
+    (GaLoreAdamW, dict(PROJECTED, two_sided=True)),
+    (GaLoreAdamW, dict(PROJECTED, projection="none")),
+    (GaLoreAdamW, dict(PROJECTED, eight_bit=True)),
+    (GaLoreAdamW, dict(PROJECTED, projection="random", eps=1e-3)),
+    (Apollo, PROJECTED),  # channel-wise, random, limiter
+    (Apollo, dict(PROJECTED, rank=1, scale=128.0, scaling="tensor")),  # APOLLO-Mini
+    (Apollo, dict(PROJECTED, projection="svd", limiter=False)),
 ]
 
 
 def stepped(cls, options: dict, foreach: bool, dtype: torch.dtype) -> list[torch.Tensor]:
-    """Parameters of SHAPES after three steps on fixed gradients, the second with a
+    """Parameters of PARAMS after four steps on fixed gradients, the second with a
     parameter left out (its step count then lags: a bucket of its own)."""
     torch.manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(shape).to(dtype)) for shape in SHAPES]
-    opt = cls(params, **options)
+    params = [torch.nn.Parameter(torch.randn(shape).to(dtype)) for _, shape in PARAMS]
+    opt = cls([(name, p) for (name, _), p in zip(PARAMS, params)], **options)
     opt.foreach = foreach
-    for step in range(3):
+    for step in range(4):
         for i, p in enumerate(params):
             p.grad = None if (step, i) == (1, 2) else torch.randn(p.shape).to(dtype)
         opt.step()
@@ -45,13 +58,15 @@ def stepped(cls, options: dict, foreach: bool, dtype: torch.dtype) -> list[torch
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("cls, options", OPTIMIZERS,
                          ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(OPTIMIZERS)])
-def test_the_multi_tensor_update_equals_the_per_tensor_one_bit_for_bit(cls, options, dtype):
+def test_the_multi_tensor_update_equals_the_per_tensor_one_bit_for_bit(cls, options, dtype,
+                                                                        monkeypatch):
+    monkeypatch.setattr("ablate.optim.galore.CHUNK", 1000)  # slices cut and batched
     per_tensor = stepped(cls, options, False, dtype)
     multi = stepped(cls, options, True, dtype)
     for a, b in zip(per_tensor, multi):
         assert torch.equal(a, b)
     torch.manual_seed(0)
-    assert not torch.equal(per_tensor[0], torch.randn(SHAPES[0]).to(dtype))  # it stepped
+    assert not torch.equal(per_tensor[0], torch.randn(PARAMS[0][1]).to(dtype))  # it stepped
 
 
 class TwoLayers(torch.nn.Module):

@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from ..sharding import gather, is_sharded, local, my_rows, state_zeros, sum_over_shards
-from .base import Base, check_hyperparameters, named
-from .galore import (DEFAULT_TARGET_MODULES, check_projected, galore_adamw, projectors,
-                     split_by_target)
-from .precision import fp32_update
+from .base import Base, by_group, check_hyperparameters, name_of
+from .galore import (DEFAULT_TARGET_MODULES, adam_direction, adam_directions, check_projected,
+                     galore_adamw, galore_adamw_many, projectors, split_by_target)
+from .precision import fp32, fp32_update, fp32_updates
 
 PROJECTIONS = ("random", "svd", "none")
 SCALINGS = ("channel", "tensor")
@@ -73,6 +73,8 @@ class Apollo(Base):
     the limiter's norm of U are scalar sums over the ranks.
     """
 
+    foreach_shards = True  # update_many updates a shard of rows as _update does
+
     def __init__(self, params, lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, rank: int = 256,
                  update_proj_gap: int = 200, scale: float = 1.0, scaling: str = "channel",
@@ -105,8 +107,7 @@ class Apollo(Base):
                 if group["limiter"]:
                     state["limiter_norm"] = state_zeros(p, (), torch.float32, by_rows=False)
                 if group["projection"] == "random":
-                    name = next(n for n, q in named(group) if q is p)
-                    state["seed"] = zlib.crc32(f"{group['seed']}/{name}".encode())
+                    state["seed"] = zlib.crc32(f"{group['seed']}/{name_of(p, group)}".encode())
         return state
 
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
@@ -126,6 +127,20 @@ class Apollo(Base):
                                  beta1=beta1, beta2=beta2, eps=group["eps"],
                                  weight_decay=group["weight_decay"], sides=None, rank=0,
                                  update_proj_gap=1, scale=1.0, projection="none", seed=0)
+
+    def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
+        """Step 1 (the projector and its matmul) and the norms of steps 4 and 6 per tensor,
+        the rest for each bucket of entries in foreach ops; unprojected parameters as
+        `galore_adamw_many`."""
+        for bucket in by_group(entries, "step"):
+            params, groups, states = zip(*bucket)
+            group = groups[0]
+            with fp32_updates(params, states) as (p32s, states32):
+                grads = [fp32(local(p.grad)) for p in params]
+                if projected(group):
+                    apollo_many(p32s, grads, states32, group, params)
+                else:
+                    galore_adamw_many(p32s, grads, states32, group, None)
 
 
 def projected(group: dict) -> bool:
@@ -168,14 +183,12 @@ def random_projector(shape: tuple[int, int], rank: int, seed: int,
     return torch.randn(shape, generator=generator, device=device) / math.sqrt(rank)
 
 
-def apollo(param: Tensor, grad: Tensor, state: dict, *, lr: float, beta1: float,
-           beta2: float, eps: float, weight_decay: float, rank: int, update_proj_gap: int,
-           scale: float, scaling: str, projection: str, limiter: bool,
-           whole: Tensor | None = None) -> None:
-    """Steps 1-8 of the class docstring for one projected parameter, in place. `whole`: the
-    parameter, when `param` and `grad` are this rank's rows of a sharded one."""
-    rows, cols = grad.shape if whole is None else whole.shape
-    tall = rows >= cols
+def project(grad: Tensor, state: dict, *, rank: int, update_proj_gap: int, projection: str,
+            whole: Tensor | None = None) -> Tensor:
+    """Step 1 for one projected parameter: its projector made anew at a refresh step (read
+    off `state`, which keeps it), and R. `whole`: the parameter, when `grad` is this rank's
+    rows of a sharded one."""
+    tall = is_tall(grad, whole)
     if state["step"] % update_proj_gap == 0:
         shape = state["projector"].shape
         if projection == "random":
@@ -186,22 +199,39 @@ def apollo(param: Tensor, grad: Tensor, state: dict, *, lr: float, beta1: float,
             state["projector"] = Q if tall else P
     projector = state["projector"]
     if tall:
-        low = grad @ projector.t()
-    else:
-        low = sum_over_shards(whole, my_rows(whole, projector).t() @ grad)
-    by_rows = tall and is_sharded(whole)  # low, N: this rank's rows (else replicated)
-    state["step"] = step = state["step"] + 1
-    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    exp_avg.mul_(beta1).add_(low, alpha=1.0 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(low, low, value=1.0 - beta2)
-    normed = exp_avg / exp_avg_sq.sqrt().add_(eps)
+        return grad @ projector.t()
+    return sum_over_shards(whole, my_rows(whole, projector).t() @ grad)
+
+
+def is_tall(grad: Tensor, whole: Tensor | None) -> bool:
+    """Whether the parameter has at least as many rows as columns (then R = G Q^T)."""
+    rows, cols = grad.shape if whole is None else whole.shape
+    return rows >= cols
+
+
+def channel_norms(x: Tensor, scaling: str, whole: Tensor, tall: bool) -> Tensor:
+    """Step 4's norms of R or N (`x`), per channel or of the whole tensor (over the ranks
+    where `x` is this rank's rows of a tall sharded weight)."""
     if scaling == "channel":
-        dim = 1 if tall else 0
-        factor = torch.norm(normed, dim=dim) / (torch.norm(low, dim=dim) + TINY)
-        if tall:
-            factor = factor.unsqueeze(1)
-    else:
-        factor = norm(normed, whole, by_rows) / (norm(low, whole, by_rows) + TINY)
+        return torch.norm(x, dim=1 if tall else 0)
+    return norm(x, whole, tall and is_sharded(whole))
+
+
+def apollo(param: Tensor, grad: Tensor, state: dict, *, lr: float, beta1: float,
+           beta2: float, eps: float, weight_decay: float, rank: int, update_proj_gap: int,
+           scale: float, scaling: str, projection: str, limiter: bool,
+           whole: Tensor | None = None) -> None:
+    """Steps 1-8 of the class docstring for one projected parameter, in place. `whole`: the
+    parameter, when `param` and `grad` are this rank's rows of a sharded one."""
+    low = project(grad, state, rank=rank, update_proj_gap=update_proj_gap,
+                  projection=projection, whole=whole)
+    tall = is_tall(grad, whole)
+    state["step"] = step = state["step"] + 1
+    normed = adam_direction(state["exp_avg"], state["exp_avg_sq"], low, beta1, beta2, eps)
+    factor = (channel_norms(normed, scaling, whole, tall)
+              / (channel_norms(low, scaling, whole, tall) + TINY))
+    if scaling == "channel" and tall:
+        factor = factor.unsqueeze(1)
     update = grad * factor
     if limiter:
         norm_u = norm(update, whole, is_sharded(whole))
@@ -215,6 +245,49 @@ def apollo(param: Tensor, grad: Tensor, state: dict, *, lr: float, beta1: float,
     param.add_(update, alpha=-step_size)
     if weight_decay > 0.0:
         param.add_(param, alpha=-lr * weight_decay)
+
+
+def apollo_many(params: list[Tensor], grads: list[Tensor], states: list[dict], group: dict,
+                wholes: list[Tensor]) -> None:
+    """`apollo` on lists of fp32 tensors of one group with one step count, op for op: the
+    projections and norms per tensor, the elementwise steps in foreach ops."""
+    beta1, beta2 = group["betas"]
+    lr, scaling = group["lr"], group["scaling"]
+    lows = [project(grad, state, rank=group["rank"], update_proj_gap=group["update_proj_gap"],
+                    projection=group["projection"], whole=whole)
+            for grad, state, whole in zip(grads, states, wholes)]
+    talls = [is_tall(grad, whole) for grad, whole in zip(grads, wholes)]
+    step = states[0]["step"] + 1
+    for state in states:
+        state["step"] = step
+    normed = adam_directions([state["exp_avg"] for state in states],
+                             [state["exp_avg_sq"] for state in states], lows, beta1, beta2,
+                             group["eps"])
+    factors = [channel_norms(x, scaling, whole, tall)
+               for x, whole, tall in zip(normed, wholes, talls)]
+    low_norms = [channel_norms(x, scaling, whole, tall)
+                 for x, whole, tall in zip(lows, wholes, talls)]
+    torch._foreach_add_(low_norms, TINY)
+    torch._foreach_div_(factors, low_norms)
+    if scaling == "channel":
+        factors = [f.unsqueeze(1) if tall else f for f, tall in zip(factors, talls)]
+    updates = torch._foreach_mul(grads, factors)
+    if group["limiter"]:
+        norms_u = [norm(u, whole, is_sharded(whole)) for u, whole in zip(updates, wholes)]
+        if step > 1:
+            limits = torch._foreach_add([state["limiter_norm"] for state in states], TINY)
+            limits = torch._foreach_div(norms_u, limits)
+            torch._foreach_clamp_min_(limits, LIMIT)
+            torch._foreach_div_(limits, LIMIT)
+            torch._foreach_div_(updates, limits)
+            torch._foreach_div_(norms_u, limits)
+        for state, norm_u in zip(states, norms_u):
+            state["limiter_norm"] = norm_u
+    torch._foreach_mul_(updates, math.sqrt(group["scale"]))
+    step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    torch._foreach_add_(params, updates, alpha=-step_size)
+    if group["weight_decay"] > 0.0:
+        torch._foreach_add_(params, params, alpha=-lr * group["weight_decay"])
 
 
 def norm(x: Tensor, whole: Tensor | None, by_rows: bool) -> Tensor:

@@ -42,6 +42,11 @@ def named(group: dict):
     return zip(names, group["params"])
 
 
+def name_of(p: Tensor, group: dict) -> str:
+    """The name of `p` in its group (as `named` calls it)."""
+    return next(name for name, q in named(group) if q is p)
+
+
 class Base(Optimizer):
     """An optimizer here implements `_update(params)`, its update of the parameters that
     have a gradient, which `step()` calls after the closure; one that keeps state creates a

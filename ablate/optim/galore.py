@@ -7,13 +7,14 @@ from __future__ import annotations
 import functools
 import math
 import zlib
+from typing import Iterator
 
 import torch
 from torch import Tensor
 
 from ..sharding import gather, is_sharded, local, my_rows, state_zeros, sum_over_shards
-from .base import Base, check_hyperparameters, named
-from .precision import fp32_update
+from .base import Base, by_group, check_hyperparameters, name_of, named
+from .precision import fp32, fp32_update, fp32_updates
 
 # Module-name substrings whose 2-D weights are projected: LLaMA attention and MLP, and
 # GPT-2's Conv1D layers (stored transposed, in x out, which projection does not mind).
@@ -88,6 +89,8 @@ class GaLoreAdamW(Base):
     (`check_sharding` refuses other shapes).
     """
 
+    foreach_shards = True  # update_many updates a shard of rows as _update does
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, rank: int = 128,
                  update_proj_gap: int = 200, scale: float = 0.25, proj_type: str = "std",
@@ -147,6 +150,24 @@ class GaLoreAdamW(Base):
                              rank=group["rank"], update_proj_gap=group["update_proj_gap"],
                              scale=group["scale"], projection=group["projection"],
                              seed=group["seed"], whole=p)
+
+    def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
+        """Steps 1-2 and 6's back-projection per tensor (the svd and the matmuls), the rest
+        for each bucket of entries in foreach ops."""
+        for bucket in by_group(entries, "step"):
+            params, groups, states = zip(*bucket)
+            group = groups[0]
+            with fp32_updates(params, states) as (p32s, states32):
+                grads = [fp32(local(p.grad)) for p in params]
+                projectors = None
+                if projected(group):
+                    grads, lefts, rights = zip(*(project(
+                        grad, state, name=name_of(p, own), sides=sides(p.shape, group),
+                        rank=group["rank"], update_proj_gap=group["update_proj_gap"],
+                        projection=group["projection"], seed=group["seed"], whole=p)
+                        for p, own, state, grad in zip(params, groups, states32, grads)))
+                    projectors = list(zip(lefts, rights))
+                galore_adamw_many(p32s, list(grads), states32, group, projectors)
 
 
 def moment_shape(p: Tensor, group: dict) -> tuple[tuple[int, ...], bool]:
@@ -281,6 +302,41 @@ def projectors(grad: Tensor, rank: int, left: bool, right: bool, projection: str
     return compact(P) if left else None, compact(Q) if right else None
 
 
+def project(grad: Tensor, state: dict, *, name: str, sides: tuple[bool, bool], rank: int,
+            update_proj_gap: int, projection: str, seed: int, whole: Tensor | None = None
+            ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Steps 1-2 for one projected parameter: its projectors made anew at a refresh step
+    (read off `state`, which keeps them), and (R, P, Q), P this rank's rows of it. `whole`:
+    the parameter, when `grad` is this rank's rows of a sharded one."""
+    step = state["step"]
+    if step % update_proj_gap == 0:
+        key = f"{seed}/{name}/{step // update_proj_gap}"
+        matrix = grad
+        if is_sharded(whole):  # random: the shape alone
+            matrix = (grad.new_zeros(()).expand(whole.shape) if projection == "random"
+                      else gather(whole, grad))
+        P, Q = projectors(matrix, rank, *sides, projection, zlib.crc32(key.encode()))
+        for side, matrix in (("proj_left", P), ("proj_right", Q)):
+            if matrix is not None:
+                state[side] = matrix
+    P, Q = state.get("proj_left"), state.get("proj_right")
+    if P is not None:
+        P = my_rows(whole, P)
+        grad = sum_over_shards(whole, P.t() @ grad)
+    if Q is not None:
+        grad = grad @ Q.t()
+    return grad, P, Q
+
+
+def back_project(update: Tensor, P: Tensor | None, Q: Tensor | None) -> Tensor:
+    """Step 6's P N and/or N Q (without alpha)."""
+    if P is not None:
+        update = P @ update
+    if Q is not None:
+        update = update @ Q
+    return update
+
+
 def galore_adamw(param: Tensor, grad: Tensor, state: dict, *, name: str, lr: float,
                  beta1: float, beta2: float, eps: float, weight_decay: float,
                  sides: tuple[bool, bool] | None, rank: int, update_proj_gap: int, scale: float,
@@ -288,25 +344,11 @@ def galore_adamw(param: Tensor, grad: Tensor, state: dict, *, name: str, lr: flo
     """One step of the class docstring's algorithm for one parameter, in place; `sides`
     (left, right) says which sides are projected, None that the parameter is not. `whole`:
     the parameter, when `param` and `grad` are this rank's rows of a sharded one."""
-    step = state["step"]
     if sides is not None:
-        if step % update_proj_gap == 0:
-            key = f"{seed}/{name}/{step // update_proj_gap}"
-            matrix = grad
-            if is_sharded(whole):  # random: the shape alone
-                matrix = (grad.new_zeros(()).expand(whole.shape) if projection == "random"
-                          else gather(whole, grad))
-            P, Q = projectors(matrix, rank, *sides, projection, zlib.crc32(key.encode()))
-            for side, matrix in (("proj_left", P), ("proj_right", Q)):
-                if matrix is not None:
-                    state[side] = matrix
-        P, Q = state.get("proj_left"), state.get("proj_right")
-        if P is not None:
-            P = my_rows(whole, P)
-            grad = sum_over_shards(whole, P.t() @ grad)
-        if Q is not None:
-            grad = grad @ Q.t()
-    state["step"] = step = step + 1
+        grad, P, Q = project(grad, state, name=name, sides=sides, rank=rank,
+                             update_proj_gap=update_proj_gap, projection=projection, seed=seed,
+                             whole=whole)
+    state["step"] = step = state["step"] + 1
     step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
     exp_avg, exp_avg_sq = load_moments(state)
     if sides is None:
@@ -317,15 +359,57 @@ def galore_adamw(param: Tensor, grad: Tensor, state: dict, *, name: str, lr: flo
         for p, m, v, g in zip(*(t.split(size) for t in flat)):
             p.add_(adam_direction(m, v, g, beta1, beta2, eps), alpha=-step_size)
     else:
-        update = adam_direction(exp_avg, exp_avg_sq, grad, beta1, beta2, eps)
-        if P is not None:
-            update = P @ update
-        if Q is not None:
-            update = update @ Q
+        update = back_project(adam_direction(exp_avg, exp_avg_sq, grad, beta1, beta2, eps),
+                              P, Q)
         param.add_(update.mul_(scale), alpha=-step_size)
     store_moments(state, exp_avg, exp_avg_sq)
     if weight_decay > 0.0:
         param.add_(param, alpha=-lr * weight_decay)
+
+
+def galore_adamw_many(params: list[Tensor], grads: list[Tensor], states: list[dict],
+                      group: dict, projectors: list[tuple] | None) -> None:
+    """Steps 3-8 of `galore_adamw` on lists of fp32 tensors with one step count, op for op
+    in foreach ops: `grads` are R, and `projectors` each one's (P, Q) from `project` (None:
+    unprojected parameters, stepped in `galore_adamw`'s cache-sized slices, here in
+    batches of slices of several tensors, so that small ones share a call)."""
+    beta1, beta2 = group["betas"]
+    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+    step = states[0]["step"] + 1
+    for state in states:
+        state["step"] = step
+    step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    exp_avgs, exp_avg_sqs = map(list, zip(*(load_moments(state) for state in states)))
+    if projectors is None:
+        flat = [[t.view(-1) for t in tensors] for tensors in (params, exp_avgs, exp_avg_sqs)]
+        size = CHUNK if params[0].device.type == "cpu" else sum(p.numel() for p in params)
+        for p, m, v, g in batches([*flat, [g.reshape(-1) for g in grads]], size):
+            torch._foreach_add_(p, adam_directions(m, v, g, beta1, beta2, eps),
+                                alpha=-step_size)
+    else:
+        updates = [back_project(update, P, Q) for update, (P, Q) in zip(
+            adam_directions(exp_avgs, exp_avg_sqs, grads, beta1, beta2, eps), projectors)]
+        torch._foreach_mul_(updates, group["scale"])
+        torch._foreach_add_(params, updates, alpha=-step_size)
+    for state, exp_avg, exp_avg_sq in zip(states, exp_avgs, exp_avg_sqs):
+        store_moments(state, exp_avg, exp_avg_sq)
+    if weight_decay > 0.0:
+        torch._foreach_add_(params, params, alpha=-lr * weight_decay)
+
+
+def batches(columns: list[list[Tensor]], size: int) -> Iterator[list[list[Tensor]]]:
+    """Aligned slices of the flat tensors in `columns` (a parameter's in each), grouped
+    into batches of at most `size` values per column: a tensor longer than `size` is cut."""
+    batch, total = [], 0
+    for row in zip(*columns):
+        for piece in zip(*(t.split(size) for t in row)):
+            if batch and total + piece[0].numel() > size:
+                yield [list(column) for column in zip(*batch)]
+                batch, total = [], 0
+            batch.append(piece)
+            total += piece[0].numel()
+    if batch:
+        yield [list(column) for column in zip(*batch)]
 
 
 def adam_direction(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, beta1: float,
@@ -335,6 +419,18 @@ def adam_direction(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, beta1: flo
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
     denom = exp_avg_sq.sqrt().add_(eps)
     return torch.div(exp_avg, denom, out=denom)  # in place: one temporary, not two
+
+
+def adam_directions(exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor], grads: list[Tensor],
+                    beta1: float, beta2: float, eps: float) -> list[Tensor]:
+    """`adam_direction` on lists of tensors, op for op in foreach ops."""
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+    denoms = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denoms, eps)
+    return torch._foreach_div(exp_avgs, denoms)
 
 
 # ---------------------------------------------------------------- 8-bit moments
