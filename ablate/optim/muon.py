@@ -10,10 +10,10 @@ import torch
 from torch import Tensor
 
 from ..sharding import gather, local, my_rows
-from .adamw import adamw_update_
-from .base import Base, check_hyperparameters, named
+from .adamw import adamw_update_, adamw_update_many_
+from .base import Base, by_group, check_hyperparameters, named
 from .galore import DEFAULT_TARGET_MODULES, split_by_target
-from .precision import fp32_update
+from .precision import fp32, fp32_update, fp32_updates
 
 # Keller Jordan's quintic Newton-Schulz coefficients (torch.optim.Muon's defaults).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -62,6 +62,9 @@ class Muon(Base):
     and updates its rows of p; Newton-Schulz needs the whole matrix, so each step
     all-gathers U (step 2, the size of p), every rank orthogonalizes the same matrix the
     same way, and keeps its rows of X. The AdamW rest is elementwise: on the shard.
+
+    `update_many` (`trainer.foreach`): steps 1, 2 and 5 and the rest's AdamW in foreach ops,
+    steps 3-4 and 6 per matrix; sharded matrices take `_update` (its gathers).
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.95,
@@ -136,6 +139,32 @@ class Muon(Base):
                                   betas=group["adamw_betas"], eps=group["adamw_eps"],
                                   weight_decay=group["adamw_weight_decay"])
 
+    def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
+        muon = [entry for entry in entries if entry[1]["muon"]]
+        rest = [entry for entry in entries if not entry[1]["muon"]]
+        if rest:
+            torch._foreach_add_([state["step"] for _, _, state in rest], 1)
+        for bucket in by_group(muon):
+            params, groups, states = zip(*bucket)
+            group = groups[0]
+            with fp32_updates(params, states) as (p32s, states32):
+                muon_update_many_(p32s, [fp32(p.grad) for p in params],
+                                  [state["momentum_buffer"] for state in states32],
+                                  lr=group["lr"], momentum=group["momentum"],
+                                  nesterov=group["nesterov"], ns_steps=group["ns_steps"],
+                                  ns_coefficients=group["ns_coefficients"],
+                                  ns_dtype=group["ns_dtype"], eps=group["eps"],
+                                  weight_decay=group["weight_decay"],
+                                  adjust_lr_fn=group["adjust_lr_fn"])
+        for bucket in by_group(rest, "step"):
+            params, groups, states = zip(*bucket)
+            group = groups[0]
+            with fp32_updates(params, states) as (p32s, states32):
+                adamw_update_many_(p32s, [fp32(p.grad) for p in params], states32,
+                                   lr=group["lr"] * group["adamw_lr_ratio"],
+                                   betas=group["adamw_betas"], eps=group["adamw_eps"],
+                                   weight_decay=group["adamw_weight_decay"])
+
 
 def orthogonalize(update: Tensor, ns_coefficients: tuple[float, float, float],
                   ns_steps: int, ns_dtype: str, eps: float) -> Tensor:
@@ -172,3 +201,17 @@ def muon_update_(param: Tensor, grad: Tensor, buf: Tensor, *, lr: float, momentu
     param.mul_(1 - lr * weight_decay)
     shape = param.shape if whole is None else whole.shape
     param.add_(update, alpha=-adjusted_lr(lr, adjust_lr_fn, shape))
+
+
+def muon_update_many_(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], *,
+                      lr: float, momentum: float, nesterov: bool, ns_steps: int,
+                      ns_coefficients: tuple[float, float, float], ns_dtype: str, eps: float,
+                      weight_decay: float, adjust_lr_fn: str) -> None:
+    """`muon_update_` on lists of (unsharded) matrices: the elementwise steps in foreach
+    ops, op for op; the Newton-Schulz iteration and its lr per matrix."""
+    torch._foreach_lerp_(bufs, grads, 1 - momentum)
+    updates = torch._foreach_lerp(grads, bufs, momentum) if nesterov else bufs
+    torch._foreach_mul_(params, 1 - lr * weight_decay)
+    for param, update in zip(params, updates):
+        param.add_(orthogonalize(update, ns_coefficients, ns_steps, ns_dtype, eps),
+                   alpha=-adjusted_lr(lr, adjust_lr_fn, param.shape))
