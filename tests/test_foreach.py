@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ablate.fused import OptimizerInBackward, layer_of
-from ablate.optim import Adafactor, AdaLomo, AdamW, Lomo, SGD
+from ablate.optim import Adafactor, AdaLomo, AdamMini, AdamW, Lomo, Muon, SGD
 
-SHAPES = [(6, 5), (5,), (3, 4, 2), (7, 3)]
+SHAPES = [(6, 5), (5,), (3, 4, 2), (7, 3), (4, 6)]  # named p0, p1, ...
 OPTIMIZERS = [
     (AdamW, dict(lr=0.1, weight_decay=0.1)),
     (AdamW, dict(lr=0.1, adaptive_lr=False)),
@@ -25,7 +25,18 @@ OPTIMIZERS = [
     (AdaLomo, dict(lr=0.1, adaptive_lr=False)),
     (Adafactor, dict(lr=0.1, weight_decay=0.1)),
     (Adafactor, dict(lr=0.1, factored=False, relative_step=False, beta2=0.9)),
+    # Muon on the three matrices (tall and wide), AdamW on the rest
+    (Muon, dict(lr=0.1, weight_decay=0.1, muon_modules=["p0", "p3", "p4"],
+                adamw_weight_decay=0.1, adamw_lr_ratio=0.5)),
+    (Muon, dict(lr=0.1, nesterov=False, ns_dtype="float32", adjust_lr_fn="match_rms_adamw",
+                muon_modules=["p0", "p3", "p4"])),
+    (AdamMini, dict(lr=0.1, weight_decay=0.1, num_heads=5)),
+    (AdamMini, dict(lr=0.1, weight_decay=0.1, partition="tensor")),
 ]
+# Adam-mini's blocks are by name: SHAPES as a query (per head), a norm (one block, no
+# decay), a bias (Adam), a value and an embedding (per row).
+NAMES = {AdamMini: ["q_proj.weight", "norm.weight", "mlp.bias", "v_proj.weight",
+                    "embed_tokens.weight"]}
 
 
 def stepped(cls, options: dict, foreach: bool, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -33,7 +44,8 @@ def stepped(cls, options: dict, foreach: bool, dtype: torch.dtype) -> list[torch
     parameter left out (its step count then lags: a bucket of its own)."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(shape).to(dtype)) for shape in SHAPES]
-    opt = cls(params, **options)
+    names = NAMES.get(cls, [f"p{i}" for i in range(len(params))])
+    opt = cls(list(zip(names, params)), **options)
     opt.foreach = foreach
     for step in range(3):
         for i, p in enumerate(params):
@@ -73,8 +85,11 @@ class TwoLayers(torch.nn.Module):
         return self.head(x)
 
 
-@pytest.mark.parametrize("cls, options", [OPTIMIZERS[0], OPTIMIZERS[5], OPTIMIZERS[6]],
-                         ids=["AdamW", "AdaLomo", "AdaLomo-global"])
+@pytest.mark.parametrize("cls, options", [
+    OPTIMIZERS[0], OPTIMIZERS[5], OPTIMIZERS[6],
+    (Muon, dict(lr=0.1, weight_decay=0.1, muon_modules=["layers"])),  # AdamW: embed, head
+    (AdamMini, dict(lr=0.1, weight_decay=0.1)),  # per token, per tensor, Adam for biases
+], ids=["AdamW", "AdaLomo", "AdaLomo-global", "Muon", "AdamMini"])
 def test_fused_groups_equal_the_per_parameter_update_and_free_the_gradients(cls, options):
     """Grouped (foreach) against one update per parameter, fused, and the unfused step():
     the same parameters bit for bit after three steps; each group's update is one call."""
@@ -91,7 +106,7 @@ def test_fused_groups_equal_the_per_parameter_update_and_free_the_gradients(cls,
         model = TwoLayers()
         tokens = torch.randint(0, 11, (4, 5))
         if path == "unfused":
-            opt = cls(model.parameters(), **options)
+            opt = cls(model.named_parameters(), **options)
         else:
             opt = OptimizerInBackward(model.named_parameters(), lambda params: make(
                 params, path == "grouped"))
