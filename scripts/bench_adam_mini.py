@@ -22,4 +22,5 @@ def reference_optimizer(model: torch.nn.Module, cfg) -> Adam_mini:
 
 
 if __name__ == "__main__":
-    main(__doc__, ["adam_mini"], reference_optimizer, (AdamMini, "_update"), (Adam_mini, "step"))
+    main(__doc__, ["adam_mini"], reference_optimizer, (AdamMini, "update_many"),
+         (Adam_mini, "step"))

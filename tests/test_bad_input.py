@@ -334,6 +334,8 @@ ROWS = [
     ("ablate", ["optimizer=muon", "optimizer.ns_steps=0"], "ns_steps=0: must be in [1, 99]"),
     ("ablate", ["optimizer=muon", "optimizer.ns_coefficients=[1,2]"],
      "optimizer.ns_coefficients=[1.0, 2.0]: must be a list of 3 numbers"),
+    ("ablate", ["optimizer=muon", "optimizer.ns_dtype=float16"],
+     "expected one of [bfloat16, float32]"),
     ("ablate", ["optimizer=muon", "optimizer.momentum=1.0"], "momentum=1.0: must be in [0, 1)"),
     ("ablate", ["optimizer=muon", "optimizer.eps=-1"], "eps=-1.0: must be >= 0"),
     ("ablate", ["optimizer=muon", "optimizer.adjust_lr_fn=x"],

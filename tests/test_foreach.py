@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ablate.fused import OptimizerInBackward, layer_of
-from ablate.optim import Adafactor, AdaLomo, AdamW, Apollo, GaLoreAdamW, Lomo, SGD
+from ablate.optim import (Adafactor, AdaLomo, AdamMini, AdamW, Apollo, GaLoreAdamW, Lomo, Muon,
+                          SGD)
 
 # GaLore and APOLLO project the 2-D `*_proj` weights (tall and wide), at rank 2 or 1, the
 # projectors made anew every 2 steps; the 4096-value moments of k_proj (projected) and of
@@ -38,7 +39,18 @@ OPTIMIZERS = [
     (Apollo, PROJECTED),  # channel-wise, random, limiter
     (Apollo, dict(PROJECTED, rank=1, scale=128.0, scaling="tensor")),  # APOLLO-Mini
     (Apollo, dict(PROJECTED, projection="svd", limiter=False)),
+    # Muon on the three matrices (tall and wide), AdamW on the rest
+    (Muon, dict(lr=0.1, weight_decay=0.1, muon_modules=["q_proj", "up_proj", "k_proj"],
+                adamw_weight_decay=0.1, adamw_lr_ratio=0.5)),
+    (Muon, dict(lr=0.1, nesterov=False, ns_dtype="float32", adjust_lr_fn="match_rms_adamw",
+                muon_modules=["q_proj", "up_proj", "k_proj"])),
+    (AdamMini, dict(lr=0.1, weight_decay=0.1, num_heads=5)),
+    (AdamMini, dict(lr=0.1, weight_decay=0.1, partition="tensor")),
 ]
+# Adam-mini's blocks are by name: PARAMS as a query (per head), a norm (one block, no
+# decay), a bias (Adam), a value, an MLP weight and an embedding (per row).
+NAMES = {AdamMini: ["q_proj.weight", "norm.weight", "mlp.bias", "v_proj.weight",
+                    "up_proj.weight", "embed_tokens.weight"]}
 
 
 def stepped(cls, options: dict, foreach: bool, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -46,7 +58,8 @@ def stepped(cls, options: dict, foreach: bool, dtype: torch.dtype) -> list[torch
     parameter left out (its step count then lags: a bucket of its own)."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(shape).to(dtype)) for _, shape in PARAMS]
-    opt = cls([(name, p) for (name, _), p in zip(PARAMS, params)], **options)
+    names = NAMES.get(cls, [name for name, _ in PARAMS])
+    opt = cls(list(zip(names, params)), **options)
     opt.foreach = foreach
     for step in range(4):
         for i, p in enumerate(params):
@@ -88,8 +101,11 @@ class TwoLayers(torch.nn.Module):
         return self.head(x)
 
 
-@pytest.mark.parametrize("cls, options", [OPTIMIZERS[0], OPTIMIZERS[5], OPTIMIZERS[6]],
-                         ids=["AdamW", "AdaLomo", "AdaLomo-global"])
+@pytest.mark.parametrize("cls, options", [
+    OPTIMIZERS[0], OPTIMIZERS[5], OPTIMIZERS[6],
+    (Muon, dict(lr=0.1, weight_decay=0.1, muon_modules=["layers"])),  # AdamW: embed, head
+    (AdamMini, dict(lr=0.1, weight_decay=0.1)),  # per token, per tensor, Adam for biases
+], ids=["AdamW", "AdaLomo", "AdaLomo-global", "Muon", "AdamMini"])
 def test_fused_groups_equal_the_per_parameter_update_and_free_the_gradients(cls, options):
     """Grouped (foreach) against one update per parameter, fused, and the unfused step():
     the same parameters bit for bit after three steps; each group's update is one call."""
@@ -106,7 +122,7 @@ def test_fused_groups_equal_the_per_parameter_update_and_free_the_gradients(cls,
         model = TwoLayers()
         tokens = torch.randint(0, 11, (4, 5))
         if path == "unfused":
-            opt = cls(model.parameters(), **options)
+            opt = cls(model.named_parameters(), **options)
         else:
             opt = OptimizerInBackward(model.named_parameters(), lambda params: make(
                 params, path == "grouped"))

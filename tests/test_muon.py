@@ -20,7 +20,8 @@ MUON = ["optimizer=muon", "model.hidden_size=40", "model.num_heads=5",
 class TorchMuonAndAdamW:
     """torch.optim.Muon over the matrices Muon takes and torch.optim.AdamW over the rest,
     stepped one after the other; the trainer sets one lr for all groups, AdamW's groups get
-    it times the ratio."""
+    it times the ratio. With `ns_dtype=float32`, torch's Newton-Schulz function runs in
+    float32: its one cast, `Tensor.bfloat16()`, is made a float32 copy during its step."""
 
     def __init__(self, model, cfg):
         o = cfg.optimizer
@@ -36,12 +37,16 @@ class TorchMuonAndAdamW:
                                        eps=o.adamw_eps, weight_decay=o.adamw_weight_decay,
                                        foreach=False)
         self.ratio = o.adamw_lr_ratio
+        self.float32 = o.ns_dtype.value == "float32"
         self.param_groups = self.muon.param_groups + self.adamw.param_groups
 
     def step(self):
         for group in self.adamw.param_groups:
             group["lr"] *= self.ratio
-        self.muon.step()
+        with pytest.MonkeyPatch.context() as patch:
+            if self.float32:
+                patch.setattr(torch.Tensor, "bfloat16", lambda t: t.to(torch.float32, copy=True))
+            self.muon.step()
         self.adamw.step()
 
     def zero_grad(self, set_to_none=True):
@@ -53,7 +58,8 @@ class TorchMuonAndAdamW:
     ["model=llama_tiny"], ["model=gpt2_tiny"],
     ["model=llama_tiny", "toggles=no_nesterov", "optimizer.ns_steps=3",
      "optimizer.adjust_lr_fn=original"],
-    ["model=llama_tiny", "optimizer.muon_modules=[mlp]"],  # Muon on the MLP only
+    # Muon on the MLP only, its Newton-Schulz iteration in float32
+    ["model=llama_tiny", "optimizer.muon_modules=[mlp]", "optimizer.ns_dtype=float32"],
     # Unfused: the clipping coefficient computed as the reference's run computes it (fused,
     # its norm sums the gradients in another order: see the test below).
     ["model=llama_tiny", "trainer.clip_grad_norm=0.05", "toggles.fused_backward=false"],

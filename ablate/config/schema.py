@@ -184,11 +184,19 @@ class AdjustLr(Enum):
     match_rms_adamw = "match_rms_adamw"  # lr * 0.2 * sqrt(max(rows, cols)) (Moonshot's)
 
 
+class NsDtype(Enum):
+    """The dtype of Muon's Newton-Schulz iteration."""
+
+    bfloat16 = "bfloat16"  # torch.optim.Muon's
+    float32 = "float32"  # for CPUs, where bf16 matmuls are slow
+
+
 @dataclass
 class MuonConfig(OptimizerConfig):
     momentum: float = MISSING
     ns_steps: int = MISSING  # Newton-Schulz iterations
     ns_coefficients: Tuple[float, float, float] = MISSING  # (a, b, c)
+    ns_dtype: NsDtype = MISSING
     eps: float = MISSING  # floor of the norm the iteration's input is divided by
     weight_decay: float = MISSING
     adjust_lr_fn: AdjustLr = MISSING

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from ..sharding import is_sharded, local, rows, state_zeros, sum_over_shards
-from .base import Base, check_hyperparameters, named
-from .precision import fp32_update
+from .base import Base, by_group, check_hyperparameters, name_of, named
+from .precision import fp32, fp32_update, fp32_updates
 
 # The reference's name fragments (matched in the lower-cased parameter name), in the order
 # it tests them: biases first, then queries and keys, then the per-row blocks.
@@ -60,6 +60,10 @@ class AdamMini(Base):
     ranks. A head may span two ranks' rows, so each head's sum of g^2 is taken from every
     rank's row sums (an all-reduce of one number per row) and its v, one number per head,
     is replicated: the same on every rank.
+
+    The multi-tensor form (`update_many`) runs each step's ops in foreach calls, one per
+    kind of block (bit for bit as the per-tensor update); sharded parameters take the
+    per-tensor update (`foreach_shards` is off).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -102,17 +106,34 @@ class AdamMini(Base):
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         for name, p, group in params:
             beta1, beta2 = group["betas"]
-            decay = 0.0 if any(n in name.lower() for n in NO_DECAY_NAMES) \
-                else group["weight_decay"]
             with fp32_update(p, self.init_state(p, group)) as (p32, state32):
                 adam_mini(p32, local(p.grad).float(), state32, kind=block(name, p, group),
                           lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                          weight_decay=decay,
+                          weight_decay=decay(name, group),
                           head_size=head_size(p, group) if p.dim() == 2 else 0, whole=p)
 
+    def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
+        """One multi-tensor call per bucket of the same hyperparameters, step count, kind of
+        block and weight decay (sharded parameters take `_update`: `foreach_shards` is off)."""
+        named_entries = [(p, group, state, name_of(p, group)) for p, group, state in entries]
+        for bucket in by_group(named_entries, "step"):
+            kinds: dict[tuple, list] = {}
+            for p, group, state, name in bucket:
+                key = (block(name, p, group), decay(name, group))
+                kinds.setdefault(key, []).append((p, state))
+            group = bucket[0][1]
+            beta1, beta2 = group["betas"]
+            for (kind, weight_decay), pairs in kinds.items():
+                params, states = zip(*pairs)
+                with fp32_updates(params, states) as (p32s, states32):
+                    adam_mini_many(p32s, [fp32(p.grad) for p in params], states32, kind=kind,
+                                   lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                                   weight_decay=weight_decay)
 
-def name_of(p: Tensor, group: dict) -> str:
-    return next(name for name, q in named(group) if q is p)
+
+def decay(name: str, group: dict) -> float:
+    """The weight decay of the parameter `name`: none for norms and biases (step 1)."""
+    return 0.0 if any(n in name.lower() for n in NO_DECAY_NAMES) else group["weight_decay"]
 
 
 def block(name: str, p: Tensor, group: dict) -> str:
@@ -140,8 +161,10 @@ def adam_mini(param: Tensor, grad: Tensor, state: dict, *, kind: str, lr: float,
               beta1: float, beta2: float, eps: float, weight_decay: float,
               head_size: int, whole: Tensor | None = None) -> None:
     """Steps 1-4 of the class docstring for one parameter, in place, op for op as the
-    reference's branch for its kind of block. `whole`: the parameter, when `param`, `grad`
-    and the state are this rank's rows of a sharded one (class docstring)."""
+    reference's branch for its kind of block (bit for bit: Adam's m / sqrt(v) turns the
+    rounding of a gradient that is about 0, as a key's bias's, into a step of size lr).
+    `whole`: the parameter, when `param`, `grad` and the state are this rank's rows of a
+    sharded one (class docstring)."""
     if weight_decay > 0.0:
         param.mul_(1 - lr * weight_decay)
     state["step"] = step = state["step"] + 1
@@ -178,3 +201,41 @@ def adam_mini(param: Tensor, grad: Tensor, state: dict, *, kind: str, lr: float,
     update = (blocks * ((1 / bias_correction1) / h)).view(param.shape)
     update.mul_(lr)
     param.sub_(update)  # the reference adds -update: the same numbers, one temporary less
+
+
+def adam_mini_many(params: list[Tensor], grads: list[Tensor], states: list[dict], *, kind: str,
+                   lr: float, beta1: float, beta2: float, eps: float,
+                   weight_decay: float) -> None:
+    """`adam_mini` on lists of unsharded tensors with one step count and one kind of block,
+    op for op in foreach ops (so bit for bit)."""
+    if weight_decay > 0.0:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    step = states[0]["step"] + 1
+    for state in states:
+        state["step"] = step
+    ms = [state["m"] for state in states]
+    torch._foreach_lerp_(ms, grads, 1 - beta1)
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+    vs = [state["v" if kind == "adam" else "vmean"] for state in states]
+    torch._foreach_mul_(vs, beta2)
+    if kind == "adam":
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+    else:
+        squares = torch._foreach_mul(grads, grads)
+        means = [torch.sum(sq) / sq.numel() if kind == "tensor"
+                 else torch.mean(sq.view(v.shape[0], -1), dim=1, keepdim=True)
+                 for sq, v in zip(squares, vs)]
+        torch._foreach_add_(vs, means, alpha=1 - beta2)
+    hs = torch._foreach_sqrt(vs)
+    torch._foreach_div_(hs, bias_correction2_sqrt)
+    torch._foreach_add_(hs, eps)
+    if kind == "adam":
+        torch._foreach_addcdiv_(params, ms, hs, value=-lr / bias_correction1)
+        return
+    scales = torch._foreach_reciprocal(hs)  # (1 / bias_correction1) / h, as torch divides
+    torch._foreach_mul_(scales, 1 / bias_correction1)
+    blocks = ms if kind == "tensor" else [m.view(v.shape[0], -1) for m, v in zip(ms, vs)]
+    updates = torch._foreach_mul(blocks, scales)
+    torch._foreach_mul_(updates, lr)
+    torch._foreach_sub_(params, [u.view(p.shape) for u, p in zip(updates, params)])
