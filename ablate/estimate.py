@@ -23,13 +23,14 @@ figures hold for sizes no machine at hand can train. The terms, in bytes:
 
 Sharded (`trainer.sharding=fsdp` on `trainer.processes=N`), the figures are one rank's
 (rank 0's, which never holds fewer rows than another): its rows of every weight, of the
-gradients and of the state sharded by rows, the state that stays replicated whole
-(`kept_whole`); the largest unit's whole gradient twice (as autograd made it, and FSDP's flat
-copy that is reduce-scattered; in its backward, its gathered weight and its gradient); off
-the CPU also the decoder block FSDP prefetches and the previous unit's reduce-scatter input
-FSDP keeps; the largest matrix an update gathers whole (`gathered_bytes`); the activations
-of the rank's own batch. Replicated on N processes, the gradients' all-reduce buffers too
-(`bucket_bytes`; unfused, DDP's flat copy of every gradient).
+gradients and of the state sharded by rows; whole, the root's weights (outside every unit,
+gathered all step) and the state that stays replicated (`kept_whole`); the largest unit's
+whole gradient twice (as autograd made it, and FSDP's flat copy that is reduce-scattered;
+in its backward, its gathered weight and its gradient); off the CPU also the decoder block
+FSDP prefetches and the previous unit's reduce-scatter input FSDP keeps; the largest matrix
+an update gathers whole (`gathered_bytes`); the activations of the rank's own batch.
+Replicated on N processes, the gradients' all-reduce buffers too (`bucket_bytes`; unfused,
+DDP's flat copy of every gradient).
 
 `python -m ablate.estimate [--table] [--accounting galore] [overrides]`
 """
@@ -97,13 +98,17 @@ def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
     ranks = t.processes if t.sharding.value == "fsdp" else 1
     in_flight = 0  # replicated on several processes: the gradients' all-reduce buffers
     if ranks > 1:
-        largest = max(weight_bytes(unit, width) for unit in units(model))
+        # the root's parameters (outside every unit: the final norm; GPT-2's tied embedding
+        # and positions too), gathered from the forward's start to the backward's end
+        unit_bytes = [weight_bytes(unit, width) for unit in units(model)]
+        root = weight_bytes(model, width) - sum(unit_bytes)
+        largest = max(root, *unit_bytes)
         # Off the CPU (trainer.device auto or cuda), FSDP prefetches the next decoder block
         # in the backward and keeps a unit's reduce-scatter input until the next unit's
         # (sharding.shard does neither on CPU, where gloo's collectives are synchronous).
         gpu = t.device.value != "cpu"
         block = max(weight_bytes(unit, width) for unit in blocks(model))
-        params = sum(rank_rows(p, ranks) for p in model.parameters()) * width + (
+        params = sum(rank_rows(p, ranks) for p in model.parameters()) * width + root + (
             block if gpu else 0)
         state = rank_state_bytes(optimizer, ranks)
         # A unit's whole gradient and FSDP's flat copy of it, reduce-scattered (or, in its

@@ -188,6 +188,17 @@ def test_a_rank_holds_its_rows_of_sharded_state_and_replicated_state_whole(tiny_
         for p in model.parameters())
 
 
+def test_a_tied_embedding_is_gathered_whole_by_the_root_all_step(tiny_cfg):
+    """GPT-2 sharded over 2: its weights' halves, and whole what FSDP's root keeps gathered
+    from the forward's start to the backward's end: every parameter outside the decoder
+    blocks (the embedding, also the output layer, the positions, the final norm)."""
+    model = build_model(tiny_cfg("model=gpt2_tiny").model, "meta")
+    root = sum(p.numel() * 4 for name, p in model.named_parameters()
+               if not name.startswith("transformer.h."))
+    assert estimate(tiny_cfg("model=gpt2_tiny", *SHARDED)).weights == root + sum(
+        -(-p.shape[0] // 2) * (p.numel() // p.shape[0]) * 4 for p in model.parameters())
+
+
 def test_replicated_processes_count_the_flat_copies_of_gradients_they_all_reduce(tiny_cfg):
     """Fused: the largest bucket's flat copy, beside its gradients (buckets of one gradient
     each here: the largest, the embedding's); unfused, DDP's flat copy of every gradient."""
