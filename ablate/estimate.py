@@ -50,8 +50,8 @@ from .adapter import apply_adapter
 from .config.check import checked
 from .config.overrides import check_overrides
 from .config.variants import compose, expand
-from .errors import ConfigError, IncompatibleToggles, error_line
 from .distributed import BucketedAllReduce
+from .errors import ConfigError, IncompatibleToggles, error_line
 from .fused import OptimizerInBackward, layer_of
 from .memory import GB, optimizer_state_bytes
 from .models import build_model, shape
@@ -242,22 +242,25 @@ def rank_state_bytes(optimizer, ranks: int) -> int:
                if torch.is_tensor(value))
 
 
-def gathered_bytes(optimizer, width: int) -> int:
-    """The largest matrix an update all-gathers whole on a sharded job, one at a time: the
+def gathers(opt, p: torch.Tensor, group: dict) -> bool:
+    """Whether the update of `p` all-gathers a matrix of `p`'s size on a sharded job: the
     gradient GaLore's svd and pca projectors (at a refresh) and APOLLO's svd projector are
     taken from, Muon's update U (each step)."""
-    sizes = [0]
-    for opt in instances(optimizer):
-        for group in opt.param_groups:
-            for p in group["params"]:
-                state = opt.state[p]
-                if (isinstance(opt, galore.GaLoreAdamW) and group["projection"] in ("svd", "pca")
-                        and ("proj_left" in state or "proj_right" in state)
-                        or isinstance(opt, apollo.Apollo) and group["projection"] == "svd"
-                        and "projector" in state
-                        or isinstance(opt, Muon) and group["muon"]):
-                    sizes.append(p.numel() * width)
-    return max(sizes)
+    state = opt.state[p]
+    if isinstance(opt, galore.GaLoreAdamW):
+        return group["projection"] in ("svd", "pca") and ("proj_left" in state
+                                                          or "proj_right" in state)
+    if isinstance(opt, apollo.Apollo):
+        return group["projection"] == "svd" and "projector" in state
+    return isinstance(opt, Muon) and group["muon"]
+
+
+def gathered_bytes(optimizer, width: int) -> int:
+    """The largest matrix an update all-gathers whole on a sharded job (`gathers`), one at
+    a time."""
+    return max([0] + [p.numel() * width for opt in instances(optimizer)
+                      for group in opt.param_groups for p in group["params"]
+                      if gathers(opt, p, group)])
 
 
 def paper_state_bytes(optimizer) -> int:

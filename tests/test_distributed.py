@@ -95,7 +95,7 @@ def with_values(cfg, *assignments: str):
 
 
 def two_and_one_process(tiny_cfg, optimizers: dict, *two_only: str,
-                        keep=lambda name: True, save=None) -> tuple[dict, dict]:
+                        keep=lambda name: True, save=None) -> tuple[dict, dict, dict]:
     """Each case (those whose name `keep` keeps) on 2 processes (with `two_only` set) and
     on 1 (one thread, as each worker), and the 2-process configs; `save`:
     `dist_worker.train_all`'s, on 2 processes."""

@@ -54,8 +54,9 @@ def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg, tmp_path)
         save=(saved, str(tmp_path / "model")))
     assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1 + len(ONE_FORM)
     assert_equal_results(results, reference)
-    for name in [*ONE_CASE, "adalomo all fused=true batch"]:  # rank 0's shards, and the whole
-        assert results[name]["state"] == estimate(configs[name]).optimizer_state, name  # rest
+    # the estimate per rank: rank 0's rows of the state sharded by rows, the rest whole
+    for name in [*ONE_CASE, "adalomo all fused=true batch"]:
+        assert results[name]["state"] == estimate(configs[name]).optimizer_state, name
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     want = reference[saved]["params"]
     assert {name for name, _ in model.named_parameters()} == set(want)
