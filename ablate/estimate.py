@@ -21,12 +21,16 @@ figures hold for sizes no machine at hand can train. The terms, in bytes:
   all activations, the gradients alive at once) and, without a fused backward, the update
   (weights, state, every gradient; the activations are freed by then).
 
-Sharded (`trainer.sharding=fsdp` on `trainer.processes=N`), the figures are one rank's:
-weights, gradients and state over N, plus the units gathered whole at one time (the
-largest unit, and the decoder block prefetched beside it) and the largest unit's whole
-gradient twice (as autograd made it, and FSDP's flat copy of it that is reduce-scattered);
-the activations are those of the rank's own batch.
-AdaLomo's column statistics (O(n) a matrix) stay replicated and are counted over N too.
+Sharded (`trainer.sharding=fsdp` on `trainer.processes=N`), the figures are one rank's
+(rank 0's, which never holds fewer rows than another): its rows of every weight, of the
+gradients and of the state sharded by rows; whole, the root's weights (outside every unit,
+gathered all step) and the state that stays replicated (`kept_whole`); the largest unit's
+whole gradient twice (as autograd made it, and FSDP's flat copy that is reduce-scattered;
+in its backward, its gathered weight and its gradient); off the CPU also the decoder block
+FSDP prefetches and the previous unit's reduce-scatter input FSDP keeps; the largest matrix
+an update gathers whole (`gathered_bytes`); the activations of the rank's own batch.
+Replicated on N processes, the gradients' all-reduce buffers too (`bucket_bytes`; unfused,
+DDP's flat copy of every gradient).
 
 `python -m ablate.estimate [--table] [--accounting galore] [overrides]`
 """
@@ -46,12 +50,17 @@ from .adapter import apply_adapter
 from .config.check import checked
 from .config.overrides import check_overrides
 from .config.variants import compose, expand
+from .distributed import BucketedAllReduce
 from .errors import ConfigError, IncompatibleToggles, error_line
 from .fused import OptimizerInBackward, layer_of
 from .memory import GB, optimizer_state_bytes
 from .models import build_model, shape
+from .optim import adam_mini, apollo, galore
+from .optim.adafactor import Adafactor
+from .optim.adalomo import AdaLomo
 from .optim.base import Base
 from .optim.build import build_optimizer
+from .optim.muon import Muon
 from .sharding import blocks, units
 from .train import weight_dtype
 
@@ -87,18 +96,38 @@ def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
     gradients = gradient_bytes(model, width, not cfg.toggles.fused_backward or accumulating,
                                grouped)
     ranks = t.processes if t.sharding.value == "fsdp" else 1
+    in_flight = 0  # replicated on several processes: the gradients' all-reduce buffers
     if ranks > 1:
-        largest = max(weight_bytes(unit, width) for unit in units(model))
+        # the root's parameters (outside every unit: the final norm; GPT-2's tied embedding
+        # and positions too), gathered from the forward's start to the backward's end
+        unit_bytes = [weight_bytes(unit, width) for unit in units(model)]
+        root = weight_bytes(model, width) - sum(unit_bytes)
+        largest = max(root, *unit_bytes)
+        # Off the CPU (trainer.device auto or cuda), FSDP prefetches the next decoder block
+        # in the backward and keeps a unit's reduce-scatter input until the next unit's
+        # (sharding.shard does neither on CPU, where gloo's collectives are synchronous).
+        gpu = t.device.value != "cpu"
         block = max(weight_bytes(unit, width) for unit in blocks(model))
-        params, state = params // ranks + largest + block, state // ranks
-        gradients = gradients // ranks + 2 * largest  # whole, and its reduce-scatter input
+        params = sum(rank_rows(p, ranks) for p in model.parameters()) * width + root + (
+            block if gpu else 0)
+        state = rank_state_bytes(optimizer, ranks)
+        # A unit's whole gradient and FSDP's flat copy of it, reduce-scattered (or, in its
+        # backward, its weight gathered and its gradient); accumulating, FSDP keeps every
+        # unit's gradient whole until the last micro-batch. And the largest matrix an update
+        # gathers whole.
+        gradients = (gradients + largest if accumulating else gradients // ranks + 2 * largest) \
+            + (largest if gpu else 0) + gathered_bytes(optimizer, width)
+    elif t.processes > 1:
+        in_flight = (bucket_bytes(model, t.bucket_mb, width) if cfg.toggles.fused_backward
+                     else gradient_bytes(model, width, True))
+        gradients += in_flight
     activations = activation_bytes(shape(cfg.model), t.batch_size, t.seq_len, t.precision.value,
                                    t.activation_checkpointing, cfg.adapter)
     # Accumulated gradients are all alive in every backward but the first; else a backward
     # starts with only those alive at once (the previous step's were freed). Sharded, the
-    # output layer's whole gradient and its flat copy come first, beside every activation.
+    # largest unit's whole gradients (in the backward) are counted beside every activation.
     at_backward = activations + (gradients if accumulating or ranks > 1
-                                 else gradient_bytes(model, width, False, grouped))
+                                 else gradient_bytes(model, width, False, grouped) + in_flight)
     return Estimate(params, gradients, state, activations,
                     params + state + max(at_backward, gradients))
 
@@ -120,6 +149,15 @@ def weight_width(precision: str) -> int:
 
 def weight_bytes(model: torch.nn.Module, width: int) -> int:
     return sum(p.numel() for p in model.parameters()) * width
+
+
+def bucket_bytes(model: torch.nn.Module, bucket_mb: float, width: int) -> int:
+    """The largest flat copy of gradients a replicated fused backward all-reduces
+    (`distributed.BucketedAllReduce`'s buckets: about `bucket_mb`, or one larger gradient),
+    alive beside the gradients it copies. (Unfused, DDP keeps a flat copy of all of them.)"""
+    params = [p for p in model.parameters() if p.requires_grad]
+    buckets = BucketedAllReduce(params, int(bucket_mb * 2**20)).buckets
+    return max(sum(p.numel() for p in bucket) for bucket in buckets) * width
 
 
 def tied_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -152,15 +190,77 @@ def init_states(optimizer) -> None:
     """Every parameter's optimizer state, created by the optimizer as at its first step (on
     the meta device: shapes and dtypes, no memory). An optimizer class not built on
     `optim.base.Base` is not known here."""
-    inner = (optimizer.optimizers.values() if isinstance(optimizer, OptimizerInBackward)
-             else [optimizer])
-    for opt in inner:
+    for opt in instances(optimizer):
         if not isinstance(opt, Base):
             raise ConfigError(f"optimizer class {type(opt).__name__}: the estimator counts the "
                               "state of the optimizers in ablate.optim")
         for group in opt.param_groups:
             for p in group["params"]:
                 opt.init_state(p, group)
+
+
+def instances(optimizer) -> list:
+    """The optimizers of a fused backward (one per parameter), or the optimizer itself."""
+    return list(optimizer.optimizers.values()) if isinstance(optimizer, OptimizerInBackward) \
+        else [optimizer]
+
+
+def rank_rows(t: torch.Tensor, ranks: int) -> int:
+    """The values of rank 0's rows of `t` sharded by rows over `ranks` (FSDP's `Shard(0)`:
+    ceil(rows / N) each, so rank 0 has no fewer than another); all of a 0-d `t`."""
+    return -(-t.shape[0] // ranks) * (t.numel() // t.shape[0]) if t.dim() else t.numel()
+
+
+def kept_whole(opt, p: torch.Tensor, group: dict, key: str) -> bool:
+    """Whether every rank of a sharded job keeps the state tensor `key` of `p` whole rather
+    than its rows (README, "Sharding"; `sharding.state_zeros`' `by_rows=False`): AdaLomo's
+    and Adafactor's column statistics, GaLore's and APOLLO's projectors and the moments of
+    their left-projected weights, APOLLO's limiter norm, Adam-mini's v per head. A 0-d
+    tensor (a step count) is whole anyway."""
+    if isinstance(opt, AdaLomo):
+        return key == "exp_avg_sq_col"
+    if isinstance(opt, Adafactor):
+        return key == "col_var" and p.dim() == 2
+    if isinstance(opt, galore.GaLoreAdamW):
+        return key.startswith("proj_") or not galore.moment_shape(p, group)[1]
+    if isinstance(opt, apollo.Apollo):
+        wide = apollo.projected(group) and p.shape[0] < p.shape[1]
+        return key in ("projector", "limiter_norm") or wide
+    if isinstance(opt, adam_mini.AdamMini):
+        return key == "vmean" and adam_mini.block(adam_mini.name_of(p, group), p,
+                                                  group) == "head"
+    return False
+
+
+def rank_state_bytes(optimizer, ranks: int) -> int:
+    """Rank 0's optimizer state, sharded over `ranks` (`optimizer_state_gb` of a sharded
+    job): its rows of each state tensor sharded by rows, and each one kept whole."""
+    return sum((value.numel() if kept_whole(opt, p, group, key) else rank_rows(value, ranks))
+               * value.element_size()
+               for opt in instances(optimizer) for group in opt.param_groups
+               for p in group["params"] for key, value in opt.state[p].items()
+               if torch.is_tensor(value))
+
+
+def gathers(opt, p: torch.Tensor, group: dict) -> bool:
+    """Whether the update of `p` all-gathers a matrix of `p`'s size on a sharded job: the
+    gradient GaLore's svd and pca projectors (at a refresh) and APOLLO's svd projector are
+    taken from, Muon's update U (each step)."""
+    state = opt.state[p]
+    if isinstance(opt, galore.GaLoreAdamW):
+        return group["projection"] in ("svd", "pca") and ("proj_left" in state
+                                                          or "proj_right" in state)
+    if isinstance(opt, apollo.Apollo):
+        return group["projection"] == "svd" and "projector" in state
+    return isinstance(opt, Muon) and group["muon"]
+
+
+def gathered_bytes(optimizer, width: int) -> int:
+    """The largest matrix an update all-gathers whole on a sharded job (`gathers`), one at
+    a time."""
+    return max([0] + [p.numel() * width for opt in instances(optimizer)
+                      for group in opt.param_groups for p in group["params"]
+                      if gathers(opt, p, group)])
 
 
 def paper_state_bytes(optimizer) -> int:

@@ -10,11 +10,13 @@ import torch
 
 def train_all(configs: dict, steps: int, save: tuple[str, str] | None = None
               ) -> dict[str, dict[str, torch.Tensor]]:
-    """Each config trained `steps` steps on this rank; its parameters and losses. `save`:
+    """Each config trained `steps` steps on this rank; its parameters, losses and optimizer
+    state's bytes (this rank's shards, if sharded). `save`:
     (a config's name, a folder): that model is then saved there as a job saves it (sharded,
     every rank gives its shards and rank 0 writes)."""
     import gc
 
+    from ablate.memory import optimizer_state_bytes
     from ablate.train import Trainer
 
     gc.freeze()  # each Trainer's reset_peak collects garbage: not the imports' objects again
@@ -23,7 +25,8 @@ def train_all(configs: dict, steps: int, save: tuple[str, str] | None = None
         trainer = Trainer(cfg)
         losses = [trainer.train_step().item() for _ in range(steps)]
         out[name] = {"params": {n: whole(p.detach()).clone() for n, p in
-                                trainer.model.named_parameters()}, "losses": losses}
+                                trainer.model.named_parameters()}, "losses": losses,
+                     "state": optimizer_state_bytes(trainer.optimizer)}
         if save is not None and save[0] == name:
             trainer.save_model(None if trainer.world.rank else Path(save[1]))
         if trainer.fused:

@@ -192,7 +192,7 @@ BASELINES = {
 
 @pytest.mark.slow
 def test_baselines_on_two_processes_equal_one_process(tiny_cfg):
-    results, reference = two_and_one_process(tiny_cfg, BASELINES)
+    results, reference, _ = two_and_one_process(tiny_cfg, BASELINES)
     assert len(results) == len(reference) == len(BASELINES) * 2
     assert_equal_results(results, reference)
 

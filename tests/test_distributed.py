@@ -95,15 +95,16 @@ def with_values(cfg, *assignments: str):
 
 
 def two_and_one_process(tiny_cfg, optimizers: dict, *two_only: str,
-                        keep=lambda name: True, save=None) -> tuple[dict, dict]:
+                        keep=lambda name: True, save=None) -> tuple[dict, dict, dict]:
     """Each case (those whose name `keep` keeps) on 2 processes (with `two_only` set) and
-    on 1 (one thread, as each worker); `save`: `dist_worker.train_all`'s, on 2 processes."""
+    on 1 (one thread, as each worker), and the 2-process configs; `save`:
+    `dist_worker.train_all`'s, on 2 processes."""
     two_process, one_process = {}, {}
     for name, two, one in cases(tiny_cfg, optimizers, *two_only):
         if keep(name):
             two_process[name], one_process[name] = two, one
     return (distributed.launch(2, dist_worker.train_all, (two_process, STEPS, save)),
-            dist_worker.train_all(one_process, STEPS))
+            dist_worker.train_all(one_process, STEPS), two_process)
 
 
 def assert_equal_results(results: dict, reference: dict) -> None:
@@ -123,7 +124,7 @@ def assert_equal_results(results: dict, reference: dict) -> None:
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_cfg):
     """Every optimizer and toggle preset, and issue 23's optimizers, in one launch."""
-    results, reference = two_and_one_process(tiny_cfg, {**OPTIMIZERS, **NEW_OPTIMIZERS})
+    results, reference, _ = two_and_one_process(tiny_cfg, {**OPTIMIZERS, **NEW_OPTIMIZERS})
     assert len(results) == len(reference) == 13 * 2 + 6 * 2 * 2 - 1 + 3 * 2 * 3
     assert_equal_results(results, reference)
 

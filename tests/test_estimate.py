@@ -169,6 +169,60 @@ def test_unfused_gradients_are_all_of_them(tiny_cfg):
     assert estimate(cfg).gradients == weight_bytes(build_model(cfg.model, "meta"), 4)
 
 
+# The tiny model (conftest.TINY), fp32: embedding and output layer 512 x 64 (the largest
+# gradients), a decoder block (the largest unit: 4 x 64 x 64, 3 x 128 x 64, 2 norms of 64),
+# its largest matrices (gate, up, down) 128 x 64.
+EMBEDDING, BLOCK, MLP = 512 * 64 * 4, (4 * 64 * 64 + 3 * 128 * 64 + 2 * 64) * 4, 128 * 64 * 4
+SHARDED = ["trainer.processes=2", "trainer.sharding=fsdp"]
+
+
+def test_a_rank_holds_its_rows_of_sharded_state_and_replicated_state_whole(tiny_cfg):
+    """AdaLomo over 3 ranks: rank 0's ceil(rows / 3) rows of each row statistic and of
+    each 1-D parameter's second moment, and each matrix's column statistics whole (n
+    numbers, replicated). tests/test_sharding.py compares every optimizer's with the state
+    a sharded run holds."""
+    model, ranks = build_model(tiny_cfg().model, "meta"), 3
+    cfg = tiny_cfg("optimizer=adalomo", f"trainer.processes={ranks}", "trainer.sharding=fsdp")
+    assert estimate(cfg).optimizer_state == sum(
+        4 * (-(-p.shape[0] // ranks) + (p.shape[1] if p.dim() == 2 else 0))
+        for p in model.parameters())
+
+
+def test_a_tied_embedding_is_gathered_whole_by_the_root_all_step(tiny_cfg):
+    """GPT-2 sharded over 2: its weights' halves, and whole what FSDP's root keeps gathered
+    from the forward's start to the backward's end: every parameter outside the decoder
+    blocks (the embedding, also the output layer, the positions, the final norm)."""
+    model = build_model(tiny_cfg("model=gpt2_tiny").model, "meta")
+    root = sum(p.numel() * 4 for name, p in model.named_parameters()
+               if not name.startswith("transformer.h."))
+    assert estimate(tiny_cfg("model=gpt2_tiny", *SHARDED)).weights == root + sum(
+        -(-p.shape[0] // 2) * (p.numel() // p.shape[0]) * 4 for p in model.parameters())
+
+
+def test_replicated_processes_count_the_flat_copies_of_gradients_they_all_reduce(tiny_cfg):
+    """Fused: the largest bucket's flat copy, beside its gradients (buckets of one gradient
+    each here: the largest, the embedding's); unfused, DDP's flat copy of every gradient."""
+    fused = estimate(tiny_cfg()).gradients
+    assert estimate(tiny_cfg("trainer.processes=2", "trainer.bucket_mb=0.001")
+                    ).gradients == fused + EMBEDDING
+    unfused = estimate(tiny_cfg("toggles.fused_backward=false")).gradients
+    assert estimate(tiny_cfg("toggles.fused_backward=false", "trainer.processes=2")
+                    ).gradients == 2 * unfused
+
+
+@pytest.mark.parametrize("optimizer,gathered", [
+    (["optimizer=muon"], MLP),  # its update U, each step
+    (["optimizer=galore_adamw", "optimizer.rank=8"], MLP),  # svd's gradient, at a refresh
+    (["optimizer=galore_adamw", "optimizer.rank=8", "toggles=random_proj"], 0)], ids=str)
+def test_sharded_gradients_are_shards_a_unit_whole_twice_and_a_gathered_matrix(
+        tiny_cfg, optimizer, gathered):
+    """Sharded over 2 (fused): the fused gradient's shard, the largest unit's whole gradient
+    and FSDP's flat copy of it, and the largest matrix an update gathers whole."""
+    one = estimate(tiny_cfg(*optimizer)).gradients
+    assert estimate(tiny_cfg(*optimizer, *SHARDED)).gradients == (
+        one // 2 + 2 * BLOCK + gathered)
+
+
 @pytest.mark.parametrize("name,params_b", [("llama_13b", 13.0), ("llama_30b", 32.5),
                                             ("llama_65b", 65.3)])
 def test_llama_1_sizes_build_on_meta(name, params_b):

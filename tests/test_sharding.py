@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from ablate.estimate import estimate
 from ablate.train import Trainer
 from conftest import ablate, losses, run_in_process
 from test_baselines import BASELINES
@@ -47,12 +48,15 @@ def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg, tmp_path)
     from transformers import AutoModelForCausalLM
 
     saved = "adamw fused=true batch"
-    results, reference = two_and_one_process(
+    results, reference, configs = two_and_one_process(
         tiny_cfg, {**SHARDED, **ONE_FORM}, "trainer.sharding=fsdp",
         keep=lambda name: name.split(" fused=")[0] in SHARDED or name in ONE_CASE,
         save=(saved, str(tmp_path / "model")))
     assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1 + len(ONE_FORM)
     assert_equal_results(results, reference)
+    # the estimate per rank: rank 0's rows of the state sharded by rows, the rest whole
+    for name in [*ONE_CASE, "adalomo all fused=true batch"]:
+        assert results[name]["state"] == estimate(configs[name]).optimizer_state, name
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     want = reference[saved]["params"]
     assert {name for name, _ in model.named_parameters()} == set(want)
