@@ -1,5 +1,6 @@
-"""The commands a researcher types, from an unrelated directory: each test starts the real
-command as a subprocess; steps around it run the same entry functions in this process."""
+"""The commands a researcher types, from an unrelated directory: the real command as a
+subprocess where the process is part of what a test checks; other steps run the same entry
+functions in this process."""
 
 from __future__ import annotations
 
@@ -78,8 +79,9 @@ def test_bad_value_fails_with_one_clear_line(tmp_path, override, expected):
 
 
 def test_big_model_composes(tmp_path):
-    result = ablate(tmp_path, "model=llama_1b", "--cfg", "job")
-    assert "hidden_size: 2048" in result.stdout and "num_layers: 24" in result.stdout
+    code, out, err = run_in_process(tmp_path, "model=llama_1b", "--cfg", "job")
+    assert code == 0, err
+    assert "hidden_size: 2048" in out and "num_layers: 24" in out
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""One job on 2 gloo processes equals one process on the same global batch; a failed rank
-ends the job; a killed 2-process job resumes. Each test starts one 2-process launch."""
+"""One job on 2 gloo processes equals one process on the same global batch (its cases here,
+compared in tests/test_sharding.py's one 2-process launch with the sharded ones); a failed
+rank ends the job; a killed 2-process job resumes."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import dist_worker
-from ablate import distributed
 from ablate.config.variants import parse_assignment
 from ablate.train import Trainer
 from conftest import ablate, losses, run_in_process
@@ -94,19 +93,6 @@ def with_values(cfg, *assignments: str):
     return cfg
 
 
-def two_and_one_process(tiny_cfg, optimizers: dict, *two_only: str,
-                        keep=lambda name: True, save=None) -> tuple[dict, dict, dict]:
-    """Each case (those whose name `keep` keeps) on 2 processes (with `two_only` set) and
-    on 1 (one thread, as each worker), and the 2-process configs; `save`:
-    `dist_worker.train_all`'s, on 2 processes."""
-    two_process, one_process = {}, {}
-    for name, two, one in cases(tiny_cfg, optimizers, *two_only):
-        if keep(name):
-            two_process[name], one_process[name] = two, one
-    return (distributed.launch(2, dist_worker.train_all, (two_process, STEPS, save)),
-            dist_worker.train_all(one_process, STEPS), two_process)
-
-
 def assert_equal_results(results: dict, reference: dict) -> None:
     unequal = []
     for name, got in results.items():
@@ -119,14 +105,6 @@ def assert_equal_results(results: dict, reference: dict) -> None:
                 error = (value - want["params"][param]).abs().max().item()
                 unequal.append(f"{name}: {param} differs by up to {error:.2g}")
     assert not unequal, "\n".join(unequal)
-
-
-@pytest.mark.slow
-def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_cfg):
-    """Every optimizer and toggle preset, and issue 23's optimizers, in one launch."""
-    results, reference, _ = two_and_one_process(tiny_cfg, {**OPTIMIZERS, **NEW_OPTIMIZERS})
-    assert len(results) == len(reference) == 13 * 2 + 6 * 2 * 2 - 1 + 3 * 2 * 3
-    assert_equal_results(results, reference)
 
 
 FAULT = '''

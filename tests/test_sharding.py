@@ -1,6 +1,8 @@
 """`trainer.sharding=fsdp` on 2 gloo processes equals one process on the same global batch,
-for every optimizer and toggle preset, fused and unfused, with accumulation and clipping:
-all cases in one 2-process launch."""
+for every optimizer and toggle preset, fused and unfused, with accumulation and clipping;
+and so does every job replicated on 2 processes (tests/test_distributed.py's cases and
+tests/test_baselines.py's): all cases in one 2-process launch, against one one-process run
+of each distinct case (a sharded case and its replicated twin share it)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import sys
 import pytest
 import torch
 
+import dist_worker
+from ablate import distributed
 from ablate.estimate import estimate
 from ablate.train import Trainer
 from conftest import ablate, losses, run_in_process
 from test_baselines import BASELINES
-from test_distributed import (FAULT, NEW_OPTIMIZERS, OPTIMIZERS, assert_equal_results,
-                              two_and_one_process)
+from test_distributed import (FAULT, NEW_OPTIMIZERS, OPTIMIZERS, STEPS, assert_equal_results,
+                              cases, with_values)
 
 # Elementwise (or AdaLomo's sums): every case of tests/test_distributed.py.
 SHARDED = {name: args for name, args in OPTIMIZERS.items() if not name.startswith("galore")}
@@ -42,21 +46,34 @@ ONE_CASE = {f"{name} fused={('false', 'true')[i % 2]} batch" for i, name in enum
 
 
 @pytest.mark.slow
-def test_sharded_equals_one_process_on_the_same_global_batch(tiny_cfg, tmp_path):
+def test_replicated_and_sharded_equal_one_process_on_the_same_global_batch(tiny_cfg, tmp_path):
     """Also `trainer.save_model` sharded: rank 0 writes model/ from every rank's shards, and
     transformers loads it with the weights of one process trained on the same batches."""
     from transformers import AutoModelForCausalLM
 
+    replicated = {**OPTIMIZERS, **NEW_OPTIMIZERS, **BASELINES}
+    two_process, one_process = {}, {}
+    for name, two, one in cases(tiny_cfg, {**replicated, **ONE_FORM}):
+        optimizer = name.split(" fused=")[0]
+        if optimizer in replicated:
+            two_process[f"replicated {name}"] = two
+        if optimizer in SHARDED or name in ONE_CASE:
+            two_process[f"sharded {name}"] = with_values(two, "trainer.sharding=fsdp")
+        if optimizer in replicated or name in ONE_CASE:
+            one_process[name] = one
     saved = "adamw fused=true batch"
-    results, reference, configs = two_and_one_process(
-        tiny_cfg, {**SHARDED, **ONE_FORM}, "trainer.sharding=fsdp",
-        keep=lambda name: name.split(" fused=")[0] in SHARDED or name in ONE_CASE,
-        save=(saved, str(tmp_path / "model")))
-    assert len(results) == len(reference) == 8 * 2 + 5 * 2 * 2 - 1 + len(ONE_FORM)
-    assert_equal_results(results, reference)
+    results = distributed.launch(2, dist_worker.train_all, (
+        two_process, STEPS, (f"sharded {saved}", str(tmp_path / "model"))))
+    reference = dist_worker.train_all(one_process, STEPS)  # one thread, as each worker
+    replicated_cases = 13 * 2 + 6 * 2 * 2 - 1 + 3 * 2 * 3 + len(BASELINES) * 2
+    sharded_cases = 8 * 2 + 5 * 2 * 2 - 1 + len(ONE_FORM)
+    assert len(results) == replicated_cases + sharded_cases
+    assert len(reference) == replicated_cases + 3  # APOLLO-Mini, Adam-mini's head, low_rank
+    assert_equal_results(results, {name: reference[name.partition(" ")[2]] for name in results})
     # the estimate per rank: rank 0's rows of the state sharded by rows, the rest whole
     for name in [*ONE_CASE, "adalomo all fused=true batch"]:
-        assert results[name]["state"] == estimate(configs[name]).optimizer_state, name
+        got = results[f"sharded {name}"]["state"]
+        assert got == estimate(two_process[f"sharded {name}"]).optimizer_state, name
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     want = reference[saved]["params"]
     assert {name for name, _ in model.named_parameters()} == set(want)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import OmegaConf
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
 
 from ablate.config.check import check
 from ablate.config.identity import config_hash
@@ -160,21 +163,32 @@ def presets(names) -> list:
             for name in sorted(names)]
 
 
+@functools.cache
+def composed_groups(overrides: tuple[str, ...]) -> DictConfig:
+    return compose(list(overrides))
+
+
+def composed(preset: str, *assignments: str) -> DictConfig:
+    """`compose(["+ablation=PRESET", *assignments])`, made as Hydra makes it: the group
+    choices (`optimizer=sgd`) composed, each set of them once per process (Hydra composes
+    slowly), then the values (`optimizer.rank=4`) set on a copy by the step Hydra itself
+    runs after composing, in their order."""
+    groups = tuple(a for a in assignments if (CONF / a.partition("=")[0]).is_dir())
+    cfg = composed_groups((f"+ablation={preset}", *groups)).copy()
+    values = [a for a in assignments if a not in groups]
+    ConfigLoaderImpl._apply_overrides_to_config(OverridesParser.create().parse_overrides(values),
+                                                cfg)
+    return cfg
+
+
 @pytest.mark.parametrize("preset", presets(p.stem for p in CONF.glob("ablation/*.yaml")))
 def test_every_preset_expands_to_jobs_that_pass_the_config_check(preset):
     body = yaml.safe_load((CONF / "ablation" / f"{preset}.yaml").read_text())
     expanded = jobs(body)
     assert len(expanded) == len({tuple(job) for job in expanded}) >= 6  # >= 2 variants x 3 seeds
-    baselines, composed = 0, {}
+    baselines = 0
     for job in expanded:
-        # Hydra composes slowly: a variant's jobs differ only in the seed, set on a copy.
-        (seed,) = [a for a in job if a.startswith("trainer.seed=")]
-        rest = tuple(a for a in job if a != seed)
-        if rest not in composed:
-            composed[rest] = compose([f"+ablation={preset}", *rest])
-        cfg = composed[rest].copy()
-        OmegaConf.update(cfg, "trainer.seed", int(seed.partition("=")[2]), merge=False)
-        cfg = apply_variant(typed(cfg))
+        cfg = apply_variant(typed(composed(preset, *job)))
         check(cfg)
         baselines += bool(is_baseline(cfg))
     assert baselines == 3  # the unablated variant, once per seed
@@ -188,14 +202,10 @@ def test_every_variant_applied_equals_its_assignments_composed_by_hydra(preset):
     may pick another optimizer) is the config Hydra composes from the same assignments."""
     variants = yaml.safe_load((CONF / "ablation" / f"{preset}.yaml").read_text())["ablation"][
         "variants"]
-    preset_only = compose([f"+ablation={preset}"])  # Hydra composes slowly: the variant
-    for name, assignments in variants.items():  # (a plain value) is set on a copy of it
-        chosen = preset_only.copy()
-        OmegaConf.update(chosen, "ablation.variant", name, merge=False)
-        applied = apply_variant(typed(chosen))
-        composed = typed(compose([f"+ablation={preset}", f"ablation.variant={name}",
-                                  *assignments]))
-        assert config_hash(applied) == config_hash(composed), name
+    for name, assignments in variants.items():
+        applied = apply_variant(typed(composed(preset, f"ablation.variant={name}")))
+        hydra = typed(composed(preset, f"ablation.variant={name}", *assignments))
+        assert config_hash(applied) == config_hash(hydra), name
 
 
 @pytest.mark.parametrize("extra, allowed", [
