@@ -23,12 +23,12 @@ figures hold for sizes no machine at hand can train. The terms, in bytes:
 
 Sharded (`trainer.sharding=fsdp` on `trainer.processes=N`), the figures are one rank's
 (rank 0's, which never holds fewer rows than another): its rows of every weight, of the
-gradients and of the state sharded by rows; whole, the root's weights (outside every unit,
-gathered all step) and the state that stays replicated (`kept_whole`); the largest unit's
-whole gradient twice (as autograd made it, and FSDP's flat copy that is reduce-scattered;
+gradients and of the state sharded by rows; whole, the root's weights (outside every
+unit, gathered all step) and the state that stays replicated (`Base.kept_whole`); the
+largest unit's whole gradient twice (as autograd made it, and FSDP's flat copy that is reduce-scattered;
 in its backward, its gathered weight and its gradient); off the CPU also the decoder block
 FSDP prefetches and the previous unit's reduce-scatter input FSDP keeps; the largest matrix
-an update gathers whole (`gathered_bytes`); the activations of the rank's own batch.
+an update gathers whole (`Base.gathers`); the activations of the rank's own batch.
 Replicated on N processes, the gradients' all-reduce buffers too (`bucket_bytes`; unfused,
 DDP's flat copy of every gradient).
 
@@ -55,12 +55,8 @@ from .errors import ConfigError, IncompatibleToggles, error_line
 from .fused import OptimizerInBackward, layer_of
 from .memory import GB, optimizer_state_bytes
 from .models import build_model, shape
-from .optim import adam_mini, apollo, galore
-from .optim.adafactor import Adafactor
-from .optim.adalomo import AdaLomo
 from .optim.base import Base
 from .optim.build import build_optimizer
-from .optim.muon import Muon
 from .sharding import blocks, units
 from .train import weight_dtype
 
@@ -211,56 +207,23 @@ def rank_rows(t: torch.Tensor, ranks: int) -> int:
     return -(-t.shape[0] // ranks) * (t.numel() // t.shape[0]) if t.dim() else t.numel()
 
 
-def kept_whole(opt, p: torch.Tensor, group: dict, key: str) -> bool:
-    """Whether every rank of a sharded job keeps the state tensor `key` of `p` whole rather
-    than its rows (README, "Sharding"; `sharding.state_zeros`' `by_rows=False`): AdaLomo's
-    and Adafactor's column statistics, GaLore's and APOLLO's projectors and the moments of
-    their left-projected weights, APOLLO's limiter norm, Adam-mini's v per head. A 0-d
-    tensor (a step count) is whole anyway."""
-    if isinstance(opt, AdaLomo):
-        return key == "exp_avg_sq_col"
-    if isinstance(opt, Adafactor):
-        return key == "col_var" and p.dim() == 2
-    if isinstance(opt, galore.GaLoreAdamW):
-        return key.startswith("proj_") or not galore.moment_shape(p, group)[1]
-    if isinstance(opt, apollo.Apollo):
-        wide = apollo.projected(group) and p.shape[0] < p.shape[1]
-        return key in ("projector", "limiter_norm") or wide
-    if isinstance(opt, adam_mini.AdamMini):
-        return key == "vmean" and adam_mini.block(adam_mini.name_of(p, group), p,
-                                                  group) == "head"
-    return False
-
-
 def rank_state_bytes(optimizer, ranks: int) -> int:
     """Rank 0's optimizer state, sharded over `ranks` (`optimizer_state_gb` of a sharded
-    job): its rows of each state tensor sharded by rows, and each one kept whole."""
-    return sum((value.numel() if kept_whole(opt, p, group, key) else rank_rows(value, ranks))
+    job): its rows of each state tensor sharded by rows, and each one kept whole
+    (`Base.kept_whole`)."""
+    return sum((value.numel() if opt.kept_whole(p, group, key) else rank_rows(value, ranks))
                * value.element_size()
                for opt in instances(optimizer) for group in opt.param_groups
                for p in group["params"] for key, value in opt.state[p].items()
                if torch.is_tensor(value))
 
 
-def gathers(opt, p: torch.Tensor, group: dict) -> bool:
-    """Whether the update of `p` all-gathers a matrix of `p`'s size on a sharded job: the
-    gradient GaLore's svd and pca projectors (at a refresh) and APOLLO's svd projector are
-    taken from, Muon's update U (each step)."""
-    state = opt.state[p]
-    if isinstance(opt, galore.GaLoreAdamW):
-        return group["projection"] in ("svd", "pca") and ("proj_left" in state
-                                                          or "proj_right" in state)
-    if isinstance(opt, apollo.Apollo):
-        return group["projection"] == "svd" and "projector" in state
-    return isinstance(opt, Muon) and group["muon"]
-
-
 def gathered_bytes(optimizer, width: int) -> int:
-    """The largest matrix an update all-gathers whole on a sharded job (`gathers`), one at
-    a time."""
+    """The largest matrix an update all-gathers whole on a sharded job (`Base.gathers`),
+    one at a time."""
     return max([0] + [p.numel() * width for opt in instances(optimizer)
                       for group in opt.param_groups for p in group["params"]
-                      if gathers(opt, p, group)])
+                      if opt.gathers(p, group)])
 
 
 def paper_state_bytes(optimizer) -> int:

@@ -87,6 +87,9 @@ class Adafactor(Base):
                 state["variance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
+    def kept_whole(self, p: Tensor, group: dict, key: str) -> bool:
+        return key == "col_var" and p.dim() == 2  # a matrix's column statistics
+
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         for _, p, group in params:
             state = self.init_state(p, group)

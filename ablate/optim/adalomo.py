@@ -115,6 +115,9 @@ class AdaLomo(Base):
                 state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
         return state
 
+    def kept_whole(self, p: Tensor, group: dict, key: str) -> bool:
+        return key == "exp_avg_sq_col"  # the column statistics
+
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         pending = []  # grouped_norm="global": every u first, then the updates
         for p, group, grad in fp32_grads(params, self.clip_grad_norm, self.loss_scale):

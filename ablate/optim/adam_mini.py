@@ -103,6 +103,9 @@ class AdamMini(Base):
                 state["vmean"] = state_zeros(p, (p.shape[0], 1), p.dtype, by_rows=True)
         return state
 
+    def kept_whole(self, p: Tensor, group: dict, key: str) -> bool:
+        return key == "vmean" and block(name_of(p, group), p, group) == "head"  # v per head
+
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         for name, p, group in params:
             beta1, beta2 = group["betas"]

@@ -110,6 +110,15 @@ class Apollo(Base):
                     state["seed"] = zlib.crc32(f"{group['seed']}/{name_of(p, group)}".encode())
         return state
 
+    def kept_whole(self, p: Tensor, group: dict, key: str) -> bool:
+        """The projector, the limiter's norm, and all state of a projected wide weight."""
+        wide = projected(group) and p.shape[0] < p.shape[1]
+        return key in ("projector", "limiter_norm") or wide
+
+    def gathers(self, p: Tensor, group: dict) -> bool:
+        """svd takes the projector from the whole gradient, at a refresh."""
+        return group["projection"] == "svd" and "projector" in self.state[p]
+
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         for _, p, group in params:
             beta1, beta2 = group["betas"]

@@ -103,6 +103,17 @@ class Base(Optimizer):
         """ValueError naming a parameter whose state cannot be sharded by rows over `ranks`
         (the config check asks before any compute): none, unless an optimizer says."""
 
+    def kept_whole(self, p: Tensor, group: dict, key: str) -> bool:
+        """Whether every rank of a sharded job keeps the state tensor `key` of `p` whole
+        rather than its rows (`sharding.state_zeros`' `by_rows=False`; the estimator counts
+        it so): no, unless an optimizer says. A 0-d tensor (a step count) is whole anyway."""
+        return False
+
+    def gathers(self, p: Tensor, group: dict) -> bool:
+        """Whether the update of `p` all-gathers a matrix of `p`'s size on a sharded job (the
+        estimator counts the largest): no, unless an optimizer says."""
+        return False
+
     def load_state_dict(self, state_dict: dict) -> None:
         """`Optimizer.load_state_dict`, which casts every floating state tensor (and GaLore's
         uint8 codes) to its parameter's dtype, then each state tensor replaced by a copy of

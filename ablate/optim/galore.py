@@ -139,6 +139,16 @@ class GaLoreAdamW(Base):
                 if by_rows and math.prod(shape) >= MIN_8BIT_SIZE:
                     check_blocks(name, shape, ranks)
 
+    def kept_whole(self, p: Tensor, group: dict, key: str) -> bool:
+        """The projectors, and the moments of left-projected (wide) weights."""
+        return key.startswith("proj_") or not moment_shape(p, group)[1]
+
+    def gathers(self, p: Tensor, group: dict) -> bool:
+        """svd and pca take the projectors from the whole gradient, at a refresh."""
+        state = self.state[p]
+        return group["projection"] in ("svd", "pca") and ("proj_left" in state
+                                                          or "proj_right" in state)
+
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         for name, p, group in params:
             beta1, beta2 = group["betas"]

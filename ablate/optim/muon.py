@@ -119,6 +119,9 @@ class Muon(Base):
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
+    def gathers(self, p: Tensor, group: dict) -> bool:
+        return group["muon"]  # the update U, each step, for Newton-Schulz
+
     def _update(self, params: list[tuple[str, Tensor, dict]]) -> None:
         for _, p, group in params:
             state = self.init_state(p, group)
