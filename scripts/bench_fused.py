@@ -3,7 +3,7 @@ aten ops per step and the peak memory of a step; and our unfused AdamW and Adafa
 against torch's own with `foreach=True`.
 
     python scripts/bench_fused.py [--models llama_tiny,llama_60m]
-        [--optimizers adamw,sgd,lomo,adalomo,adafactor,galore_adamw]
+        [--optimizers adamw,sgd,lomo,adalomo,adafactor,galore_adamw,apollo,adam_mini,muon]
         [--big-optimizers adamw,adalomo] [--threads 1,2] [--steps 6] [--big-steps 2]
         [--batch-size 4] [--seq-len 128] [--out FILE.json]
 
@@ -20,11 +20,20 @@ on an idle 2-core CPU); each after one untimed step (state allocation). The path
 - unfused: `step()` after backward, all parameters in one multi-tensor update; unfused/1:
   per tensor
 - torch: the unfused trainer with `torch.optim.AdamW` / `torch.optim.Adafactor`
-  (`foreach=True`), for adamw and adafactor
+  (`foreach=True`), for adamw and adafactor; and the optimizer step alone, ours unfused
+  against torch's, on the same gradients (`optimizer_step_alone`)
+
+Muon runs its Newton-Schulz iteration in float32 here (`optimizer.ns_dtype=float32`): in
+bf16, its default as torch's, a CPU takes about 25 s a step.
+
+Each ratio is printed with a 95% interval of its median over the turns (`median_interval`):
+a target such as "fused at most 1.02 x unfused" is shown when the interval's top is under it.
 
 ops: aten operators per step called from Python (`torch.profiler`, events with no aten
 parent; on a GPU each is about one kernel launch; on CPU a foreach op runs its per-tensor
-ops inside it, which this leaves out); all: every aten event, nested ones too. peak: the
+ops inside it, which this leaves out; counted with the elementwise updates on whole
+tensors, as on a GPU, not in a CPU's cache-sized batches); all: every aten event, nested
+ones too. peak: the
 rise of the process's peak RSS over a step above the RSS before it (blocks of 1 MB or more
 mapped on their own, so freed memory leaves the RSS: as scripts/bench_sharded.py), the
 median over the timed steps: gradients, activations and temporaries, which is where fused
@@ -42,6 +51,7 @@ import time
 from unittest import mock
 
 import torch
+from scipy import stats
 
 from ablate.config.variants import compose
 from ablate.memory import allocated_bytes, peak_bytes, reset_peak
@@ -61,6 +71,9 @@ RATIOS = (("fused", "unfused"), ("fused/1", "unfused/1"), ("unfused", "unfused/1
           ("unfused", "torch"))
 
 
+CPU_OVERRIDES = {"muon": ["optimizer.ns_dtype=float32"]}  # bf16 matmuls crawl on a CPU
+
+
 def trainers(model: str, optimizer: str, threads: int, args) -> dict[str, Trainer]:
     """Every path of one optimizer, each a trainer from the same seed."""
     def cfg(fused: str, foreach: str):
@@ -68,7 +81,7 @@ def trainers(model: str, optimizer: str, threads: int, args) -> dict[str, Traine
                         f"toggles.fused_backward={fused}", f"trainer.foreach={foreach}",
                         f"trainer.threads={threads}", f"trainer.batch_size={args.batch_size}",
                         f"trainer.seq_len={args.seq_len}", "trainer.warmup_steps=0",
-                        "logger.wandb.mode=disabled"])
+                        "logger.wandb.mode=disabled", *CPU_OVERRIDES.get(optimizer, [])])
     built = {name: Trainer(cfg(*flags)) for name, flags in PATHS.items()}
     if optimizer in TORCH:
         reference = built["torch"] = Trainer(cfg("false", "true"))
@@ -79,8 +92,11 @@ def trainers(model: str, optimizer: str, threads: int, args) -> dict[str, Traine
 
 def aten_ops(trainer: Trainer) -> tuple[int, int]:
     """Aten operators in one training step: those called from Python (none inside another),
-    and all (the count the issue's figures give)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    and all (the count the issue's figures give); counted as a GPU would launch them, each
+    elementwise update on whole tensors (not in a CPU's cache-sized batches,
+    `base.elementwise_batches`)."""
+    with mock.patch("ablate.optim.base.CHUNK", 1 << 62), torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         trainer.train_step()
 
     def nested(event) -> bool:
@@ -92,6 +108,15 @@ def aten_ops(trainer: Trainer) -> tuple[int, int]:
         return False
     aten = [e for e in prof.events() if e.name.startswith("aten::")]
     return sum(1 for e in aten if not nested(e)), len(aten)
+
+
+def median_interval(ratios: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """The median of per-turn ratios and a distribution-free interval for it: the order
+    statistics a binomial(n, 1/2) puts at `level` (with 6 turns the range, 97%; with 20 the
+    6th to the 15th, 96%). It says whether a ratio differs from 1 beyond the turns' noise."""
+    ordered, n = sorted(ratios), len(ratios)
+    k = max(int(stats.binom.ppf((1 - level) / 2, n, 0.5)), 1)
+    return statistics.median(ordered), ordered[k - 1], ordered[n - k]
 
 
 def step_rise(trainer: Trainer) -> tuple[float, int]:
@@ -123,18 +148,45 @@ def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
         result[f"{name}_ops"], result[f"{name}_all_ops"] = aten_ops(paths[name])
     for a, b in RATIOS:
         if a in seconds and b in seconds:
-            result[f"{a}:{b}"] = statistics.median(x / y for x, y in zip(seconds[a], seconds[b]))
+            result[f"{a}:{b}"], result[f"{a}:{b}_low"], result[f"{a}:{b}_high"] = median_interval(
+                [x / y for x, y in zip(seconds[a], seconds[b])])
+    if "torch" in paths:
+        result.update(optimizer_step_alone(paths["unfused"], paths["torch"], steps))
     for trainer in paths.values():
         if trainer.fused:
             trainer.optimizer.remove_hooks()
     return result
 
 
+def optimizer_step_alone(ours: Trainer, theirs: Trainer, steps: int) -> dict:
+    """Ours unfused against torch's foreach optimizer, the optimizer step alone: both models'
+    parameters given the same gradients, then `step()` in turns (forward and backward, the
+    same in both, hide a few per cent of difference in the train step's time)."""
+    generator = torch.Generator().manual_seed(0)
+    for p, q in zip(ours.model.parameters(), theirs.model.parameters()):
+        p.grad = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+        q.grad = p.grad.clone()
+    took = {ours: [], theirs: []}
+    for i in range(2 * steps):
+        for trainer in (ours, theirs) if i % 2 else (theirs, ours):
+            began = time.perf_counter()
+            trainer.optimizer.step()
+            took[trainer].append(time.perf_counter() - began)
+    for trainer in (ours, theirs):
+        trainer.optimizer.zero_grad(set_to_none=True)
+    ratio, low, high = median_interval([x / y for x, y in zip(took[ours], took[theirs])])
+    return {"unfused:torch_opt": ratio, "unfused:torch_opt_low": low,
+            "unfused:torch_opt_high": high}
+
+
+INTERVAL = "interval"  # a ratio's median and its interval (median_interval)
 COLUMNS = (("model", "model", "{}", 10), ("optimizer", "optimizer", "{}", 12),
-           ("thr", "threads", "{}", 3), ("fu:un", "fused:unfused", "{:.3f}", 6),
+           ("thr", "threads", "{}", 3), ("fu:un [95%]", "fused:unfused", INTERVAL, 19),
            ("fu1:un1", "fused/1:unfused/1", "{:.3f}", 7),
            ("un:un1", "unfused:unfused/1", "{:.3f}", 6),
-           ("un:tor", "unfused:torch", "{:.3f}", 6), ("ops_fu", "fused_ops", "{}", 6),
+           ("un:tor [95%]", "unfused:torch", INTERVAL, 19),
+           ("un:tor step [95%]", "unfused:torch_opt", INTERVAL, 19),
+           ("ops_fu", "fused_ops", "{}", 6),
            ("ops_un", "unfused_ops", "{}", 6), ("ops_fu1", "fused/1_ops", "{}", 7),
            ("ops_un1", "unfused/1_ops", "{}", 7), ("ops_tor", "torch_ops", "{}", 7),
            ("all_fu", "fused_all_ops", "{}", 6), ("all_fu1", "fused/1_all_ops", "{}", 7),
@@ -142,15 +194,23 @@ COLUMNS = (("model", "model", "{}", 10), ("optimizer", "optimizer", "{}", 12),
            ("pk_un", "unfused_peak_mb", "{:.1f}", 6), ("un_s", "unfused_s", "{:.3f}", 6))
 
 
+def cell(cells: dict, key: str, fmt: str) -> str:
+    if key not in cells:
+        return "-"
+    if fmt == INTERVAL:
+        return f"{cells[key]:.3f} [{cells[key + '_low']:.3f},{cells[key + '_high']:.3f}]"
+    return fmt.format(cells[key])
+
+
 def row(cells: dict) -> str:
-    return " ".join((fmt.format(cells[key]) if key in cells else "-").rjust(width)
-                    for _, key, fmt, width in COLUMNS)
+    return " ".join(cell(cells, key, fmt).rjust(width) for _, key, fmt, width in COLUMNS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="llama_tiny,llama_60m")
-    parser.add_argument("--optimizers", default="adamw,sgd,lomo,adalomo,adafactor,galore_adamw")
+    parser.add_argument("--optimizers", default="adamw,sgd,lomo,adalomo,adafactor,galore_adamw,"
+                        "apollo,adam_mini,muon")
     parser.add_argument("--big-optimizers", default="adamw,adalomo",
                         help="the optimizers on models other than llama_tiny")
     parser.add_argument("--threads", default="1,2")
@@ -164,7 +224,8 @@ def main() -> None:
     corpus = load_corpus(compose(["logger.wandb.mode=disabled"]).task)  # loaded once
     results = []
     print("fu: fused, un: unfused (multi-tensor); fu1, un1: per tensor (foreach off); "
-          "tor: torch's foreach optimizer; time ratios are medians over turns; ops: aten ops "
+          "tor: torch's foreach optimizer (step: the optimizer step alone); time ratios are "
+          "medians over turns [95% interval of the median]; ops: aten ops "
           "per step (all: nested too); pk: MB peak RSS rise in a step; un_s: unfused seconds "
           "per step")
     print(" ".join(title.rjust(width) for title, _, _, width in COLUMNS))

@@ -73,7 +73,7 @@ def stepped(cls, options: dict, foreach: bool, dtype: torch.dtype) -> list[torch
                          ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(OPTIMIZERS)])
 def test_the_multi_tensor_update_equals_the_per_tensor_one_bit_for_bit(cls, options, dtype,
                                                                         monkeypatch):
-    monkeypatch.setattr("ablate.optim.galore.CHUNK", 1000)  # slices cut and batched
+    monkeypatch.setattr("ablate.optim.base.CHUNK", 1000)  # slices cut and batched
     per_tensor = stepped(cls, options, False, dtype)
     multi = stepped(cls, options, True, dtype)
     for a, b in zip(per_tensor, multi):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Base, by_group, check_hyperparameters
+from .base import Base, by_group, check_hyperparameters, elementwise_batches
 from ..sharding import local
 from .precision import fp32, fp32_update, fp32_updates
 
@@ -78,16 +78,27 @@ class AdamW(Base):
 def adamw_update_many_(params: list[Tensor], grads: list[Tensor], states: list[dict], *,
                        lr: float, betas: tuple[float, float], eps: float,
                        weight_decay: float) -> None:
-    """`adamw_update_` on lists of tensors with one step count, op for op in foreach ops."""
-    beta1, beta2 = betas
+    """`adamw_update_` on lists of tensors with one step count, op for op in foreach ops, on
+    a CPU one cache-sized batch of slices at a time (`elementwise_batches`)."""
     step = states[0]["step"].item()
+    moments = [[state["exp_avg"] for state in states]]
+    if "exp_avg_sq" in states[0]:
+        moments.append([state["exp_avg_sq"] for state in states])
+    for params, exp_avgs, *exp_avg_sqs, grads in elementwise_batches([params, *moments],
+                                                                     [grads]):
+        adamw_foreach_(params, grads, exp_avgs, exp_avg_sqs[0] if exp_avg_sqs else None,
+                       step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def adamw_foreach_(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+                   exp_avg_sqs: list[Tensor] | None, *, step: float, lr: float,
+                   betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+    beta1, beta2 = betas
     if weight_decay:
         torch._foreach_mul_(params, 1 - lr * weight_decay)
-    exp_avgs = [state["exp_avg"] for state in states]
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
     step_size = lr / (1 - beta1 ** step)
-    if "exp_avg_sq" in states[0]:
-        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+    if exp_avg_sqs is not None:
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
         denoms = torch._foreach_sqrt(exp_avg_sqs)

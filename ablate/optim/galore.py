@@ -7,13 +7,12 @@ from __future__ import annotations
 import functools
 import math
 import zlib
-from typing import Iterator
 
 import torch
 from torch import Tensor
 
 from ..sharding import gather, is_sharded, local, my_rows, state_zeros, sum_over_shards
-from .base import Base, by_group, check_hyperparameters, name_of, named
+from .base import Base, by_group, check_hyperparameters, elementwise_batches, name_of, named
 from .precision import fp32, fp32_update, fp32_updates
 
 # Module-name substrings whose 2-D weights are projected: LLaMA attention and MLP, and
@@ -27,7 +26,6 @@ PROJECTIONS = ("svd", "random", "pca", "none")
 # absmax per block, dynamic-tree codes; tensors under 4096 values stay fp32.
 BLOCKSIZE = 256
 MIN_8BIT_SIZE = 4096
-CHUNK = 1 << 17  # values per slice of an unprojected update on CPU (512 KB of fp32)
 
 
 class GaLoreAdamW(Base):
@@ -362,11 +360,8 @@ def galore_adamw(param: Tensor, grad: Tensor, state: dict, *, name: str, lr: flo
     step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
     exp_avg, exp_avg_sq = load_moments(state)
     if sides is None:
-        # Elementwise, so in slices whose temporaries stay in the CPU's cache (the same
-        # numbers; about half the memory traffic of whole-tensor passes on a big embedding).
-        size = CHUNK if param.device.type == "cpu" else param.numel()
-        flat = (param.view(-1), exp_avg.view(-1), exp_avg_sq.view(-1), grad.reshape(-1))
-        for p, m, v, g in zip(*(t.split(size) for t in flat)):
+        for [p], [m], [v], [g] in elementwise_batches([[param], [exp_avg], [exp_avg_sq]],
+                                                      [[grad]]):
             p.add_(adam_direction(m, v, g, beta1, beta2, eps), alpha=-step_size)
     else:
         update = back_project(adam_direction(exp_avg, exp_avg_sq, grad, beta1, beta2, eps),
@@ -381,8 +376,7 @@ def galore_adamw_many(params: list[Tensor], grads: list[Tensor], states: list[di
                       group: dict, projectors: list[tuple] | None) -> None:
     """Steps 3-8 of `galore_adamw` on lists of fp32 tensors with one step count, op for op
     in foreach ops: `grads` are R, and `projectors` each one's (P, Q) from `project` (None:
-    unprojected parameters, stepped in `galore_adamw`'s cache-sized slices, here in
-    batches of slices of several tensors, so that small ones share a call)."""
+    unprojected parameters, stepped in `base.elementwise_batches`, as in `galore_adamw`)."""
     beta1, beta2 = group["betas"]
     lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
     step = states[0]["step"] + 1
@@ -391,9 +385,7 @@ def galore_adamw_many(params: list[Tensor], grads: list[Tensor], states: list[di
     step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
     exp_avgs, exp_avg_sqs = map(list, zip(*(load_moments(state) for state in states)))
     if projectors is None:
-        flat = [[t.view(-1) for t in tensors] for tensors in (params, exp_avgs, exp_avg_sqs)]
-        size = CHUNK if params[0].device.type == "cpu" else sum(p.numel() for p in params)
-        for p, m, v, g in batches([*flat, [g.reshape(-1) for g in grads]], size):
+        for p, m, v, g in elementwise_batches([params, exp_avgs, exp_avg_sqs], [grads]):
             torch._foreach_add_(p, adam_directions(m, v, g, beta1, beta2, eps),
                                 alpha=-step_size)
     else:
@@ -405,21 +397,6 @@ def galore_adamw_many(params: list[Tensor], grads: list[Tensor], states: list[di
         store_moments(state, exp_avg, exp_avg_sq)
     if weight_decay > 0.0:
         torch._foreach_add_(params, params, alpha=-lr * weight_decay)
-
-
-def batches(columns: list[list[Tensor]], size: int) -> Iterator[list[list[Tensor]]]:
-    """Aligned slices of the flat tensors in `columns` (a parameter's in each), grouped
-    into batches of at most `size` values per column: a tensor longer than `size` is cut."""
-    batch, total = [], 0
-    for row in zip(*columns):
-        for piece in zip(*(t.split(size) for t in row)):
-            if batch and total + piece[0].numel() > size:
-                yield [list(column) for column in zip(*batch)]
-                batch, total = [], 0
-            batch.append(piece)
-            total += piece[0].numel()
-    if batch:
-        yield [list(column) for column in zip(*batch)]
 
 
 def adam_direction(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, beta1: float,
