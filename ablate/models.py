@@ -1,7 +1,10 @@
 """The model of a job: LLaMA or GPT-2 built from the model group's shape with random init (no
 hub), or, with `model.pretrained`, any checkpoint transformers' Auto classes load (a hub name
 or a local directory; the group's shape keys are then read from its config.json); in both
-cases with the head the task asks for."""
+cases with the head the task asks for.
+
+transformers' model classes are imported where a model is made: the command line's
+config errors and `--help` need none (importing them takes ~3 s)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,6 @@ from pathlib import Path
 import torch
 from huggingface_hub import is_offline_mode
 from omegaconf import DictConfig, OmegaConf
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification,
-                          GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, LlamaConfig,
-                          LlamaForCausalLM, LlamaForSequenceClassification)
 
 from .errors import ConfigError, first_line
 
@@ -21,6 +21,8 @@ from .errors import ConfigError, first_line
 def checkpoint_config(name: str, **kwargs):
     """A pretrained checkpoint's config (its config.json); FileNotFoundError with one line
     saying why when there is none."""
+    from transformers import AutoConfig
+
     try:
         return AutoConfig.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
@@ -39,6 +41,8 @@ def checkpoint_config(name: str, **kwargs):
 
 
 def hf_config(model: DictConfig):
+    from transformers import GPT2Config, LlamaConfig
+
     if model.pretrained:
         return checkpoint_config(model.pretrained)
     if model.arch == "llama":
@@ -91,6 +95,9 @@ def build_model(model: DictConfig, device: str | torch.device = "cpu",
     or n: a sequence-classification head with n outputs (1: regression); on a checkpoint
     without one, transformers initialises it at random. In another `dtype` the weights are
     the fp32 ones rounded, so a bf16 job starts where the fp32 job of its seed does."""
+    from transformers import (GPT2ForSequenceClassification, GPT2LMHeadModel, LlamaForCausalLM,
+                              LlamaForSequenceClassification)
+
     if model.pretrained:
         return pretrained_model(model.pretrained, device, head).to(dtype)
     config = hf_config(model)
@@ -107,6 +114,8 @@ def build_model(model: DictConfig, device: str | torch.device = "cpu",
 def pretrained_model(name: str, device: str | torch.device, head: str | int) -> torch.nn.Module:
     """The checkpoint with the head asked for; ConfigError (one line) for a kind of model
     transformers has no such class for (a seq2seq model), or weights it cannot read."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
     cls = AutoModelForCausalLM if head == "causal_lm" else AutoModelForSequenceClassification
     labels = {} if head == "causal_lm" else {"num_labels": head}
     config = checkpoint_config(name, **labels)
