@@ -11,8 +11,10 @@ For each model, thread count and optimizer, the paths are built from one seed (t
 init) and step in turns, step by step, the order rotated each step, so that other load on
 the machine slows all alike; each ratio is the median over steps of one path's wall time
 over the other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps;
-on the larger models: `--big-optimizers`, `--big-steps` (the defaults take about 4 minutes
-on an idle 2-core CPU); each after one untimed step (state allocation). The paths:
+on the larger models: `--big-optimizers`, `--big-steps` (the defaults take about 9 minutes
+on an idle 2-core CPU); each after one untimed step (state allocation). Steps are timed
+with glibc's malloc thresholds where they settle in a training process (`SETTLED`: a block
+under 32 MB freed is reused, not unmapped and faulted in anew). The paths:
 
 - fused: `toggles.fused_backward=true`, a layer's parameters updated at once
   (`trainer.foreach=true`); fused/1: the same, each parameter on its own (foreach off, the
@@ -33,11 +35,10 @@ ops: aten operators per step called from Python (`torch.profiler`, events with n
 parent; on a GPU each is about one kernel launch; on CPU a foreach op runs its per-tensor
 ops inside it, which this leaves out; counted with the elementwise updates on whole
 tensors, as on a GPU, not in a CPU's cache-sized batches); all: every aten event, nested
-ones too. peak: the
-rise of the process's peak RSS over a step above the RSS before it (blocks of 1 MB or more
-mapped on their own, so freed memory leaves the RSS: as scripts/bench_sharded.py), the
-median over the timed steps: gradients, activations and temporaries, which is where fused
-and unfused differ.
+ones too. peak: the rise of the process's peak RSS over a step above the RSS before it,
+the larger of two steps after the timed ones, with blocks of 1 MB or more mapped on their
+own (`MEASURED`, so freed memory leaves the RSS: as scripts/bench_sharded.py): gradients,
+activations and temporaries, which is where fused and unfused differ.
 """
 
 from __future__ import annotations
@@ -58,7 +59,15 @@ from ablate.memory import allocated_bytes, peak_bytes, reset_peak
 from ablate.tasks.pretrain import load_corpus
 from ablate.train import Trainer
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+MEASURED = (1 << 20, 128 << 10)  # blocks of 1 MB or more mapped on their own (RSS = in use)
+SETTLED = (32 << 20, 64 << 20)  # where glibc's own thresholds settle in a training process
+
+
+def malloc_thresholds(mmap: int, trim: int) -> None:
+    libc = ctypes.CDLL(None)
+    libc.mallopt(M_MMAP_THRESHOLD, mmap)
+    libc.mallopt(M_TRIM_THRESHOLD, trim)
 PATHS = {"fused": ("true", "true"), "fused/1": ("true", "false"),
          "unfused": ("false", "true"), "unfused/1": ("false", "false")}
 TORCH = {"adamw": lambda params, o, lr: torch.optim.AdamW(
@@ -95,7 +104,7 @@ def aten_ops(trainer: Trainer) -> tuple[int, int]:
     and all (the count the issue's figures give); counted as a GPU would launch them, each
     elementwise update on whole tensors (not in a CPU's cache-sized batches,
     `base.elementwise_batches`)."""
-    with mock.patch("ablate.optim.base.CHUNK", 1 << 62), torch.profiler.profile(
+    with mock.patch("ablate.optim.base.CHUNK", None), torch.profiler.profile(
             activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         trainer.train_step()
 
@@ -119,32 +128,38 @@ def median_interval(ratios: list[float], level: float = 0.95) -> tuple[float, fl
     return statistics.median(ordered), ordered[k - 1], ordered[n - k]
 
 
-def step_rise(trainer: Trainer) -> tuple[float, int]:
-    """One training step: its wall seconds, and its peak RSS rise over the RSS before it."""
+def seconds_of(step) -> float:
+    began = time.perf_counter()
+    step()
+    return time.perf_counter() - began
+
+
+def step_rise(trainer: Trainer) -> int:
+    """One training step's peak RSS rise over the RSS before it."""
     cpu = torch.device("cpu")
     reset_peak(cpu)
     before = allocated_bytes(cpu)
-    began = time.perf_counter()
     trainer.train_step()
-    return time.perf_counter() - began, peak_bytes(cpu) - before
+    return peak_bytes(cpu) - before
 
 
 def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
+    """Timed with glibc's thresholds where they settle in a run (`SETTLED`), then each path's
+    peak over two more steps with large blocks mapped on their own (`MEASURED`)."""
     paths = trainers(model, optimizer, threads, args)
     names = list(paths)
     for trainer in paths.values():
         trainer.train_step()  # the state allocated
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    rises: dict[str, list[int]] = {name: [] for name in names}
+    malloc_thresholds(*SETTLED)
     for i in range(steps):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            took, rise = step_rise(paths[name])
-            seconds[name].append(took)
-            rises[name].append(rise)
+            seconds[name].append(seconds_of(paths[name].train_step))
+    malloc_thresholds(*MEASURED)
     result = {"model": model, "optimizer": optimizer, "threads": threads, "steps": steps}
     for name in names:
         result[f"{name}_s"] = statistics.median(seconds[name])
-        result[f"{name}_peak_mb"] = statistics.median(rises[name]) / 2**20
+        result[f"{name}_peak_mb"] = max(step_rise(paths[name]) for _ in range(2)) / 2**20
         result[f"{name}_ops"], result[f"{name}_all_ops"] = aten_ops(paths[name])
     for a, b in RATIOS:
         if a in seconds and b in seconds:
@@ -162,6 +177,7 @@ def optimizer_step_alone(ours: Trainer, theirs: Trainer, steps: int) -> dict:
     """Ours unfused against torch's foreach optimizer, the optimizer step alone: both models'
     parameters given the same gradients, then `step()` in turns (forward and backward, the
     same in both, hide a few per cent of difference in the train step's time)."""
+    malloc_thresholds(*SETTLED)
     generator = torch.Generator().manual_seed(0)
     for p, q in zip(ours.model.parameters(), theirs.model.parameters()):
         p.grad = torch.randn(p.shape, generator=generator, dtype=p.dtype)
@@ -169,11 +185,10 @@ def optimizer_step_alone(ours: Trainer, theirs: Trainer, steps: int) -> dict:
     took = {ours: [], theirs: []}
     for i in range(2 * steps):
         for trainer in (ours, theirs) if i % 2 else (theirs, ours):
-            began = time.perf_counter()
-            trainer.optimizer.step()
-            took[trainer].append(time.perf_counter() - began)
+            took[trainer].append(seconds_of(trainer.optimizer.step))
     for trainer in (ours, theirs):
         trainer.optimizer.zero_grad(set_to_none=True)
+    malloc_thresholds(*MEASURED)
     ratio, low, high = median_interval([x / y for x, y in zip(took[ours], took[theirs])])
     return {"unfused:torch_opt": ratio, "unfused:torch_opt_low": low,
             "unfused:torch_opt_high": high}
@@ -220,7 +235,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--out", help="also write the results here, as JSON")
     args = parser.parse_args()
-    ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    malloc_thresholds(*MEASURED)
     corpus = load_corpus(compose(["logger.wandb.mode=disabled"]).task)  # loaded once
     results = []
     print("fu: fused, un: unfused (multi-tensor); fu1, un1: per tensor (foreach off); "

@@ -131,7 +131,10 @@ class Base(Optimizer):
                     state[key] = value.to(state[key].device, copy=True)
 
 
-CHUNK = 1 << 17  # values per slice of an elementwise update on a CPU (512 KB of fp32)
+# Values per slice of an elementwise update on a CPU: 2 MB of fp32, so that a batch's lists
+# (AdamW: parameters, gradients, two moments, a temporary) stay in a server CPU's L3 cache.
+# None: whole tensors, as on a GPU (scripts/bench_fused.py counts a GPU's ops this way).
+CHUNK: int | None = 1 << 19
 
 
 def elementwise_batches(written: list[list[Tensor]], read: list[list[Tensor]]
@@ -139,15 +142,18 @@ def elementwise_batches(written: list[list[Tensor]], read: list[list[Tensor]]
     """Lists of tensors that an update combines element by element, alike in shape (`written`:
     parameters and moments, updated in place, so contiguous; `read`: gradients), as batches
     of aligned flat slices of them, the written lists first. On a CPU a foreach op is a loop
-    over its tensors, so an update of k ops passes over memory k times; on batches of at most
-    CHUNK values per list, it reads memory about once, bit for bit the same, and its
-    temporaries are a batch's, not every parameter's (AdamW's step on llama_60m at one
-    thread: about half torch's time). A GPU's foreach kernels chunk their tensors
-    themselves: there, one batch of whole tensors."""
+    over its tensors, so an update of k ops passes over memory k times, and its temporaries
+    (AdamW's sqrt(v)) are as large as all the parameters: allocated anew every step, their
+    pages faulted in again. In batches of at most CHUNK values per list, it reads memory about
+    once and its temporaries are a batch's, bit for bit the same numbers (AdamW's step on
+    llama_60m: 0.55-0.6 of torch's foreach step; on llama_tiny, whose step is bound by
+    compute, the same). A GPU's foreach kernels chunk their tensors themselves: there, the
+    lists whole."""
+    if CHUNK is None or written[0][0].device.type != "cpu":
+        return iter([written + read])
     flat = ([[t.view(-1) for t in tensors] for tensors in written]
             + [[t.reshape(-1) for t in tensors] for tensors in read])
-    cpu = written[0][0].device.type == "cpu"
-    return batches(flat, CHUNK if cpu else sum(t.numel() for t in flat[0]))
+    return batches(flat, CHUNK)
 
 
 def batches(columns: list[list[Tensor]], size: int) -> Iterator[list[list[Tensor]]]:
