@@ -12,9 +12,7 @@ init) and step in turns, step by step, the order rotated each step, so that othe
 the machine slows all alike; each ratio is the median over steps of one path's wall time
 over the other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps;
 on the larger models: `--big-optimizers`, `--big-steps` (the defaults take about 9 minutes
-on an idle 2-core CPU); each after one untimed step (state allocation). Steps are timed
-with glibc's malloc thresholds where they settle in a training process (`SETTLED`: a block
-under 32 MB freed is reused, not unmapped and faulted in anew). The paths:
+on an idle 2-core CPU); each after one untimed step (state allocation). The paths:
 
 - fused: `toggles.fused_backward=true`, a layer's parameters updated at once
   (`trainer.foreach=true`); fused/1: the same, each parameter on its own (foreach off, the
@@ -35,10 +33,10 @@ ops: aten operators per step called from Python (`torch.profiler`, events with n
 parent; on a GPU each is about one kernel launch; on CPU a foreach op runs its per-tensor
 ops inside it, which this leaves out; counted with the elementwise updates on whole
 tensors, as on a GPU, not in a CPU's cache-sized batches); all: every aten event, nested
-ones too. peak: the rise of the process's peak RSS over a step above the RSS before it,
-the larger of two steps after the timed ones, with blocks of 1 MB or more mapped on their
-own (`MEASURED`, so freed memory leaves the RSS: as scripts/bench_sharded.py): gradients,
-activations and temporaries, which is where fused and unfused differ.
+ones too. peak: the rise of the process's peak RSS over a step above the RSS before it
+(blocks of 1 MB or more mapped on their own, `MEASURED`, so freed memory leaves the RSS:
+as scripts/bench_sharded.py), the median over the timed steps: gradients, activations and
+temporaries, which is where fused and unfused differ.
 """
 
 from __future__ import annotations
@@ -134,32 +132,31 @@ def seconds_of(step) -> float:
     return time.perf_counter() - began
 
 
-def step_rise(trainer: Trainer) -> int:
-    """One training step's peak RSS rise over the RSS before it."""
+def step_rise(trainer: Trainer) -> tuple[float, int]:
+    """One training step: its wall seconds, and its peak RSS rise over the RSS before it."""
     cpu = torch.device("cpu")
     reset_peak(cpu)
     before = allocated_bytes(cpu)
-    trainer.train_step()
-    return peak_bytes(cpu) - before
+    took = seconds_of(trainer.train_step)
+    return took, peak_bytes(cpu) - before
 
 
 def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
-    """Timed with glibc's thresholds where they settle in a run (`SETTLED`), then each path's
-    peak over two more steps with large blocks mapped on their own (`MEASURED`)."""
     paths = trainers(model, optimizer, threads, args)
     names = list(paths)
     for trainer in paths.values():
         trainer.train_step()  # the state allocated
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    malloc_thresholds(*SETTLED)
+    rises: dict[str, list[int]] = {name: [] for name in names}
     for i in range(steps):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            seconds[name].append(seconds_of(paths[name].train_step))
-    malloc_thresholds(*MEASURED)
+            took, rise = step_rise(paths[name])
+            seconds[name].append(took)
+            rises[name].append(rise)
     result = {"model": model, "optimizer": optimizer, "threads": threads, "steps": steps}
     for name in names:
         result[f"{name}_s"] = statistics.median(seconds[name])
-        result[f"{name}_peak_mb"] = max(step_rise(paths[name]) for _ in range(2)) / 2**20
+        result[f"{name}_peak_mb"] = statistics.median(rises[name]) / 2**20
         result[f"{name}_ops"], result[f"{name}_all_ops"] = aten_ops(paths[name])
     for a, b in RATIOS:
         if a in seconds and b in seconds:
@@ -176,7 +173,10 @@ def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
 def optimizer_step_alone(ours: Trainer, theirs: Trainer, steps: int) -> dict:
     """Ours unfused against torch's foreach optimizer, the optimizer step alone: both models'
     parameters given the same gradients, then `step()` in turns (forward and backward, the
-    same in both, hide a few per cent of difference in the train step's time)."""
+    same in both, hide a few per cent of difference in the train step's time). Timed with
+    glibc's thresholds where they settle in a training process (`SETTLED`): under `MEASURED`
+    every temporary of 1 MB or more, as torch's sqrt(v) of each parameter, is mapped and
+    faulted in anew at each step, which a run does only for those over 32 MB."""
     malloc_thresholds(*SETTLED)
     generator = torch.Generator().manual_seed(0)
     for p, q in zip(ours.model.parameters(), theirs.model.parameters()):
