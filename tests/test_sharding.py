@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -63,14 +62,9 @@ def test_replicated_and_sharded_equal_one_process_on_the_same_global_batch(tiny_
         if optimizer in replicated or name in ONE_CASE:
             one_process[name] = one
     saved = "adamw fused=true batch"
-    # The reference trains in a thread of this process (one torch thread, as each worker)
-    # while the ranks run: they spend about half their time waiting on each other's
-    # collectives, time this process's core is free for it.
-    with ThreadPoolExecutor(1) as pool:
-        reference = pool.submit(dist_worker.train_all, one_process, STEPS)
-        results = distributed.launch(2, dist_worker.train_all, (
-            two_process, STEPS, (f"sharded {saved}", str(tmp_path / "model"))))
-    reference = reference.result()
+    results = distributed.launch(2, dist_worker.train_all, (
+        two_process, STEPS, (f"sharded {saved}", str(tmp_path / "model"))))
+    reference = dist_worker.train_all(one_process, STEPS)  # one thread, as each worker
     replicated_cases = 13 * 2 + 6 * 2 * 2 - 1 + 3 * 2 * 3 + len(BASELINES) * 2
     sharded_cases = 8 * 2 + 5 * 2 * 2 - 1 + len(ONE_FORM)
     assert len(results) == replicated_cases + sharded_cases
