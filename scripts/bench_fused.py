@@ -11,8 +11,9 @@ For each model, thread count and optimizer, the paths are built from one seed (t
 init) and step in turns, step by step, the order rotated each step, so that other load on
 the machine slows all alike; each ratio is the median over steps of one path's wall time
 over the other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps;
-on the larger models: `--big-optimizers`, `--big-steps` (the defaults take about 9 minutes
-on an idle 2-core CPU); each after one untimed step (state allocation). The paths:
+on the larger models: `--big-optimizers`, `--big-steps` (with `--steps 20 --big-steps 10`
+a run took 26 minutes on an idle 2-core CPU); each after one untimed step (state
+allocation). The paths:
 
 - fused: `toggles.fused_backward=true`, a layer's parameters updated at once
   (`trainer.foreach=true`); fused/1: the same, each parameter on its own (foreach off, the
