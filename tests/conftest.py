@@ -210,16 +210,29 @@ def assert_equals_reference(cfg, make_reference) -> None:
     assert_same_params(ours.model, theirs.model)
 
 
-def assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common: str, rtol=1e-4, atol=1e-5):
-    """`common` fused = unfused (rtol 1e-5), and fused over 2 micro-batches of 2 rows = one
-    batch of 4 (losses to rel 1e-5, parameters to `rtol`/`atol`: summed in another order)."""
+def assert_same_params_in_norm(a: torch.nn.Module, b: torch.nn.Module, rtol: float):
+    """Each parameter of `a` within `rtol` of `b`'s in norm: |a - b| <= rtol |b|."""
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        relative = ((p - q).norm() / q.norm()).item()
+        assert relative <= rtol, f"{name}: |a - b| / |b| = {relative:.3g} > {rtol}"
+
+
+def assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common: str, rtol=1e-3):
+    """`common` fused = unfused (elementwise, rtol 1e-5), and fused over 2 micro-batches of 2
+    rows = one batch of 4: losses to rel 1e-5, each parameter to `rtol` in norm. The
+    micro-batches sum each gradient in another order, and where an element's terms cancel
+    to their rounding, an Adam-like normalisation turns that into a sizeable difference of
+    its update (up to lr): a few such elements differ by more than a tolerance the CPU's
+    rounding can be trusted with (measured on AMD: APOLLO-Mini's embedding, 4e-5 of 0.01
+    elementwise, 3e-5 in norm). A wrong accumulation moves every element by about lr (0.5 in
+    norm), and the losses from the second step."""
     fused = train(tiny_cfg(*common, "toggles.fused_backward=true"))
     plain = train(tiny_cfg(*common, "toggles.fused_backward=false"))
     assert_same_params(fused.model, plain.model)
     accumulated = train(tiny_cfg(*common, "toggles.fused_backward=true", "trainer.batch_size=2",
                                  "trainer.grad_accum_steps=2"))
     assert accumulated.losses == pytest.approx(fused.losses, rel=1e-5)
-    assert_same_params(accumulated.model, fused.model, rtol=rtol, atol=atol)
+    assert_same_params_in_norm(accumulated.model, fused.model, rtol)
 
 
 def mean_loss(trainer, batch: dict):

@@ -82,8 +82,8 @@ def test_fused_equals_unfused_and_accumulation_equals_one_large_batch(tiny_cfg):
     # The Newton-Schulz iteration rounds to bf16: a gradient summed in another order (over
     # micro-batches, or scaled by a clipping norm summed in another order) can round one
     # element of its input the other way, a change of 2^-8 of its size (measured: 5e-3 of
-    # the largest weight after 7 clipped steps).
-    assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common, rtol=1e-2, atol=1e-3)
+    # the largest weight after 7 clipped steps; 3e-3 in norm after 7 accumulated ones).
+    assert_fused_equals_unfused_and_accumulated(tiny_cfg, *common, rtol=3e-2)
     clipped = [train(tiny_cfg(*common, "trainer.clip_grad_norm=0.05",
                               f"toggles.fused_backward={fused}")) for fused in ("true", "false")]
     assert_same_params(*(run.model for run in clipped), rtol=1e-2, atol=1e-3)
