@@ -185,12 +185,15 @@ class BucketedAllReduce:
     every rank. Each `ready` then hands out the buckets whose all-reduce has finished:
     `p.grad` becomes the summed gradient and `use()` runs (the update, or the fused
     backward files it for its group's update; either frees it), while backward goes on
-    computing and later buckets are on the wire. `finish()` after backward
-    launches what is left and waits for everything. Parameters are bucketed in reverse
-    order, the order backward completes a transformer's gradients in.
+    computing and later buckets are on the wire. At most `in_flight` buckets are on the wire
+    at once (each a flat copy of its gradients): a launch beyond them first waits for the
+    oldest and hands it out, so that memory does not grow with how far backward runs ahead
+    of the network. `finish()` after backward launches what is left and waits for
+    everything. Parameters are bucketed in reverse order, the order backward completes a
+    transformer's gradients in.
     """
 
-    def __init__(self, params: list[torch.nn.Parameter], bucket_bytes: int):
+    def __init__(self, params: list[torch.nn.Parameter], bucket_bytes: int, in_flight: int):
         self.buckets: list[list[torch.nn.Parameter]] = [[]]
         size = 0
         for p in reversed(params):
@@ -203,6 +206,7 @@ class BucketedAllReduce:
         self._filed: list[dict] = [{} for _ in self.buckets]  # per bucket: param -> use
         self._next = 0  # the next bucket to launch
         self._in_flight: deque = deque()
+        self.max_in_flight = in_flight
 
     def ready(self, p: torch.nn.Parameter, use: Callable[[], None]) -> None:
         self._filed[self.bucket_of[p]][p] = use
@@ -220,6 +224,8 @@ class BucketedAllReduce:
         self._next = 0
 
     def _launch(self) -> None:
+        if len(self._in_flight) == self.max_in_flight:
+            self._hand_out_oldest()
         params, filed = self.buckets[self._next], self._filed[self._next]
         flat = torch.cat([p.grad.reshape(-1) if p in filed else p.new_zeros(p.numel())
                           for p in params])
@@ -232,9 +238,12 @@ class BucketedAllReduce:
 
     def _hand_out(self, wait: bool) -> None:
         while self._in_flight and (wait or self._in_flight[0][3].is_completed()):
-            params, filed, flat, work = self._in_flight.popleft()
-            work.wait()
-            for p, chunk in zip(params, flat.split([p.numel() for p in params])):
-                if p in filed:
-                    p.grad = chunk.view_as(p)
-                    filed[p]()  # which frees it, now or with its group's update
+            self._hand_out_oldest()
+
+    def _hand_out_oldest(self) -> None:
+        params, filed, flat, work = self._in_flight.popleft()
+        work.wait()
+        for p, chunk in zip(params, flat.split([p.numel() for p in params])):
+            if p in filed:
+                p.grad = chunk.view_as(p)
+                filed[p]()  # which frees it, now or with its group's update

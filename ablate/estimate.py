@@ -114,7 +114,8 @@ def estimate(cfg: DictConfig, accounting: str = "full") -> Estimate:
         gradients = (gradients + largest if accumulating else gradients // ranks + 2 * largest) \
             + (largest if gpu else 0) + gathered_bytes(optimizer, width)
     elif t.processes > 1:
-        in_flight = (bucket_bytes(model, t.bucket_mb, width) if cfg.toggles.fused_backward
+        in_flight = (bucket_bytes(model, t.bucket_mb, t.buckets_in_flight, width)
+                     if cfg.toggles.fused_backward
                      else gradient_bytes(model, width, True))
         gradients += in_flight
     activations = activation_bytes(shape(cfg.model), t.batch_size, t.seq_len, t.precision.value,
@@ -147,13 +148,15 @@ def weight_bytes(model: torch.nn.Module, width: int) -> int:
     return sum(p.numel() for p in model.parameters()) * width
 
 
-def bucket_bytes(model: torch.nn.Module, bucket_mb: float, width: int) -> int:
-    """The largest flat copy of gradients a replicated fused backward all-reduces
-    (`distributed.BucketedAllReduce`'s buckets: about `bucket_mb`, or one larger gradient),
-    alive beside the gradients it copies. (Unfused, DDP keeps a flat copy of all of them.)"""
+def bucket_bytes(model: torch.nn.Module, bucket_mb: float, in_flight: int, width: int) -> int:
+    """The flat copies of gradients a replicated fused backward all-reduces at once
+    (`distributed.BucketedAllReduce`'s buckets: about `bucket_mb`, or one larger gradient;
+    at most `in_flight` of them, counted as the largest), alive beside the gradients they
+    copy. (Unfused, DDP keeps a flat copy of all of them.)"""
     params = [p for p in model.parameters() if p.requires_grad]
-    buckets = BucketedAllReduce(params, int(bucket_mb * 2**20)).buckets
-    return max(sum(p.numel() for p in bucket) for bucket in buckets) * width
+    buckets = BucketedAllReduce(params, int(bucket_mb * 2**20), in_flight).buckets
+    sizes = sorted(sum(p.numel() for p in bucket) for bucket in buckets)
+    return sum(sizes[-in_flight:]) * width
 
 
 def tied_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:

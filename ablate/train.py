@@ -158,7 +158,7 @@ class Trainer:
             distributed.broadcast_parameters(self.model)
             params = [p for p in self.model.parameters() if p.requires_grad]
             return build_optimizer(cfg, self.model, distributed.BucketedAllReduce(
-                params, int(self.t.bucket_mb * 2**20)))
+                params, int(self.t.bucket_mb * 2**20), self.t.buckets_in_flight))
         self.net = DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             bucket_cap_mb=self.t.bucket_mb, forward_sync_buffers=False)

@@ -51,6 +51,10 @@ def bench(args) -> dict | None:
         f"trainer.seq_len={args.seq_len}", "trainer.processes=2", "trainer.warmup_steps=0",
         f"trainer.sharding={layout}", "logger.wandb.mode=disabled"]) for layout in LAYOUTS}
     corpus = load_corpus(configs["none"].task)  # loaded once: not in either layout's rise
+    # also before both: the estimates build the model on the meta device, which imports
+    # transformers' model code (ablate/models.py imports it where a model is made: ~100 MB
+    # that would count in the first layout's rise alone)
+    estimates = [estimate(configs[layout]).total for layout in LAYOUTS]
     with mock.patch("ablate.tasks.pretrain.load_corpus", lambda task, pretrained=None: corpus):
         rise = {}
         for layout in LAYOUTS:
@@ -84,7 +88,7 @@ def bench(args) -> dict | None:
     if dist.get_rank():
         return None
     return {"times": slowest, "peaks": [p.tolist() for p in every], "load": os.getloadavg(),
-            "estimates": [estimate(configs[layout]).total for layout in LAYOUTS],
+            "estimates": estimates,
             "params_m": trainers["none"].params_m}
 
 

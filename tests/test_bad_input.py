@@ -203,6 +203,8 @@ ROWS = [
     ("ablate", ["trainer.processes=4096"], "trainer.processes=4096: more than the"),
     ("ablate", ["trainer.processes=two"], "trainer.processes=two"),
     ("ablate", ["trainer.bucket_mb=0"], "trainer.bucket_mb=0.0: must be > 0"),
+    ("ablate", ["trainer.buckets_in_flight=0"], "trainer.buckets_in_flight=0: must be > 0"),
+    ("ablate", ["trainer.buckets_in_flight=1.5"], "trainer.buckets_in_flight=1.5"),
     ("ablate", ["trainer.collective_timeout_s=-1"], "trainer.collective_timeout_s=-1.0: must be"),
     ("ablate", ["-m", "trainer.processes=1,0"], "trainer.processes=0: must be >= 1"),
     # -------------------------------------------------- issue 21: config

@@ -133,7 +133,7 @@ def test_nccl_process_group_of_one_sums_to_the_gradient_itself(tiny_cfg, tmp_pat
         reduced.optimizer.remove_hooks()
         params = [p for p in reduced.model.parameters() if p.requires_grad]
         reduced.optimizer = build_optimizer(cfg, reduced.model, distributed.BucketedAllReduce(
-            params, bucket_bytes=2**16))
+            params, bucket_bytes=2**16, in_flight=2))
         losses = [reduced.train_step().item() for _ in range(cfg.trainer.max_steps)]
         assert dist.get_backend() == "nccl"
     finally:

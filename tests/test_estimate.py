@@ -200,11 +200,15 @@ def test_a_tied_embedding_is_gathered_whole_by_the_root_all_step(tiny_cfg):
 
 
 def test_replicated_processes_count_the_flat_copies_of_gradients_they_all_reduce(tiny_cfg):
-    """Fused: the largest bucket's flat copy, beside its gradients (buckets of one gradient
-    each here: the largest, the embedding's); unfused, DDP's flat copy of every gradient."""
-    fused = estimate(tiny_cfg()).gradients
-    assert estimate(tiny_cfg("trainer.processes=2", "trainer.bucket_mb=0.001")
-                    ).gradients == fused + EMBEDDING
+    """Fused: the flat copies of the `buckets_in_flight` largest buckets, beside their
+    gradients (buckets of one gradient each here: the largest are the embedding's and the
+    output layer's); unfused, DDP's flat copy of every gradient."""
+    one = estimate(tiny_cfg())  # more buckets in flight than there are: all of them
+    fused = one.gradients
+    for in_flight, copies in ((1, EMBEDDING), (2, 2 * EMBEDDING), (100, one.weights)):
+        assert estimate(tiny_cfg("trainer.processes=2", "trainer.bucket_mb=0.001",
+                                 f"trainer.buckets_in_flight={in_flight}")
+                        ).gradients == fused + copies
     unfused = estimate(tiny_cfg("toggles.fused_backward=false")).gradients
     assert estimate(tiny_cfg("toggles.fused_backward=false", "trainer.processes=2")
                     ).gradients == 2 * unfused

@@ -43,6 +43,9 @@ ONE_FORM = {
     "low_rank": ["adapter=low_rank", "optimizer.eps=1e-4", "trainer.lr=1e-2"],
 }
 ONE_CASE = {f"{name} fused={('false', 'true')[i % 2]} batch" for i, name in enumerate(ONE_FORM)}
+# Replicated: buckets of about one gradient each (10 KB; the tiny model's are 0.5-128 KB),
+# one on the wire at a time, so that each launch first hands out the bucket before it.
+SMALL_BUCKETS = ("trainer.bucket_mb=0.01", "trainer.buckets_in_flight=1")
 
 
 @pytest.mark.slow
@@ -56,7 +59,7 @@ def test_replicated_and_sharded_equal_one_process_on_the_same_global_batch(tiny_
     for name, two, one in cases(tiny_cfg, {**replicated, **ONE_FORM}):
         optimizer = name.split(" fused=")[0]
         if optimizer in replicated:
-            two_process[f"replicated {name}"] = two
+            two_process[f"replicated {name}"] = with_values(two, *SMALL_BUCKETS)
         if optimizer in SHARDED or name in ONE_CASE:
             two_process[f"sharded {name}"] = with_values(two, "trainer.sharding=fsdp")
         if optimizer in replicated or name in ONE_CASE:

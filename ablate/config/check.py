@@ -75,7 +75,7 @@ def check(cfg: DictConfig) -> None:
               "trainer.lr", "trainer.lr_factor", "trainer.eval_batches", "trainer.log_interval",
               "model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
               "model.intermediate_size", "model.max_seq_len", "trainer.bucket_mb",
-              "trainer.collective_timeout_s")
+              "trainer.buckets_in_flight", "trainer.collective_timeout_s")
     t = cfg.trainer
     if not 0 <= t.seed < 2**32:
         raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32 - 1]")

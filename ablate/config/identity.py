@@ -26,9 +26,9 @@ from .variants import parse_assignment
 # how the same numbers are computed (the multi-tensor updates equal the per-tensor ones).
 NOT_IN_HASH = ("outputs_dir", "resume", "resume_from", "share_gpus", "logger", "task.cache_dir",
                "trainer.progress", "trainer.log_interval", "trainer.eval_interval",
-               "trainer.checkpoint_every", "trainer.bucket_mb", "trainer.collective_timeout_s",
-               "trainer.threads", "trainer.foreach", "tune", "ablation.seeds",
-               "ablation.claims")
+               "trainer.checkpoint_every", "trainer.bucket_mb", "trainer.buckets_in_flight",
+               "trainer.collective_timeout_s", "trainer.threads", "trainer.foreach", "tune",
+               "ablation.seeds", "ablation.claims")
 
 
 def config_hash(cfg: DictConfig) -> str:

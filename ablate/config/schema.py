@@ -385,6 +385,8 @@ class TrainerConfig:
     # Data parallel: the global batch is processes x batch_size x grad_accum_steps rows.
     processes: int = MISSING  # workers this job launches (1: none; see ablate/distributed.py)
     bucket_mb: float = MISSING  # gradients summed across processes in buckets of this size
+    # fused: at most this many buckets' sums in flight at once (memory: as many flat copies)
+    buckets_in_flight: int = 2  # (a default: configs saved before it lack it)
     sharding: Sharding = Sharding.none  # fsdp: weights, gradients and state 1/N per rank
     collective_timeout_s: float = MISSING  # a rank waiting longer on the others fails the job
     # CPU threads of each of the job's processes (torch's intra-op threads); null or 0: the
