@@ -140,29 +140,28 @@ CHUNK: int | None = 1 << 19
 def elementwise_batches(written: list[list[Tensor]], read: list[list[Tensor]]
                         ) -> Iterator[list[list[Tensor]]]:
     """Lists of tensors that an update combines element by element, alike in shape (`written`:
-    parameters and moments, updated in place, so contiguous; `read`: gradients), as batches
-    of aligned flat slices of them, the written lists first. On a CPU a foreach op is a loop
-    over its tensors, so an update of k ops passes over memory k times, and its temporaries
-    (AdamW's sqrt(v)) are as large as all the parameters: allocated anew every step, their
-    pages faulted in again. In batches of at most CHUNK values per list, it reads memory about
-    once and its temporaries are a batch's, bit for bit the same numbers (AdamW's step on
-    llama_60m: 0.55-0.6 of torch's foreach step; on llama_tiny, whose step is bound by
-    compute, the same). A GPU's foreach kernels chunk their tensors themselves: there, the
+    parameters and moments, updated in place, so contiguous; `read`: gradients), in batches
+    of at most CHUNK values per list, the written lists first. On a CPU a foreach op is a
+    loop over its tensors, so an update of k ops passes over memory k times, and its
+    temporaries (AdamW's sqrt(v)) are as large as all the parameters: allocated anew every
+    step, their pages faulted in again. In batches it reads memory about once and its
+    temporaries are a batch's, bit for bit the same numbers (AdamW's step on llama_60m:
+    0.45-0.6 of torch's foreach step). A tensor of more than CHUNK values comes as aligned
+    flat slices, the others whole (flattening and cutting each tensor took 10% of
+    llama_tiny's step). A GPU's foreach kernels chunk their tensors themselves: there, the
     lists whole."""
     if CHUNK is None or written[0][0].device.type != "cpu":
-        return iter([written + read])
-    flat = ([[t.view(-1) for t in tensors] for tensors in written]
-            + [[t.reshape(-1) for t in tensors] for tensors in read])
-    return batches(flat, CHUNK)
-
-
-def batches(columns: list[list[Tensor]], size: int) -> Iterator[list[list[Tensor]]]:
-    """Aligned slices of the flat tensors in `columns` (a parameter's in each), grouped
-    into batches of at most `size` values per column: a tensor longer than `size` is cut."""
+        yield written + read
+        return
     batch, total = [], 0
-    for row in zip(*columns):
-        for piece in zip(*(t.split(size) for t in row)):
-            if batch and total + piece[0].numel() > size:
+    for row in zip(*written, *read):
+        pieces = [row]
+        if row[0].numel() > CHUNK:
+            flat = ([t.view(-1) for t in row[:len(written)]]
+                    + [t.reshape(-1) for t in row[len(written):]])
+            pieces = zip(*(t.split(CHUNK) for t in flat))
+        for piece in pieces:
+            if batch and total + piece[0].numel() > CHUNK:
                 yield [list(column) for column in zip(*batch)]
                 batch, total = [], 0
             batch.append(piece)
