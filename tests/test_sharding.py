@@ -94,15 +94,18 @@ def test_a_device_without_its_backend_is_refused(tmp_path, tiny_args, monkeypatc
 
 
 @pytest.mark.slow
-def test_a_sharded_job_killed_mid_run_resumes_on_one_process(tmp_path, tiny_args, tiny_cfg):
+def test_a_sharded_job_killed_mid_run_resumes_on_two_processes_and_on_one(tmp_path, tiny_args,
+                                                                         tiny_cfg):
     """Rank 1 of a 2-process AdaLomo job raises at step 4, after the step-3 checkpoint (one
-    file per rank); the job on 1 process, the same global batch, continues from it and ends
-    with the losses of an uninterrupted run."""
+    file per rank); the job on 2 processes again, and on 1 process, the same global batch,
+    each continues from it and ends with the losses of an uninterrupted run."""
     (tmp_path / "fault").mkdir()
     (tmp_path / "fault" / "sitecustomize.py").write_text(FAULT)
     args = [*tiny_args, "optimizer=adalomo", "trainer.sharding=fsdp", "trainer.max_steps=6",
             "trainer.checkpoint_every=3", "trainer.collective_timeout_s=30"]
-    first, second = tmp_path / "first", tmp_path / "second"
+    # (each resumed run in a folder of its own: a job looks for its completed run beside it)
+    first, second, third = (tmp_path / "first", tmp_path / "on_one" / "run",
+                            tmp_path / "on_two" / "run")
     failed = ablate(tmp_path, *args, "trainer.processes=2", "trainer.batch_size=2",
                     f"hydra.run.dir={first}", check=False,
                     env={"ABLATE_FAULT_STEP": "4",
@@ -114,12 +117,15 @@ def test_a_sharded_job_killed_mid_run_resumes_on_one_process(tmp_path, tiny_args
     code, _, err = run_in_process(tmp_path, *args, "trainer.batch_size=4",
                                   f"resume_from=[{first}]", f"hydra.run.dir={second}")
     assert code == 0, err
-    summary = json.loads((second / "summary.json").read_text())
-    assert summary["resumed_from"] == {"run_dir": str(first), "step": 3}
-    assert summary["world_size"] == 1 and summary["global_batch_size"] == 4
+    ablate(tmp_path, *args, "trainer.processes=2", "trainer.batch_size=2",
+           f"resume_from=[{first}]", f"hydra.run.dir={third}")
     trainer = Trainer(tiny_cfg("optimizer=adalomo", "trainer.max_steps=6"))
     uninterrupted = [trainer.train_step().item() for _ in range(6)]
-    assert losses(second) == pytest.approx(uninterrupted, rel=1e-5)
+    for run_dir, processes in ((second, 1), (third, 2)):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["resumed_from"] == {"run_dir": str(first), "step": 3}
+        assert summary["world_size"] == processes and summary["global_batch_size"] == 4
+        assert losses(run_dir) == pytest.approx(uninterrupted, rel=1e-5)
 
 
 def test_a_job_is_its_global_batch_whatever_computes_it(tiny_cfg):
