@@ -8,16 +8,22 @@ against torch's own with `foreach=True`.
         [--batch-size 4] [--seq-len 128] [--out FILE.json]
 
 For each model, thread count and optimizer, the paths are built from one seed (the same
-init) and step in turns, step by step, the order rotated each step, so that other load on
-the machine slows all alike; each ratio is the median over steps of one path's wall time
-over the other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps;
-on the larger models: `--big-optimizers`, `--big-steps` (with `--steps 20 --big-steps 10`
-a run took 26 minutes on an idle 2-core CPU); each after one untimed step (state
-allocation). The paths:
+init) and step in turns, step by step, the order shuffled each step (seeded), so that other
+load on the machine slows all alike and no path always follows the same one (with a
+rotation each did, and what a step leaves in the caches and the allocator is part of the
+next one's time); each ratio is the median over steps of one path's wall time over the
+other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps; on the
+larger models: `--big-optimizers`, `--big-steps` (with `--steps 40 --big-steps 10` a run
+took 25 minutes on an idle 2-core CPU); each after one untimed step (state allocation).
+The paths:
 
 - fused: `toggles.fused_backward=true`, a layer's parameters updated at once
   (`trainer.foreach=true`); fused/1: the same, each parameter on its own (foreach off, the
   code before the multi-tensor forms)
+- fused/after: the fused optimizer with every group's update held to the end of backward
+  (`UpdatedAfterBackward`): the same groups, calls and numbers as fused, run where the
+  unfused step runs, so fused / fused/after is what running the updates between the
+  backward's ops costs, and fused/after / unfused what the grouped code costs
 - unfused: `step()` after backward, all parameters in one multi-tensor update; unfused/1:
   per tensor
 - torch: the unfused trainer with `torch.optim.AdamW` / `torch.optim.Adafactor`
@@ -36,8 +42,11 @@ ops inside it, which this leaves out; counted with the elementwise updates on wh
 tensors, as on a GPU, not in a CPU's cache-sized batches); all: every aten event, nested
 ones too. peak: the rise of the process's peak RSS over a step above the RSS before it
 (blocks of 1 MB or more mapped on their own, `MEASURED`, so freed memory leaves the RSS:
-as scripts/bench_sharded.py), the median over the timed steps: gradients, activations and
-temporaries, which is where fused and unfused differ.
+as scripts/bench_sharded.py), the median over `PEAK_STEPS` steps before the timed ones:
+gradients, activations and temporaries, which is where fused and unfused differ. The
+timed steps run with glibc's thresholds where they settle in a training process
+(`SETTLED`): under `MEASURED` every block of 1 MB or more is mapped and faulted in anew at
+each step, a fifth of llama_tiny's step, which a run does only for blocks over 32 MB.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import argparse
 import ctypes
 import gc
 import json
+import random
 import statistics
 import time
 from unittest import mock
@@ -54,6 +64,7 @@ import torch
 from scipy import stats
 
 from ablate.config.variants import compose
+from ablate.fused import OptimizerInBackward, layer_of
 from ablate.memory import allocated_bytes, peak_bytes, reset_peak
 from ablate.tasks.pretrain import load_corpus
 from ablate.train import Trainer
@@ -61,12 +72,18 @@ from ablate.train import Trainer
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 MEASURED = (1 << 20, 128 << 10)  # blocks of 1 MB or more mapped on their own (RSS = in use)
 SETTLED = (32 << 20, 64 << 20)  # where glibc's own thresholds settle in a training process
+PEAK_STEPS = 3  # steps per path whose peak RSS rise is measured
 
 
 def malloc_thresholds(mmap: int, trim: int) -> None:
+    """glibc's thresholds set, and its free heap memory handed back (`malloc_trim`): from
+    here the RSS counts only memory in use, and a block reused is faulted in again."""
     libc = ctypes.CDLL(None)
     libc.mallopt(M_MMAP_THRESHOLD, mmap)
     libc.mallopt(M_TRIM_THRESHOLD, trim)
+    libc.malloc_trim(0)
+
+
 PATHS = {"fused": ("true", "true"), "fused/1": ("true", "false"),
          "unfused": ("false", "true"), "unfused/1": ("false", "false")}
 TORCH = {"adamw": lambda params, o, lr: torch.optim.AdamW(
@@ -75,8 +92,8 @@ TORCH = {"adamw": lambda params, o, lr: torch.optim.AdamW(
          "adafactor": lambda params, o, lr: torch.optim.Adafactor(
              params, lr=lr, beta2_decay=o.beta2_decay, eps=tuple(o.eps), d=o.d,
              weight_decay=o.weight_decay, foreach=True)}
-RATIOS = (("fused", "unfused"), ("fused/1", "unfused/1"), ("unfused", "unfused/1"),
-          ("unfused", "torch"))
+RATIOS = (("fused", "unfused"), ("fused", "fused/after"), ("fused/after", "unfused"),
+          ("fused/1", "unfused/1"), ("unfused", "unfused/1"), ("unfused", "torch"))
 
 
 CPU_OVERRIDES = {"muon": ["optimizer.ns_dtype=float32"]}  # bf16 matmuls crawl on a CPU
@@ -91,11 +108,21 @@ def trainers(model: str, optimizer: str, threads: int, args) -> dict[str, Traine
                         f"trainer.seq_len={args.seq_len}", "trainer.warmup_steps=0",
                         "logger.wandb.mode=disabled", *CPU_OVERRIDES.get(optimizer, [])])
     built = {name: Trainer(cfg(*flags)) for name, flags in PATHS.items()}
+    with mock.patch("ablate.optim.build.OptimizerInBackward", UpdatedAfterBackward):
+        built["fused/after"] = Trainer(cfg("true", "true"))
     if optimizer in TORCH:
         reference = built["torch"] = Trainer(cfg("false", "true"))
         reference.optimizer = TORCH[optimizer](reference.model.parameters(),
                                                reference.cfg.optimizer, reference.t.lr)
     return built
+
+
+class UpdatedAfterBackward(OptimizerInBackward):
+    """The fused optimizer whose groups, once complete, wait for the end of backward, where
+    `_backward` updates every group left (see fused/after above)."""
+
+    def _ready(self, name: str) -> None:
+        self._complete.setdefault(layer_of(name), []).append(name)
 
 
 def aten_ops(trainer: Trainer) -> tuple[int, int]:
@@ -133,13 +160,13 @@ def seconds_of(step) -> float:
     return time.perf_counter() - began
 
 
-def step_rise(trainer: Trainer) -> tuple[float, int]:
-    """One training step: its wall seconds, and its peak RSS rise over the RSS before it."""
+def step_rise(trainer: Trainer) -> int:
+    """One training step's peak RSS rise over the RSS before it."""
     cpu = torch.device("cpu")
     reset_peak(cpu)
     before = allocated_bytes(cpu)
-    took = seconds_of(trainer.train_step)
-    return took, peak_bytes(cpu) - before
+    trainer.train_step()
+    return peak_bytes(cpu) - before
 
 
 def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
@@ -147,13 +174,14 @@ def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
     names = list(paths)
     for trainer in paths.values():
         trainer.train_step()  # the state allocated
+    rises = {name: [step_rise(paths[name]) for _ in range(PEAK_STEPS)] for name in names}
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    rises: dict[str, list[int]] = {name: [] for name in names}
-    for i in range(steps):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            took, rise = step_rise(paths[name])
-            seconds[name].append(took)
-            rises[name].append(rise)
+    order = random.Random(0)
+    malloc_thresholds(*SETTLED)
+    for _ in range(steps):
+        for name in order.sample(names, len(names)):
+            seconds[name].append(seconds_of(paths[name].train_step))
+    malloc_thresholds(*MEASURED)
     result = {"model": model, "optimizer": optimizer, "threads": threads, "steps": steps}
     for name in names:
         result[f"{name}_s"] = statistics.median(seconds[name])
@@ -174,10 +202,8 @@ def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
 def optimizer_step_alone(ours: Trainer, theirs: Trainer, steps: int) -> dict:
     """Ours unfused against torch's foreach optimizer, the optimizer step alone: both models'
     parameters given the same gradients, then `step()` in turns (forward and backward, the
-    same in both, hide a few per cent of difference in the train step's time). Timed with
-    glibc's thresholds where they settle in a training process (`SETTLED`): under `MEASURED`
-    every temporary of 1 MB or more, as torch's sqrt(v) of each parameter, is mapped and
-    faulted in anew at each step, which a run does only for those over 32 MB."""
+    same in both, hide a few per cent of difference in the train step's time). Timed, as the
+    train steps, with glibc's thresholds where they settle in a run (`SETTLED`)."""
     malloc_thresholds(*SETTLED)
     generator = torch.Generator().manual_seed(0)
     for p, q in zip(ours.model.parameters(), theirs.model.parameters()):
@@ -198,6 +224,8 @@ def optimizer_step_alone(ours: Trainer, theirs: Trainer, steps: int) -> dict:
 INTERVAL = "interval"  # a ratio's median and its interval (median_interval)
 COLUMNS = (("model", "model", "{}", 10), ("optimizer", "optimizer", "{}", 12),
            ("thr", "threads", "{}", 3), ("fu:un [95%]", "fused:unfused", INTERVAL, 19),
+           ("fu:aft [95%]", "fused:fused/after", INTERVAL, 19),
+           ("aft:un [95%]", "fused/after:unfused", INTERVAL, 19),
            ("fu1:un1", "fused/1:unfused/1", "{:.3f}", 7),
            ("un:un1", "unfused:unfused/1", "{:.3f}", 6),
            ("un:tor [95%]", "unfused:torch", INTERVAL, 19),
@@ -239,7 +267,8 @@ def main() -> None:
     malloc_thresholds(*MEASURED)
     corpus = load_corpus(compose(["logger.wandb.mode=disabled"]).task)  # loaded once
     results = []
-    print("fu: fused, un: unfused (multi-tensor); fu1, un1: per tensor (foreach off); "
+    print("fu: fused, un: unfused (multi-tensor); aft: fused, its updates after backward; "
+          "fu1, un1: per tensor (foreach off); "
           "tor: torch's foreach optimizer (step: the optimizer step alone); time ratios are "
           "medians over turns [95% interval of the median]; ops: aten ops "
           "per step (all: nested too); pk: MB peak RSS rise in a step; un_s: unfused seconds "
