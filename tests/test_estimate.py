@@ -203,8 +203,9 @@ def test_replicated_processes_count_the_flat_copies_of_gradients_they_all_reduce
     """Fused: the flat copies of the `buckets_in_flight` largest buckets, beside their
     gradients (buckets of one gradient each here: the largest are the embedding's and the
     output layer's); unfused, DDP's flat copy of every gradient."""
-    one = estimate(tiny_cfg())  # more buckets in flight than there are: all of them
+    one = estimate(tiny_cfg())
     fused = one.gradients
+    # 100: more buckets in flight than there are, so a flat copy of every gradient
     for in_flight, copies in ((1, EMBEDDING), (2, 2 * EMBEDDING), (100, one.weights)):
         assert estimate(tiny_cfg("trainer.processes=2", "trainer.bucket_mb=0.001",
                                  f"trainer.buckets_in_flight={in_flight}")
