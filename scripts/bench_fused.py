@@ -5,7 +5,7 @@ against torch's own with `foreach=True`.
     python scripts/bench_fused.py [--models llama_tiny,llama_60m]
         [--optimizers adamw,sgd,lomo,adalomo,adafactor,galore_adamw,apollo,adam_mini,muon]
         [--big-optimizers adamw,adalomo] [--threads 1,2] [--steps 6] [--big-steps 2]
-        [--batch-size 4] [--seq-len 128] [--out FILE.json]
+        [--batch-size B] [--seq-len L] [--out FILE.json]
 
 For each model, thread count and optimizer, the paths are built from one seed (the same
 init) and step in turns, step by step, the order shuffled each step (seeded), so that other
@@ -101,12 +101,14 @@ CPU_OVERRIDES = {"muon": ["optimizer.ns_dtype=float32"]}  # bf16 matmuls crawl o
 
 def trainers(model: str, optimizer: str, threads: int, args) -> dict[str, Trainer]:
     """Every path of one optimizer, each a trainer from the same seed."""
+    sizes = [f"trainer.{key}={value}" for key, value in
+             (("batch_size", args.batch_size), ("seq_len", args.seq_len)) if value is not None]
+
     def cfg(fused: str, foreach: str):
         return compose([f"model={model}", f"optimizer={optimizer}", "trainer.device=cpu",
                         f"toggles.fused_backward={fused}", f"trainer.foreach={foreach}",
-                        f"trainer.threads={threads}", f"trainer.batch_size={args.batch_size}",
-                        f"trainer.seq_len={args.seq_len}", "trainer.warmup_steps=0",
-                        "logger.wandb.mode=disabled", *CPU_OVERRIDES.get(optimizer, [])])
+                        f"trainer.threads={threads}", "trainer.warmup_steps=0",
+                        "logger.wandb.mode=disabled", *sizes, *CPU_OVERRIDES.get(optimizer, [])])
     built = {name: Trainer(cfg(*flags)) for name, flags in PATHS.items()}
     with mock.patch("ablate.optim.build.OptimizerInBackward", UpdatedAfterBackward):
         built["fused/after"] = Trainer(cfg("true", "true"))
@@ -260,8 +262,10 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--steps", type=int, default=6, help="timed steps on llama_tiny")
     parser.add_argument("--big-steps", type=int, default=2, help="timed steps on other models")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int,
+                        help="rows per step (default: the trainer's, conf/trainer)")
+    parser.add_argument("--seq-len", type=int,
+                        help="tokens per row (default: the trainer's, conf/trainer)")
     parser.add_argument("--out", help="also write the results here, as JSON")
     args = parser.parse_args()
     malloc_thresholds(*MEASURED)

@@ -61,11 +61,12 @@ def test_resume_finds_a_sweep_written_outside_outputs_dir(sweep, tmp_path):
 
 def test_checkpoint_and_log_settings_keep_the_config(sweep, tmp_path):
     """Turning checkpoints on (or logging more often) for a config that ran without them is
-    the same config: same hash, same label, reused."""
-    sweep("trainer.seed=0", "trainer.checkpoint_every=0")
+    the same config: same hash, same label, reused. The sweeps' folders are named: two
+    sweeps in one second get folders of the same time, in the order of a random suffix."""
+    first, second = (tmp_path / "outputs" / "multirun" / name for name in ("first", "second"))
+    sweep("trainer.seed=0", "trainer.checkpoint_every=0", f"hydra.sweep.dir={first}")
     code, out = sweep("trainer.seed=0", "trainer.checkpoint_every=2", "trainer.log_interval=2",
-                      "trainer.eval_interval=1")
-    first, second = sorted((tmp_path / "outputs" / "multirun").glob("*/*"))
+                      "trainer.eval_interval=1", f"hydra.sweep.dir={second}")
     before, after = summaries(first)[0], summaries(second)[0]
     assert after["config_hash"] == before["config_hash"]
     assert after["variant"] == before["variant"]

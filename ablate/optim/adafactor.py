@@ -172,19 +172,19 @@ def adafactor_update_many_(params: list[Tensor], grads: list[Tensor], states: li
     one_minus_beta2 = step ** group["beta2_decay"] if group["beta2"] is None else (
         1.0 - group["beta2"])
     if group["relative_step"]:
-        alphas = [max(eps2, p.norm(2).item() / (p.numel() ** 0.5)) * min(lr, 1 / (step ** 0.5))
-                  for p in params]
+        alphas = [max(eps2, norm / (p.numel() ** 0.5)) * min(lr, 1 / (step ** 0.5))
+                  for p, norm in zip(params, norms_of(params))]
     else:
         alphas = [lr] * len(params)
     if group["weight_decay"] != 0:
         torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
     if "row_var" in states[0]:
         row_vars = [state["row_var"] for state in states]
-        row_means = [torch.norm(grad, dim=-1, keepdim=True) for grad in grads]
+        row_means = [torch.linalg.vector_norm(grad, dim=-1, keepdim=True) for grad in grads]
         torch._foreach_mul_(row_means, row_means)
         torch._foreach_div_(row_means, [grad.size(-1) for grad in grads])
         torch._foreach_lerp_(row_vars, row_means, one_minus_beta2)
-        col_means = [torch.norm(grad, dim=-2, keepdim=True) for grad in grads]
+        col_means = [torch.linalg.vector_norm(grad, dim=-2, keepdim=True) for grad in grads]
         torch._foreach_mul_(col_means, col_means)
         torch._foreach_div_(col_means, [grad.size(-2) for grad in grads])
         torch._foreach_lerp_([state["col_var"] for state in states], col_means, one_minus_beta2)
@@ -199,6 +199,12 @@ def adafactor_update_many_(params: list[Tensor], grads: list[Tensor], states: li
     torch._foreach_clamp_min_(var_estimates, eps1 * eps1)
     torch._foreach_rsqrt_(var_estimates)
     torch._foreach_mul_(var_estimates, grads)
-    for p, update, alpha in zip(params, var_estimates, alphas):
-        denom = max(1.0, update.norm(2).item() / ((update.numel() ** 0.5) * group["d"]))
+    for p, update, alpha, norm in zip(params, var_estimates, alphas, norms_of(var_estimates)):
+        denom = max(1.0, norm / ((update.numel() ** 0.5) * group["d"]))
         p.add_(update, alpha=-alpha / denom)
+
+
+def norms_of(xs: list[Tensor]) -> list[float]:
+    """Each tensor's 2-norm on the host, from one foreach norm and one copy to the host
+    (as `x.norm(2).item()` each: torch's `norm` is this `linalg.vector_norm`)."""
+    return torch.stack(torch._foreach_norm(xs)).tolist()

@@ -142,17 +142,30 @@ class AdaLomo(Base):
                     adalomo_step_(p32, u, group, update_rms, whole=p)
 
     def update_many(self, entries: list[tuple[Tensor, dict, dict]]) -> None:
-        """Steps 1-3 per tensor (row and column statistics are reductions), then steps 4-6
-        for all of a group's tensors in foreach ops; a sharded parameter's steps 4-6 stay per
-        tensor (their RMS are sums over the ranks)."""
-        directions = []
+        """Steps 1-3 in foreach ops over the tensors alike (one step count and group, all
+        factored or all full), each row and column mean per tensor (reductions), and per
+        tensor for a sharded parameter (its means are sums over the ranks); then steps 4-6
+        for all of a group's tensors in foreach ops, a sharded parameter's per tensor (their
+        RMS are sums over the ranks)."""
         prepared = fp32_grads([("", p, group) for p, group, _ in entries], self.clip_grad_norm,
                               self.loss_scale)
+        directions = []  # (p, group, state, u): u is the gradient, turned into u in place
         for (p, group, grad), (_, _, state) in zip(prepared, entries):
             state["step"] += 1
-            directions.append((p, group, state, adalomo_direction_(
-                grad, state, state["step"], eps1=group["eps"][0],
-                decay_rate=group["decay_rate"], beta2=group["beta2"], whole=p)))
+            directions.append((p, group, state, grad))
+        for bucket in by_group(directions, "step"):
+            group, step = bucket[0][1], bucket[0][2]["step"]
+            options = dict(eps1=group["eps"][0], decay_rate=group["decay_rate"],
+                           beta2=group["beta2"])
+            for p, _, state, grad in bucket:
+                if is_sharded(p):
+                    adalomo_direction_(grad, state, step, **options, whole=p)
+            for key in ("exp_avg_sq_row", "exp_avg_sq"):
+                kind = [(state, grad) for p, _, state, grad in bucket
+                         if key in state and not is_sharded(p)]
+                if kind:
+                    states, grads = zip(*kind)
+                    adalomo_directions_many_(list(grads), list(states), step, **options)
         update_rms = None
         pending = [entry for entry in directions if entry[1]["grouped_norm"] == "global"]
         if pending:
@@ -215,6 +228,35 @@ def adalomo_direction_(grad: Tensor, state: dict, step: int, *, eps1: float,
         v.mul_(beta2).add_(grad.square().add_(eps1), alpha=1.0 - beta2)
         grad.mul_(v.rsqrt())
     return grad
+
+
+def adalomo_directions_many_(grads: list[Tensor], states: list[dict], step: int, *,
+                             eps1: float, decay_rate: float, beta2: float | None) -> None:
+    """`adalomo_direction_` on lists of fp32 gradients (not sharded) whose states are all
+    factored or all full, op for op: the row and column means per tensor, the rest in
+    foreach ops."""
+    if beta2 is None:
+        beta2 = 1.0 - step ** decay_rate
+    if "exp_avg_sq_row" in states[0]:
+        matrices = [grad.view(grad.shape[0], -1) for grad in grads]  # share grads' memory
+        rows = [state["exp_avg_sq_row"] for state in states]
+        cols = [state["exp_avg_sq_col"] for state in states]
+        row_mean_sqs, col_mean_sqs = map(list, zip(*map(mean_sq_rows_cols, matrices)))
+        for moments, mean_sqs in ((rows, row_mean_sqs), (cols, col_mean_sqs)):
+            torch._foreach_add_(mean_sqs, eps1)
+            torch._foreach_mul_(moments, beta2)
+            torch._foreach_add_(moments, mean_sqs, alpha=1.0 - beta2)
+        row_factors = torch._foreach_div(rows, [row.mean() for row in rows])
+        torch._foreach_rsqrt_(row_factors)
+        torch._foreach_mul_(matrices, [factor.unsqueeze(-1) for factor in row_factors])
+        torch._foreach_mul_(matrices, torch._foreach_rsqrt(cols))
+    else:
+        vs = [state["exp_avg_sq"] for state in states]
+        squares = torch._foreach_pow(grads, 2)
+        torch._foreach_add_(squares, eps1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_add_(vs, squares, alpha=1.0 - beta2)
+        torch._foreach_mul_(grads, torch._foreach_rsqrt(vs))
 
 
 def adalomo_step_(p: Tensor, u: Tensor, group: dict, update_rms: Tensor | None = None,

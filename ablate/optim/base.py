@@ -175,11 +175,21 @@ def by_group(entries: list[tuple], *state_keys: str) -> list[list[tuple]]:
     the values of `state_keys` (a step count), in their order: one multi-tensor call per
     bucket, whose scalars are then the same for all its tensors. Instances of one class
     built alike share their hyperparameters: a fused group is one bucket."""
-    buckets: dict[tuple, list] = {}
+    buckets: list[tuple[dict, tuple, list]] = []  # (first group, step counts, entries)
     for entry in entries:
-        group, state = entry[1], entry[2]
-        key = (tuple((k, repr(v)) for k, v in sorted(group.items())
-                     if k not in ("params", "param_names")),
-               tuple(float(state[k]) for k in state_keys))
-        buckets.setdefault(key, []).append(entry)
-    return list(buckets.values())
+        group, steps = entry[1], tuple(float(entry[2][k]) for k in state_keys)
+        bucket = next((found for first, counts, found in buckets
+                       if counts == steps and alike(first, group)), None)
+        if bucket is None:
+            buckets.append((group, steps, [entry]))
+        else:
+            bucket.append(entry)
+    return [found for _, _, found in buckets]
+
+
+def alike(group: dict, other: dict) -> bool:
+    """Whether two param groups have the same hyperparameters: each value the same object
+    (instances built from one config share them), or else printed alike."""
+    return group is other or (group.keys() == other.keys() and all(
+        group[key] is other[key] or repr(group[key]) == repr(other[key])
+        for key in group if key not in ("params", "param_names")))

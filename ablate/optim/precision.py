@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from ..sharding import local, placed_like
+from ..sharding import is_sharded, local, placed_like
 
 
 def is_float(value) -> bool:
@@ -53,7 +53,12 @@ def fp32_update(p: Tensor, state: dict) -> Iterator[tuple[Tensor, dict]]:
 def fp32_updates(params: list[Tensor], states: list[dict]
                  ) -> Iterator[tuple[list[Tensor], list[dict]]]:
     """`fp32_update` of each parameter and its state, for a multi-tensor update: lists of
-    fp32 parameters and states, written back at the end."""
+    fp32 parameters and states, written back at the end. Parameters all fp32 and whole (not
+    sharded) are handed out themselves with their states, which are then fp32 (or integers):
+    what `fp32_update` would hand out, without its context per tensor."""
+    if all(p.dtype == torch.float32 and not is_sharded(p) for p in params):
+        yield list(params), list(states)
+        return
     with ExitStack() as stack:
         pairs = [stack.enter_context(fp32_update(p, state)) for p, state in zip(params, states)]
         yield [p32 for p32, _ in pairs], [state32 for _, state32 in pairs]
