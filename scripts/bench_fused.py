@@ -5,7 +5,8 @@ against torch's own with `foreach=True`.
     python scripts/bench_fused.py [--models llama_tiny,llama_60m]
         [--optimizers adamw,sgd,lomo,adalomo,adafactor,galore_adamw,apollo,adam_mini,muon]
         [--big-optimizers adamw,adalomo] [--threads 1,2] [--steps 6] [--big-steps 2]
-        [--batch-size B] [--seq-len L] [--out FILE.json]
+        [--batch-size B] [--seq-len L]
+        [--paths fused,fused/1,unfused,unfused/1,fused/after,torch] [--out FILE.json]
 
 For each model, thread count and optimizer, the paths are built from one seed (the same
 init) and step in turns, step by step, the order shuffled each step (seeded), so that other
@@ -14,8 +15,11 @@ rotation each did, and what a step leaves in the caches and the allocator is par
 next one's time); each ratio is the median over steps of one path's wall time over the
 other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps; on the
 larger models: `--big-optimizers`, `--big-steps` (with `--steps 40 --big-steps 10` a run
-took 25 minutes on an idle 2-core CPU); each after one untimed step (state allocation).
-The paths:
+took 43 minutes on an idle 2-core CPU); each after one untimed step (state allocation).
+A step is the trainer's batch (conf/trainer: 8 x 128 tokens) unless `--batch-size` and
+`--seq-len` say otherwise: the fused path's cost is about fixed per step (the README's
+bench section), so its share of a smaller batch's step is larger. `--paths` times only
+those paths (fused,unfused: the target's ratio, more turns in the same time). The paths:
 
 - fused: `toggles.fused_backward=true`, a layer's parameters updated at once
   (`trainer.foreach=true`); fused/1: the same, each parameter on its own (foreach off, the
@@ -92,6 +96,7 @@ TORCH = {"adamw": lambda params, o, lr: torch.optim.AdamW(
          "adafactor": lambda params, o, lr: torch.optim.Adafactor(
              params, lr=lr, beta2_decay=o.beta2_decay, eps=tuple(o.eps), d=o.d,
              weight_decay=o.weight_decay, foreach=True)}
+ALL_PATHS = (*PATHS, "fused/after", "torch")
 RATIOS = (("fused", "unfused"), ("fused", "fused/after"), ("fused/after", "unfused"),
           ("fused/1", "unfused/1"), ("unfused", "unfused/1"), ("unfused", "torch"))
 
@@ -100,7 +105,7 @@ CPU_OVERRIDES = {"muon": ["optimizer.ns_dtype=float32"]}  # bf16 matmuls crawl o
 
 
 def trainers(model: str, optimizer: str, threads: int, args) -> dict[str, Trainer]:
-    """Every path of one optimizer, each a trainer from the same seed."""
+    """The paths of one optimizer asked for (`--paths`), each a trainer from the same seed."""
     sizes = [f"trainer.{key}={value}" for key, value in
              (("batch_size", args.batch_size), ("seq_len", args.seq_len)) if value is not None]
 
@@ -109,10 +114,11 @@ def trainers(model: str, optimizer: str, threads: int, args) -> dict[str, Traine
                         f"toggles.fused_backward={fused}", f"trainer.foreach={foreach}",
                         f"trainer.threads={threads}", "trainer.warmup_steps=0",
                         "logger.wandb.mode=disabled", *sizes, *CPU_OVERRIDES.get(optimizer, [])])
-    built = {name: Trainer(cfg(*flags)) for name, flags in PATHS.items()}
-    with mock.patch("ablate.optim.build.OptimizerInBackward", UpdatedAfterBackward):
-        built["fused/after"] = Trainer(cfg("true", "true"))
-    if optimizer in TORCH:
+    built = {name: Trainer(cfg(*flags)) for name, flags in PATHS.items() if name in args.paths}
+    if "fused/after" in args.paths:
+        with mock.patch("ablate.optim.build.OptimizerInBackward", UpdatedAfterBackward):
+            built["fused/after"] = Trainer(cfg("true", "true"))
+    if optimizer in TORCH and "torch" in args.paths:
         reference = built["torch"] = Trainer(cfg("false", "true"))
         reference.optimizer = TORCH[optimizer](reference.model.parameters(),
                                                reference.cfg.optimizer, reference.t.lr)
@@ -266,8 +272,13 @@ def main() -> None:
                         help="rows per step (default: the trainer's, conf/trainer)")
     parser.add_argument("--seq-len", type=int,
                         help="tokens per row (default: the trainer's, conf/trainer)")
+    parser.add_argument("--paths", default=",".join(ALL_PATHS),
+                        help="the paths timed (fewer: more turns in the same time)")
     parser.add_argument("--out", help="also write the results here, as JSON")
     args = parser.parse_args()
+    args.paths = args.paths.split(",")
+    if len(args.paths) < 2 or not set(args.paths) <= set(ALL_PATHS):
+        parser.error(f"--paths {','.join(args.paths)}: two or more of {','.join(ALL_PATHS)}")
     malloc_thresholds(*MEASURED)
     corpus = load_corpus(compose(["logger.wandb.mode=disabled"]).task)  # loaded once
     results = []

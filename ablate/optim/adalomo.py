@@ -162,7 +162,7 @@ class AdaLomo(Base):
                     adalomo_direction_(grad, state, step, **options, whole=p)
             for key in ("exp_avg_sq_row", "exp_avg_sq"):
                 kind = [(state, grad) for p, _, state, grad in bucket
-                         if key in state and not is_sharded(p)]
+                        if key in state and not is_sharded(p)]
                 if kind:
                     states, grads = zip(*kind)
                     adalomo_directions_many_(list(grads), list(states), step, **options)

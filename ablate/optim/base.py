@@ -146,7 +146,7 @@ def elementwise_batches(written: list[list[Tensor]], read: list[list[Tensor]]
     temporaries (AdamW's sqrt(v)) are as large as all the parameters: allocated anew every
     step, their pages faulted in again. In batches it reads memory about once and its
     temporaries are a batch's, bit for bit the same numbers (AdamW's step on llama_60m:
-    about 0.4 of torch's foreach step). A tensor of more than CHUNK values comes as aligned
+    0.4-0.5 of torch's foreach step). A tensor of more than CHUNK values comes as aligned
     flat slices, the others whole (flattening and cutting each tensor took 10% of
     llama_tiny's step). A GPU's foreach kernels chunk their tensors themselves: there, the
     lists whole."""
