@@ -14,7 +14,7 @@ load on the machine slows all alike and no path always follows the same one (wit
 rotation each did, and what a step leaves in the caches and the allocator is part of the
 next one's time); each ratio is the median over steps of one path's wall time over the
 other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps; on the
-larger models: `--big-optimizers`, `--big-steps` (with `--steps 40 --big-steps 10` a run
+larger models: `--big-optimizers`, `--big-steps` (with `--steps 40 --big-steps 16` a run
 took 43 minutes on an idle 2-core CPU); each after one untimed step (state allocation).
 A step is the trainer's batch (conf/trainer: 8 x 128 tokens) unless `--batch-size` and
 `--seq-len` say otherwise: the fused path's cost is about fixed per step (the README's
