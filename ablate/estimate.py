@@ -52,7 +52,7 @@ from .config.overrides import check_overrides
 from .config.variants import compose, expand
 from .distributed import BucketedAllReduce
 from .errors import ConfigError, IncompatibleToggles, error_line
-from .fused import OptimizerInBackward, layer_of
+from .fused import OptimizerInBackward, groups_of
 from .memory import GB, optimizer_state_bytes
 from .models import build_model, shape
 from .optim.base import Base
@@ -170,17 +170,19 @@ def gradient_bytes(model: torch.nn.Module, width: int, all_grads: bool,
     """Gradients of the trained parameters (with an adapter, its own and the full-rank
     ones). With a fused backward each gradient is freed by its own hook, so one is alive at
     a time, or, `grouped` (multi-tensor updates, `ablate/fused.py`), by its group's update,
-    so one layer's are; a tied parameter's gradient lives in autograd's buffer from its
-    first use in the backward to its last, beside each of the others."""
+    so one group's are (a layer's, or the final norm's with the head's); a tied parameter's
+    gradient lives in autograd's buffer from its first use in the backward to its last,
+    beside each of the others."""
     trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if all_grads:
         return sum(p.numel() for _, p in trained) * width
     tied = [p for p in tied_params(model) if p.requires_grad]
     held = sum(p.numel() for p in tied)
+    groups = groups_of([name for name, _ in trained])
     rest: dict[str, int] = {}  # per group (a parameter on its own unless grouped)
     for name, p in trained:
         if all(p is not q for q in tied):
-            key = layer_of(name) if grouped else name
+            key = groups[name] if grouped else name
             rest[key] = rest.get(key, 0) + p.numel()
     return (held + max(rest.values(), default=0)) * width
 

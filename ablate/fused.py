@@ -10,11 +10,16 @@ With multi-tensor updates (`Base.multi_tensor`: `trainer.foreach`, on by default
 parameters whose gradients complete together are updated together: one decoder layer's
 (`model.layers.3.*`) when the last of its hooks fires, in one multi-tensor call
 (`Base.update_many`, over the instances' parameters and states), their gradients then
-freed at once. Every parameter outside the numbered layers (the embedding, the final norm,
-the head) is a group of its own. So at most one group's gradients (one layer's) are kept
-beyond those of the per-parameter update. A group some of whose parameters got no gradient
-is updated at the end of `backward()`. A class without multi-tensor updates steps each
-instance from its own hook, as with `foreach` off.
+freed at once. The parameters after the last layer (the final norm and the head, whose
+gradients come first, one after the other) are one group; each other one outside the
+numbered layers (the embedding) is a group of its own (`groups_of`). So at most one group's
+gradients (one layer's, or the head's and the final norm's) are kept beyond those of the
+per-parameter update. Each group's update starts cold (the backward's kernels have evicted
+the interpreter's and torch's working set): a few tenths of a millisecond on a 2-core CPU,
+which is what the fused path costs over the unfused one, hence groups as large as that
+bound allows. A group some of whose parameters got no gradient is updated at the end of
+`backward()` (its other gradients kept until then). A class without multi-tensor updates
+steps each instance from its own hook, as with `foreach` off.
 
 Data parallel, a hook hands its gradient to a `distributed.BucketedAllReduce` instead of
 using it: the update runs when the gradient's bucket has been summed over the ranks, so
@@ -45,7 +50,9 @@ class OptimizerInBackward:
     def __init__(self, named_params: Iterable[tuple[str, torch.nn.Parameter]],
                  make_optimizer: Callable[[list], torch.optim.Optimizer], reducer=None):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self._group_size: dict[str, int] = {}  # parameters per group (see the module's doc)
+        named_params = list(named_params)
+        self._group_of = groups_of([name for name, _ in named_params])
+        self._group_size: dict[str, int] = {}  # parameters per group
         self._complete: dict[str, list[str]] = {}  # per group: the names with a gradient
         self.reducer = reducer  # a BucketedAllReduce across ranks, or None
         self._handles = []
@@ -58,7 +65,7 @@ class OptimizerInBackward:
             if is_sharded(p):
                 self._sharded = p
             self.optimizers[name] = make_optimizer([(name, p)])
-            group = layer_of(name)
+            group = self._group_of[name]
             self._group_size[group] = self._group_size.get(group, 0) + 1
             self._handles.append(p.register_post_accumulate_grad_hook(self._hook(name)))
         self._needing_sums = {name for name, opt in self.optimizers.items()
@@ -101,7 +108,7 @@ class OptimizerInBackward:
     def _ready(self, name: str) -> None:
         """Notes that `name`'s gradient is complete; its group's update runs when the last
         of the group's gradients is."""
-        group = layer_of(name)
+        group = self._group_of[name]
         complete = self._complete.setdefault(group, [])
         complete.append(name)
         if len(complete) == self._group_size[group]:
@@ -172,9 +179,21 @@ class OptimizerInBackward:
             handle.remove()
 
 
-def layer_of(name: str) -> str:
-    """A parameter's group: its name up to its first number (one decoder layer:
-    `model.layers.3`), or, with no number in it, the parameter itself."""
+def groups_of(names: list[str]) -> dict[str, str]:
+    """Each parameter's group, from the parameters' names in the model's order: a numbered
+    layer's (`layer_of`) one group, those after the last layer one group (named by the
+    first of them), each other one a group of its own."""
+    layers = {name: layer_of(name) for name in names}
+    numbered = [i for i, name in enumerate(names) if layers[name] is not None]
+    tail = names[numbered[-1] + 1:] if numbered else []
+    groups = {name: layers[name] or name for name in names}
+    groups.update((name, tail[0]) for name in tail)
+    return groups
+
+
+def layer_of(name: str) -> str | None:
+    """A parameter's layer: its name up to its first number (one decoder layer:
+    `model.layers.3`), or None when there is no number in it."""
     parts = name.split(".")
     numbered = next((i for i, part in enumerate(parts) if part.isdigit()), None)
-    return name if numbered is None else ".".join(parts[:numbered + 1])
+    return None if numbered is None else ".".join(parts[:numbered + 1])

@@ -6,7 +6,8 @@ against torch's own with `foreach=True`.
         [--optimizers adamw,sgd,lomo,adalomo,adafactor,galore_adamw,apollo,adam_mini,muon]
         [--big-optimizers adamw,adalomo] [--threads 1,2] [--steps 6] [--big-steps 2]
         [--batch-size B] [--seq-len L]
-        [--paths fused,fused/1,unfused,unfused/1,fused/after,torch] [--out FILE.json]
+        [--paths fused,fused/1,unfused,unfused/1,fused/after,torch] [--heap settled|cached]
+        [--processes N] [--out FILE.json]
 
 For each model, thread count and optimizer, the paths are built from one seed (the same
 init) and step in turns, step by step, the order shuffled each step (seeded), so that other
@@ -15,7 +16,8 @@ rotation each did, and what a step leaves in the caches and the allocator is par
 next one's time); each ratio is the median over steps of one path's wall time over the
 other's in the same turn. On llama_tiny: `--optimizers`, `--steps` timed steps; on the
 larger models: `--big-optimizers`, `--big-steps` (with `--steps 40 --big-steps 16` a run
-took 43 minutes on an idle 2-core CPU); each after one untimed step (state allocation).
+took 43 minutes on an idle 2-core CPU); each after one untimed step (state allocation),
+the peak steps (below) and one more untimed step under the timed steps' heap (`--heap`).
 A step is the trainer's batch (conf/trainer: 8 x 128 tokens) unless `--batch-size` and
 `--seq-len` say otherwise: the fused path's cost is about fixed per step (the README's
 bench section), so its share of a smaller batch's step is larger. `--paths` times only
@@ -39,6 +41,11 @@ bf16, its default as torch's, a CPU takes about 25 s a step.
 
 Each ratio is printed with a 95% interval of its median over the turns (`median_interval`):
 a target such as "fused at most 1.02 x unfused" is shown when the interval's top is under it.
+That interval is the noise of one process. Another process's ratios differ by a per cent or
+two (its memory laid out otherwise; llama_tiny's AdaLomo at two threads gave 1.034, 1.010,
+1.008 and 1.015 in four processes of 40 turns): `--processes N` runs each cell in N fresh
+processes and gives each ratio as the median of their medians, its interval over the
+processes (with 5 the range of the five, 94%); every other figure is their median.
 
 ops: aten operators per step called from Python (`torch.profiler`, events with no aten
 parent; on a GPU each is about one kernel launch; on CPU a foreach op runs its per-tensor
@@ -51,6 +58,14 @@ gradients, activations and temporaries, which is where fused and unfused differ.
 timed steps run with glibc's thresholds where they settle in a training process
 (`SETTLED`): under `MEASURED` every block of 1 MB or more is mapped and faulted in anew at
 each step, a fifth of llama_tiny's step, which a run does only for blocks over 32 MB.
+On llama_60m those blocks (the logits, their gradient, the embedding's and the head's
+gradients) are about 600 MB faulted in a step, in the kernel time of a step that moves by
+0.2-0.7 s of its 3 s (one thread), in turn after turn: the noise that makes its intervals
+5-25% wide. `--heap cached` times the steps with nothing mapped on its own and nothing
+handed back (`CACHED`): every freed block reused, as a caching allocator (a GPU's, or
+jemalloc) keeps it. The paths then fault nothing, and the step's time is its compute. Both
+heaps give each path's page faults per step (flt): under `SETTLED` the fused and unfused
+steps fault in the same memory, so what `cached` removes is the same for both.
 """
 
 from __future__ import annotations
@@ -60,7 +75,11 @@ import ctypes
 import gc
 import json
 import random
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from unittest import mock
 
@@ -68,23 +87,27 @@ import torch
 from scipy import stats
 
 from ablate.config.variants import compose
-from ablate.fused import OptimizerInBackward, layer_of
+from ablate.fused import OptimizerInBackward
 from ablate.memory import allocated_bytes, peak_bytes, reset_peak
 from ablate.tasks.pretrain import load_corpus
 from ablate.train import Trainer
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-MEASURED = (1 << 20, 128 << 10)  # blocks of 1 MB or more mapped on their own (RSS = in use)
-SETTLED = (32 << 20, 64 << 20)  # where glibc's own thresholds settle in a training process
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters
+MAPS = 65536  # glibc's default M_MMAP_MAX: blocks over the threshold are mapped
+MEASURED = (1 << 20, 128 << 10, MAPS)  # blocks of 1 MB or more mapped alone (RSS = in use)
+SETTLED = (32 << 20, 64 << 20, MAPS)  # where glibc's own thresholds settle in a training run
+CACHED = (32 << 20, 2**31 - 1, 0)  # nothing mapped alone, nothing trimmed: every block reused
+HEAPS = {"settled": SETTLED, "cached": CACHED}  # --heap: the timed steps'
 PEAK_STEPS = 3  # steps per path whose peak RSS rise is measured
 
 
-def malloc_thresholds(mmap: int, trim: int) -> None:
+def malloc_thresholds(mmap: int, trim: int, maps: int) -> None:
     """glibc's thresholds set, and its free heap memory handed back (`malloc_trim`): from
     here the RSS counts only memory in use, and a block reused is faulted in again."""
     libc = ctypes.CDLL(None)
     libc.mallopt(M_MMAP_THRESHOLD, mmap)
     libc.mallopt(M_TRIM_THRESHOLD, trim)
+    libc.mallopt(M_MMAP_MAX, maps)
     libc.malloc_trim(0)
 
 
@@ -130,7 +153,7 @@ class UpdatedAfterBackward(OptimizerInBackward):
     `_backward` updates every group left (see fused/after above)."""
 
     def _ready(self, name: str) -> None:
-        self._complete.setdefault(layer_of(name), []).append(name)
+        self._complete.setdefault(self._group_of[name], []).append(name)
 
 
 def aten_ops(trainer: Trainer) -> tuple[int, int]:
@@ -168,6 +191,13 @@ def seconds_of(step) -> float:
     return time.perf_counter() - began
 
 
+def faults_of(step) -> int:
+    """Pages the process faulted in during `step()` (minor faults: memory mapped anew)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
 def step_rise(trainer: Trainer) -> int:
     """One training step's peak RSS rise over the RSS before it."""
     cpu = torch.device("cpu")
@@ -185,14 +215,19 @@ def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
     rises = {name: [step_rise(paths[name]) for _ in range(PEAK_STEPS)] for name in names}
     seconds: dict[str, list[float]] = {name: [] for name in names}
     order = random.Random(0)
-    malloc_thresholds(*SETTLED)
+    malloc_thresholds(*HEAPS[args.heap])
+    for name in names:  # untimed: the heap grown to a step's use, under args.heap
+        paths[name].train_step()
     for _ in range(steps):
         for name in order.sample(names, len(names)):
             seconds[name].append(seconds_of(paths[name].train_step))
+    faults = {name: faults_of(paths[name].train_step) for name in names}
     malloc_thresholds(*MEASURED)
-    result = {"model": model, "optimizer": optimizer, "threads": threads, "steps": steps}
+    result = {"model": model, "optimizer": optimizer, "threads": threads, "steps": steps,
+              "heap": args.heap}
     for name in names:
         result[f"{name}_s"] = statistics.median(seconds[name])
+        result[f"{name}_faults"] = faults[name]
         result[f"{name}_peak_mb"] = statistics.median(rises[name]) / 2**20
         result[f"{name}_ops"], result[f"{name}_all_ops"] = aten_ops(paths[name])
     for a, b in RATIOS:
@@ -229,6 +264,37 @@ def optimizer_step_alone(ours: Trainer, theirs: Trainer, steps: int) -> dict:
             "unfused:torch_opt_high": high}
 
 
+def over_processes(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
+    """One cell benched in `args.processes` fresh processes of this script: each ratio the
+    median of theirs with its interval over them (`median_interval`), every other figure
+    the median of theirs (the lower middle one)."""
+    runs = [in_process(model, optimizer, threads, steps, args) for _ in range(args.processes)]
+    result = {**runs[0], "processes": len(runs)}
+    for key in runs[0]:
+        if f"{key}_low" in runs[0]:
+            result[key], result[f"{key}_low"], result[f"{key}_high"] = median_interval(
+                [run[key] for run in runs])
+        elif key.endswith(("_s", "_peak_mb", "_ops", "_faults")):
+            result[key] = statistics.median_low(run[key] for run in runs)
+    return result
+
+
+def in_process(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        out = f"{folder}/cell.json"
+        sizes = [f"--{key.replace('_', '-')}={value}" for key, value in
+                 (("batch_size", args.batch_size), ("seq_len", args.seq_len)) if value]
+        command = [sys.executable, __file__, "--models", model, "--optimizers", optimizer,
+                   "--big-optimizers", optimizer, "--threads", str(threads), "--steps",
+                   str(steps), "--big-steps", str(steps), "--paths", ",".join(args.paths),
+                   "--heap", args.heap, *sizes, "--out", out]
+        run = subprocess.run(command, capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{run.stderr[-2000:]}")
+        with open(out) as f:
+            return json.load(f)[0]
+
+
 INTERVAL = "interval"  # a ratio's median and its interval (median_interval)
 COLUMNS = (("model", "model", "{}", 10), ("optimizer", "optimizer", "{}", 12),
            ("thr", "threads", "{}", 3), ("fu:un [95%]", "fused:unfused", INTERVAL, 19),
@@ -243,7 +309,8 @@ COLUMNS = (("model", "model", "{}", 10), ("optimizer", "optimizer", "{}", 12),
            ("ops_un1", "unfused/1_ops", "{}", 7), ("ops_tor", "torch_ops", "{}", 7),
            ("all_fu", "fused_all_ops", "{}", 6), ("all_fu1", "fused/1_all_ops", "{}", 7),
            ("pk_fu", "fused_peak_mb", "{:.1f}", 6), ("pk_fu1", "fused/1_peak_mb", "{:.1f}", 6),
-           ("pk_un", "unfused_peak_mb", "{:.1f}", 6), ("un_s", "unfused_s", "{:.3f}", 6))
+           ("pk_un", "unfused_peak_mb", "{:.1f}", 6), ("flt_fu", "fused_faults", "{:.0f}", 7),
+           ("flt_un", "unfused_faults", "{:.0f}", 7), ("un_s", "unfused_s", "{:.3f}", 6))
 
 
 def cell(cells: dict, key: str, fmt: str) -> str:
@@ -274,8 +341,14 @@ def main() -> None:
                         help="tokens per row (default: the trainer's, conf/trainer)")
     parser.add_argument("--paths", default=",".join(ALL_PATHS),
                         help="the paths timed (fewer: more turns in the same time)")
+    parser.add_argument("--heap", choices=HEAPS, default="settled",
+                        help="glibc's heap while steps are timed (cached: no page faults)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="fresh processes per cell, their medians pooled")
     parser.add_argument("--out", help="also write the results here, as JSON")
     args = parser.parse_args()
+    if args.processes < 1:
+        parser.error(f"--processes {args.processes}: 1 or more")
     args.paths = args.paths.split(",")
     if len(args.paths) < 2 or not set(args.paths) <= set(ALL_PATHS):
         parser.error(f"--paths {','.join(args.paths)}: two or more of {','.join(ALL_PATHS)}")
@@ -285,9 +358,10 @@ def main() -> None:
     print("fu: fused, un: unfused (multi-tensor); aft: fused, its updates after backward; "
           "fu1, un1: per tensor (foreach off); "
           "tor: torch's foreach optimizer (step: the optimizer step alone); time ratios are "
-          "medians over turns [95% interval of the median]; ops: aten ops "
-          "per step (all: nested too); pk: MB peak RSS rise in a step; un_s: unfused seconds "
-          "per step")
+          f"medians over turns [95% interval of the median]"
+          f"{'' if args.processes == 1 else f', pooled over {args.processes} processes'}; "
+          f"ops: aten ops per step (all: nested too); pk: MB peak RSS rise in a step; "
+          f"flt: page faults in a step (heap: {args.heap}); un_s: unfused seconds per step")
     print(" ".join(title.rjust(width) for title, _, _, width in COLUMNS))
     with mock.patch("ablate.tasks.pretrain.load_corpus", lambda task, pretrained=None: corpus):
         for model in args.models.split(","):
@@ -295,7 +369,8 @@ def main() -> None:
             steps = args.steps if tiny else args.big_steps
             for threads in (int(t) for t in args.threads.split(",")):
                 for optimizer in (args.optimizers if tiny else args.big_optimizers).split(","):
-                    results.append(bench(model, optimizer, threads, steps, args))
+                    cell_of = bench if args.processes == 1 else over_processes
+                    results.append(cell_of(model, optimizer, threads, steps, args))
                     print(row(results[-1]), flush=True)
                     gc.collect()
     if args.out:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.fused import OptimizerInBackward, layer_of
+from ablate.fused import OptimizerInBackward, groups_of
 from ablate.optim import (Adafactor, AdaLomo, AdamMini, AdamW, Apollo, GaLoreAdamW, Lomo, Muon,
                           SGD)
 
@@ -83,8 +83,8 @@ def test_the_multi_tensor_update_equals_the_per_tensor_one_bit_for_bit(cls, opti
 
 
 class TwoLayers(torch.nn.Module):
-    """An embedding, two numbered layers (one with a parameter that gets no gradient) and
-    a head: four groups."""
+    """An embedding, two numbered layers (one with a parameter that gets no gradient), a
+    final norm and a head: four groups (the norm's and the head's parameters one)."""
 
     def __init__(self):
         super().__init__()
@@ -92,13 +92,14 @@ class TwoLayers(torch.nn.Module):
         self.layers = torch.nn.ModuleList(torch.nn.Linear(6, 6) for _ in range(2))
         self.unused = torch.nn.ParameterList([torch.nn.Parameter(torch.ones(3))])
         self.layers[1].register_parameter("spare", torch.nn.Parameter(torch.zeros(2)))
+        self.norm = torch.nn.LayerNorm(6)
         self.head = torch.nn.Linear(6, 11, bias=False)
 
     def forward(self, tokens):
         x = self.embed(tokens)
         for layer in self.layers:
             x = torch.tanh(layer(x))
-        return self.head(x)
+        return self.head(self.norm(x))
 
 
 @pytest.mark.parametrize("cls, options", [
@@ -146,7 +147,21 @@ def test_fused_groups_equal_the_per_parameter_update_and_free_the_gradients(cls,
     for path in ("per parameter", "unfused"):
         for a, b in zip(results["grouped"], results[path]):
             assert torch.equal(a, b), path
-    # the head, layer 0, the embedding, then layer 1 (2 of its 3 parameters) after backward
-    assert calls == [1, 2, 1, 2] * 3
-    assert layer_of("model.layers.3.mlp.up_proj.weight") == "model.layers.3"
-    assert layer_of("model.embed_tokens.weight") == "model.embed_tokens.weight"
+    # the head with the norm, layer 0, the embedding, then layer 1 (2 of its 3 parameters)
+    # after backward
+    assert calls == [3, 2, 1, 2] * 3
+
+
+def test_groups_are_the_layers_the_tail_and_single_parameters():
+    names = ["model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight",
+             "model.layers.0.input_layernorm.weight", "model.layers.1.mlp.up_proj.weight",
+             "extra.0", "model.norm.weight", "lm_head.weight"]
+    assert groups_of(names) == {
+        "model.embed_tokens.weight": "model.embed_tokens.weight",
+        "model.layers.0.mlp.up_proj.weight": "model.layers.0",
+        "model.layers.0.input_layernorm.weight": "model.layers.0",
+        "model.layers.1.mlp.up_proj.weight": "model.layers.1",
+        "extra.0": "extra.0",  # a ParameterList's entry: numbered, a layer of its own
+        "model.norm.weight": "model.norm.weight", "lm_head.weight": "model.norm.weight"}
+    assert groups_of(["embed.weight", "head.weight"]) == {  # no layers: each on its own
+        "embed.weight": "embed.weight", "head.weight": "head.weight"}
