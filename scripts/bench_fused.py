@@ -223,7 +223,7 @@ def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
     for _ in range(steps):
         for name in order.sample(names, len(names)):
             seconds[name].append(seconds_of(paths[name].train_step))
-    faults = {name: faults_of(paths[name].train_step) for name in names}
+    faults = {name: faults_of(paths[name].train_step) for name in names}  # one more step
     malloc_thresholds(*MEASURED)
     result = {"model": model, "optimizer": optimizer, "threads": threads, "steps": steps,
               "heap": args.heap}
@@ -237,19 +237,21 @@ def bench(model: str, optimizer: str, threads: int, steps: int, args) -> dict:
             result[f"{a}:{b}"], result[f"{a}:{b}_low"], result[f"{a}:{b}_high"] = median_interval(
                 [x / y for x, y in zip(seconds[a], seconds[b])])
     if "torch" in paths:
-        result.update(optimizer_step_alone(paths["unfused"], paths["torch"], steps))
+        result.update(optimizer_step_alone(paths["unfused"], paths["torch"], steps,
+                                           HEAPS[args.heap]))
     for trainer in paths.values():
         if trainer.fused:
             trainer.optimizer.remove_hooks()
     return result
 
 
-def optimizer_step_alone(ours: Trainer, theirs: Trainer, steps: int) -> dict:
+def optimizer_step_alone(ours: Trainer, theirs: Trainer, steps: int,
+                         heap: tuple[int, int, int]) -> dict:
     """Ours unfused against torch's foreach optimizer, the optimizer step alone: both models'
     parameters given the same gradients, then `step()` in turns (forward and backward, the
     same in both, hide a few per cent of difference in the train step's time). Timed, as the
-    train steps, with glibc's thresholds where they settle in a run (`SETTLED`)."""
-    malloc_thresholds(*SETTLED)
+    train steps, under the same heap (`--heap`)."""
+    malloc_thresholds(*heap)
     generator = torch.Generator().manual_seed(0)
     for p, q in zip(ours.model.parameters(), theirs.model.parameters()):
         p.grad = torch.randn(p.shape, generator=generator, dtype=p.dtype)
