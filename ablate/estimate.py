@@ -178,12 +178,12 @@ def gradient_bytes(model: torch.nn.Module, width: int, all_grads: bool,
         return sum(p.numel() for _, p in trained) * width
     tied = [p for p in tied_params(model) if p.requires_grad]
     held = sum(p.numel() for p in tied)
-    groups = groups_of([name for name, _ in trained])
+    names = [name for name, _ in trained]
+    groups = groups_of(names) if grouped else {name: name for name in names}
     rest: dict[str, int] = {}  # per group (a parameter on its own unless grouped)
     for name, p in trained:
         if all(p is not q for q in tied):
-            key = groups[name] if grouped else name
-            rest[key] = rest.get(key, 0) + p.numel()
+            rest[groups[name]] = rest.get(groups[name], 0) + p.numel()
     return (held + max(rest.values(), default=0)) * width
 
 

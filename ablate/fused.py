@@ -34,6 +34,7 @@ a gathering pass sums is summed over the ranks once at its end.
 from __future__ import annotations
 
 import weakref
+from collections import Counter
 from typing import Callable, Iterable
 
 import torch
@@ -52,7 +53,7 @@ class OptimizerInBackward:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         named_params = list(named_params)
         self._group_of = groups_of([name for name, _ in named_params])
-        self._group_size: dict[str, int] = {}  # parameters per group
+        self._group_size = Counter(self._group_of.values())  # parameters per group
         self._complete: dict[str, list[str]] = {}  # per group: the names with a gradient
         self.reducer = reducer  # a BucketedAllReduce across ranks, or None
         self._handles = []
@@ -65,8 +66,6 @@ class OptimizerInBackward:
             if is_sharded(p):
                 self._sharded = p
             self.optimizers[name] = make_optimizer([(name, p)])
-            group = self._group_of[name]
-            self._group_size[group] = self._group_size.get(group, 0) + 1
             self._handles.append(p.register_post_accumulate_grad_hook(self._hook(name)))
         self._needing_sums = {name for name, opt in self.optimizers.items()
                               if getattr(opt, "needs_global_sums", False)}

@@ -287,7 +287,8 @@ def in_process(model: str, optimizer: str, threads: int, steps: int, args) -> di
     with tempfile.TemporaryDirectory() as folder:
         out = f"{folder}/cell.json"
         sizes = [f"--{key.replace('_', '-')}={value}" for key, value in
-                 (("batch_size", args.batch_size), ("seq_len", args.seq_len)) if value]
+                 (("batch_size", args.batch_size), ("seq_len", args.seq_len))
+                 if value is not None]
         command = [sys.executable, __file__, "--models", model, "--optimizers", optimizer,
                    "--big-optimizers", optimizer, "--threads", str(threads), "--steps",
                    str(steps), "--big-steps", str(steps), "--paths", ",".join(args.paths),
